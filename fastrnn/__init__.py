@@ -1,0 +1,6 @@
+"""fastrnn: a fast, exact Elman RNN forward pass for NumPy arrays on the CPU."""
+
+from ._api import forward
+
+__all__ = ["forward", "__version__"]
+__version__ = "0.1.0"

@@ -1,0 +1,125 @@
+"""Activations for Numba kernels, written so LLVM vectorises them.
+
+Numba compiles ``math.tanh`` to a scalar libm call (no SVML here), ~40x the
+cost of a vectorised one (PERFORMANCE.md, trap 1). These are branch-free:
+clamps and path choices are plain comparisons, which LLVM turns into vector
+selects, so a loop over the hidden units runs 16 (float32) or 8 (float64)
+lanes at a time. NaN propagates (every select keeps a NaN operand), +-inf maps
+to +-1, and no ``fastmath`` flag that assumes finite values is used.
+
+Largest absolute errors against float64 ``np.tanh`` are measured in
+``tests/test_activations.py`` over the whole float range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+_F32 = np.float32
+
+# float32: the clamped odd rational approximation Eigen uses for float32
+# (numerator degree 13, denominator degree 6, in x**2).
+_CLAMP32 = _F32(7.90531110763549805)
+_TINY32 = _F32(0.0004)
+_A1, _A3, _A5, _A7 = (_F32(4.89352455891786e-03), _F32(6.37261928875436e-04),
+                      _F32(1.48572235717979e-05), _F32(5.12229709037114e-08))
+_A9, _A11, _A13 = (_F32(-8.60467152213735e-11), _F32(2.00018790482477e-13),
+                   _F32(-2.76076847742355e-16))
+_B0, _B2, _B4, _B6 = (_F32(4.89352518554385e-03), _F32(2.26843463243900e-03),
+                      _F32(1.18534705686654e-04), _F32(1.19825839466702e-06))
+
+
+@njit(inline="always")
+def _tanh32(x):
+    c = _CLAMP32 if x > _CLAMP32 else x
+    c = -_CLAMP32 if c < -_CLAMP32 else c
+    x2 = c * c
+    p = x2 * _A13 + _A11
+    p = p * x2 + _A9
+    p = p * x2 + _A7
+    p = p * x2 + _A5
+    p = p * x2 + _A3
+    p = p * x2 + _A1
+    p = p * c
+    q = x2 * _B6 + _B4
+    q = q * x2 + _B2
+    q = q * x2 + _B0
+    r = p / q
+    return x if abs(x) < _TINY32 else r
+
+
+# float64: |x| < 0.625 uses Cephes' rational approximation x + x^3 P(x^2)/Q(x^2);
+# beyond it, 1 - 2/(exp(2|x|) + 1) with exp computed as 2^n * e^r,
+# |r| <= ln2/2, by Cody-Waite reduction and a degree-13 Taylor polynomial.
+# 2^n is built exactly as float(1 << n) (n <= 55), which vectorises, where
+# ldexp would not. tanh(19.1) rounds to 1.0, so 2|x| is clamped at 38.2.
+_P0, _P1, _P2 = -9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3
+_Q1, _Q2, _Q3 = 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3
+_LOG2E = 1.4426950408889634
+_LN2_HI = 6.93147180369123816490e-01  # few significant bits: n * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
+_EXP_COEFFS = tuple(1.0 / float(np.prod(np.arange(1, k + 1, dtype=np.float64))) for k in range(14))
+(_E0, _E1, _E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13) = _EXP_COEFFS
+
+
+@njit(inline="always")
+def _tanh64(x):
+    ax = abs(x)
+    z = x * x
+    num = (_P0 * z + _P1) * z + _P2
+    den = ((z + _Q1) * z + _Q2) * z + _Q3
+    small = x + x * z * (num / den)
+    y = 2.0 * ax
+    y = y if y < 38.2 else 38.2  # also maps NaN and inf to 38.2: safe for the int cast
+    n = np.int64(y * _LOG2E + 0.5)
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    e = _E13
+    e = e * r + _E12
+    e = e * r + _E11
+    e = e * r + _E10
+    e = e * r + _E9
+    e = e * r + _E8
+    e = e * r + _E7
+    e = e * r + _E6
+    e = e * r + _E5
+    e = e * r + _E4
+    e = e * r + _E3
+    e = e * r + _E2
+    e = e * r + _E1
+    e = e * r + _E0
+    e = e * np.float64(np.int64(1) << n)
+    large = 1.0 - 2.0 / (e + 1.0)
+    large = -large if x < 0.0 else large
+    result = small if ax < 0.625 else large
+    return x if x != x else result
+
+
+def tanh(x):
+    """Vectorisable tanh for float32 or float64 scalars inside Numba code."""
+    raise NotImplementedError("fastrnn._activations.tanh only runs inside Numba code")
+
+
+@overload(tanh, inline="always")
+def _tanh_overload(x):
+    if x == types.float32:
+        return lambda x: _tanh32(x)
+    if x == types.float64:
+        return lambda x: _tanh64(x)
+    return None
+
+
+def relu(x):
+    """max(x, 0) for float32 or float64 scalars inside Numba code, keeping NaN."""
+    raise NotImplementedError("fastrnn._activations.relu only runs inside Numba code")
+
+
+@overload(relu, inline="always")
+def _relu_overload(x):
+    if x == types.float32:
+        zero32 = _F32(0.0)
+        return lambda x: zero32 if x < zero32 else x
+    if x == types.float64:
+        return lambda x: 0.0 if x < 0.0 else x
+    return None

@@ -1,0 +1,69 @@
+"""The explicit table of backends, and how "auto" chooses among them."""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Callable
+
+import numpy as np
+
+Recurrence = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool], None]
+
+# name -> module defining ``recurrence``; imported on first use so that
+# ``import fastrnn`` never imports Numba.
+BACKENDS = {
+    "numba": "fastrnn._numba",
+    "numpy": "fastrnn._numpy",
+}
+CHOICES = ("auto",) + tuple(BACKENDS)
+
+_loaded: dict[str, Recurrence] = {}
+_numba_missing: str | None = None  # why "auto" fell back, once known
+
+
+def _load(name: str) -> Recurrence:
+    module = importlib.import_module(BACKENDS[name])
+    _loaded[name] = module.recurrence
+    return module.recurrence
+
+
+def get_recurrence(backend: str) -> Recurrence:
+    """The recurrence function for ``backend``; raises for unknown names."""
+    found = _loaded.get(backend)
+    if found is not None:
+        return found
+    if backend == "auto":
+        return _loaded.setdefault("auto", _auto())
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {CHOICES}, got {backend!r}")
+    if backend == "numba":
+        try:
+            return _load("numba")
+        except ImportError as exc:
+            raise ImportError(
+                f"backend='numba' needs Numba, which could not be imported ({exc}); "
+                "install it with `pip install numba`, or use backend='numpy'"
+            ) from exc
+    return _load(backend)
+
+
+def _auto() -> Recurrence:
+    global _numba_missing
+    try:
+        return _load("numba")
+    except ImportError as exc:
+        _numba_missing = str(exc)
+        warnings.warn(
+            f"fastrnn: Numba could not be imported ({exc}); backend='auto' uses "
+            "the slower NumPy backend. Install numba for the compiled kernels.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return _load("numpy")
+
+
+def auto_backend_name() -> str:
+    """Which backend "auto" resolves to (importing Numba if needed)."""
+    get_recurrence("auto")
+    return "numpy" if _numba_missing is not None else "numba"
