@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._backends import get_recurrence
-from ._hoist import hoist_input
+from ._backends import get_backend
 from ._validate import validate_forward
 
 
@@ -47,6 +44,7 @@ def forward(
         The activation ``act``.
     batch_first : bool
         Whether x and the output are (B, T, ...) (default) or (T, B, ...).
+        Ignored for unbatched x, as in PyTorch.
     out : ndarray, optional
         C-contiguous, writeable array of the output's exact shape and dtype,
         sharing no memory with any input; the output is written into it and it
@@ -87,22 +85,14 @@ def forward(
     >>> bool(np.array_equal(output[:, -1], h_n))
     True
     """
-    problem = validate_forward(x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity, batch_first, out)
-    recurrence = get_recurrence(backend)
-
-    output = problem.out
+    (x, w_ih, w_hh, b_ih, b_hh, h0, output, relu, batch_first, unbatched, output_shape,
+     batch, hidden) = validate_forward(x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity,
+                                       batch_first, out)
+    compute = get_backend(backend)
     if output is None:
-        output = np.empty(problem.output_shape, dtype=problem.dtype)
-    h_n = np.empty((problem.batch, problem.hidden), dtype=problem.dtype)
-    hoist_input(problem.x, problem.w_ih, problem.bias, output)
-    seq = output if problem.batch_first else output.transpose(1, 0, 2)
-    recurrence(seq, problem.w_hh, problem.h0, h_n, problem.relu)
-
-    if problem.unbatched:
-        return _user_output(out, output[0]), h_n[0]
-    return _user_output(out, output), h_n
-
-
-def _user_output(out: Any, output: np.ndarray) -> np.ndarray:
-    # Return the caller's own object when they passed ``out``.
-    return output if out is None else out
+        output = np.empty(output_shape, x.dtype)
+    h_n = np.empty((batch, hidden), x.dtype)
+    compute(x, w_ih, w_hh, b_ih, b_hh, h0, output, h_n, relu, batch_first)
+    if unbatched:
+        return (output[0] if out is None else out), h_n[0]
+    return (output if out is None else out), h_n

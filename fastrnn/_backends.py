@@ -6,11 +6,11 @@ import importlib
 import warnings
 from typing import Callable
 
-import numpy as np
 
-Recurrence = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool], None]
+# forward(x, w_ih, w_hh, bias, h0, out, h_n, relu, batch_first): see _numpy.forward
+BackendForward = Callable[..., None]
 
-# name -> module defining ``recurrence``; imported on first use so that
+# name -> module defining ``forward``; imported on first use so that
 # ``import fastrnn`` never imports Numba.
 BACKENDS = {
     "numba": "fastrnn._numba",
@@ -18,18 +18,18 @@ BACKENDS = {
 }
 CHOICES = ("auto",) + tuple(BACKENDS)
 
-_loaded: dict[str, Recurrence] = {}
+_loaded: dict[str, BackendForward] = {}
 _numba_missing: str | None = None  # why "auto" fell back, once known
 
 
-def _load(name: str) -> Recurrence:
+def _load(name: str) -> BackendForward:
     module = importlib.import_module(BACKENDS[name])
-    _loaded[name] = module.recurrence
-    return module.recurrence
+    _loaded[name] = module.forward
+    return module.forward
 
 
-def get_recurrence(backend: str) -> Recurrence:
-    """The recurrence function for ``backend``; raises for unknown names."""
+def get_backend(backend: str) -> BackendForward:
+    """The forward function of ``backend``; raises for unknown names."""
     found = _loaded.get(backend)
     if found is not None:
         return found
@@ -48,7 +48,7 @@ def get_recurrence(backend: str) -> Recurrence:
     return _load(backend)
 
 
-def _auto() -> Recurrence:
+def _auto() -> BackendForward:
     global _numba_missing
     try:
         return _load("numba")
@@ -65,5 +65,5 @@ def _auto() -> Recurrence:
 
 def auto_backend_name() -> str:
     """Which backend "auto" resolves to (importing Numba if needed)."""
-    get_recurrence("auto")
+    get_backend("auto")
     return "numpy" if _numba_missing is not None else "numba"

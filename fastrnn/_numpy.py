@@ -1,4 +1,5 @@
-"""Pure-NumPy backend: one BLAS product and one in-place activation per step.
+"""Pure-NumPy backend: one hoisted input product, then one BLAS product and
+one in-place activation per step.
 
 Imports nothing but NumPy, so fastrnn works where Numba is missing.
 """
@@ -8,17 +9,31 @@ from __future__ import annotations
 import numpy as np
 
 
-def recurrence(seq: np.ndarray, w_hh: np.ndarray, h0: np.ndarray, h_n: np.ndarray,
-               relu: bool) -> None:
-    """Run the recurrence in place.
+def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
+            b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray, h_n: np.ndarray,
+            relu: bool, batch_first: bool) -> None:
+    """Compute the forward pass into ``out`` and ``h_n``; the backend contract.
 
-    ``seq`` is a (B, T, H) view (any strides) holding the hoisted input
-    pre-activations ``x_t W_ih^T + b``; step t overwrites ``seq[:, t]`` with
-    ``h_t``. ``h0`` is (B, H); the last state is written to ``h_n`` (B, H).
+    ``x`` is (B, T, I) if ``batch_first`` else (T, B, I), any memory layout;
+    ``out`` the C-contiguous output of x's layout with H features; ``h0``
+    (None for zeros) and ``h_n`` are (B, H); biases are (H,) or None. Every
+    argument is already validated (any memory layout); only ``out`` and
+    ``h_n`` are written.
     """
+    hidden = out.shape[-1]
+    # The input product for all B*T rows at once: one large BLAS call
+    # (PERFORMANCE.md, trap 3), written straight into the output.
+    rows = out.reshape(-1, hidden)
+    np.matmul(x.reshape(rows.shape[0], x.shape[-1]), w_ih.T, out=rows)
+    if b_ih is not None:
+        rows += b_ih
+    if b_hh is not None:
+        rows += b_hh
+
+    seq = out if batch_first else out.transpose(1, 0, 2)  # (B, T, H) view
     w_hh_t = w_hh.T
-    recurrent = np.empty_like(h0)
-    h_prev = h0
+    recurrent = np.empty_like(h_n)
+    h_prev = np.zeros_like(h_n) if h0 is None else h0
     for t in range(seq.shape[1]):
         step = seq[:, t]
         np.matmul(h_prev, w_hh_t, out=recurrent)

@@ -1,62 +1,58 @@
 """Validation shared by every entry point: one place that turns user arguments
-into the arrays every backend expects, or raises a clear error."""
+into the arrays every backend expects, or raises a clear error.
+
+The accepting path is a few comparisons per argument (a textbook-size forward
+costs about 3 us in total, so validation must cost well under that); messages
+are built only when something is wrong.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT32 = np.dtype(np.float32)
+FLOAT64 = np.dtype(np.float64)
+FLOAT_DTYPES = (FLOAT32, FLOAT64)
 NONLINEARITIES = ("tanh", "relu")
 
 
-@dataclass(frozen=True)
-class Problem:
-    """Validated arguments of one forward pass.
+class Problem(NamedTuple):
+    """Validated arguments of one forward pass, in the backend contract's form.
 
-    ``x`` keeps the caller's layout; ``seq_axes`` says how to view the output
-    (which has x's layout) as (batch, time, hidden).
+    ``validate_forward`` returns a plain tuple in this field order (building a
+    NamedTuple costs more than the rest of a tiny forward's validation).
     """
 
-    x: np.ndarray  # (B, T, I) or (T, B, I), any memory layout
+    x: np.ndarray  # (B, T, I) if batch_first else (T, B, I); any memory layout
     w_ih: np.ndarray  # (H, I)
     w_hh: np.ndarray  # (H, H)
-    bias: np.ndarray | None  # (H,) b_ih + b_hh, or None when both are None
-    h0: np.ndarray  # (B, H), C-contiguous, a private copy or zeros
+    b_ih: np.ndarray | None  # (H,)
+    b_hh: np.ndarray | None  # (H,)
+    h0: np.ndarray | None  # (B, H); None means zeros
+    out: np.ndarray | None  # validated, C-contiguous, x's layout with H features
     relu: bool
-    batch_first: bool
+    batch_first: bool  # always True for unbatched input
     unbatched: bool
-    out: np.ndarray | None  # validated, (B, T, H) or (T, B, H) like x
-    dtype: np.dtype
-
-    @property
-    def batch(self) -> int:
-        return self.x.shape[0] if self.batch_first else self.x.shape[1]
-
-    @property
-    def steps(self) -> int:
-        return self.x.shape[1] if self.batch_first else self.x.shape[0]
-
-    @property
-    def hidden(self) -> int:
-        return self.w_hh.shape[0]
-
-    @property
-    def output_shape(self) -> tuple[int, int, int]:
-        return self.x.shape[:2] + (self.hidden,)
+    output_shape: tuple[int, int, int]
+    batch: int
+    hidden: int
 
 
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"array of shape {value.shape} and dtype {value.dtype}"
-    return f"{type(value).__name__}"
+    return type(value).__name__
 
 
 def as_float_array(name: str, value: Any) -> np.ndarray:
     """Return ``value`` as an ndarray (no copy when it already is one) or raise
     a TypeError naming ``name`` when it is not float32/float64."""
+    if type(value) is np.ndarray:
+        dtype = value.dtype
+        if dtype is FLOAT32 or dtype is FLOAT64:
+            return value
     if isinstance(value, np.ndarray):
         array = value
     else:
@@ -67,32 +63,24 @@ def as_float_array(name: str, value: Any) -> np.ndarray:
                 f"{name} must be a float32 or float64 array; could not convert "
                 f"{_describe(value)} to an array: {exc}"
             ) from exc
-    if array.dtype not in FLOAT_DTYPES:
+    if array.dtype not in FLOAT_DTYPES or not array.dtype.isnative:
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {array.dtype} "
-            f"(shape {array.shape}); convert it, e.g. {name}.astype(np.float32)"
+            f"(shape {array.shape}); convert it, e.g. np.asarray({name}, dtype=np.float32)"
         )
     return array
 
 
-def check_one_dtype(arrays: dict[str, np.ndarray | None]) -> np.dtype:
-    """All given arrays share one dtype: no silent upcast."""
-    present = {name: a.dtype for name, a in arrays.items() if a is not None}
-    dtypes = set(present.values())
-    if len(dtypes) > 1:
-        listing = ", ".join(f"{name}={dt}" for name, dt in present.items())
-        raise TypeError(
-            "all floating arguments must share one dtype (float32 or float64), "
-            f"got {listing}; cast them to one dtype, e.g. .astype(np.float32)"
-        )
-    return dtypes.pop()
+def _mixed_dtypes(arrays: dict[str, np.ndarray | None]) -> TypeError:
+    listing = ", ".join(f"{name}={a.dtype}" for name, a in arrays.items() if a is not None)
+    return TypeError(
+        "all floating arguments must share one dtype (float32 or float64), "
+        f"got {listing}; cast them to one dtype, e.g. .astype(np.float32)"
+    )
 
 
-def _check_shape(name: str, array: np.ndarray, expected: tuple[int, ...], meaning: str) -> None:
-    if array.shape != expected:
-        raise ValueError(
-            f"{name} must have shape {expected} {meaning}, got {array.shape}"
-        )
+def _wrong_shape(name: str, array: np.ndarray, expected: tuple[int, ...], meaning: str) -> ValueError:
+    return ValueError(f"{name} must have shape {expected} {meaning}, got {array.shape}")
 
 
 def validate_forward(
@@ -107,76 +95,88 @@ def validate_forward(
     out: Any,
 ) -> Problem:
     """Check every argument of :func:`fastrnn.forward` and build a Problem."""
-    if not isinstance(nonlinearity, str) or nonlinearity not in NONLINEARITIES:
-        raise ValueError(
-            f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}"
-        )
-    if not isinstance(batch_first, (bool, np.bool_)):
-        raise TypeError(f"batch_first must be a bool, got {_describe(batch_first)}")
-    batch_first = bool(batch_first)
+    if type(nonlinearity) is not str or nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+    if batch_first is not True and batch_first is not False:
+        if not isinstance(batch_first, np.bool_):
+            raise TypeError(f"batch_first must be a bool, got {_describe(batch_first)}")
+        batch_first = bool(batch_first)
 
-    arrays = {
-        "x": as_float_array("x", x),
-        "w_ih": as_float_array("w_ih", w_ih),
-        "w_hh": as_float_array("w_hh", w_hh),
-        "b_ih": None if b_ih is None else as_float_array("b_ih", b_ih),
-        "b_hh": None if b_hh is None else as_float_array("b_hh", b_hh),
-        "h0": None if h0 is None else as_float_array("h0", h0),
-    }
-    dtype = check_one_dtype(arrays)
-    x, w_ih, w_hh = arrays["x"], arrays["w_ih"], arrays["w_hh"]
-    b_ih, b_hh, h0 = arrays["b_ih"], arrays["b_hh"], arrays["h0"]
+    x = as_float_array("x", x)
+    w_ih = as_float_array("w_ih", w_ih)
+    w_hh = as_float_array("w_hh", w_hh)
+    dtype = x.dtype
+    same = w_ih.dtype == dtype and w_hh.dtype == dtype
+    if b_ih is not None:
+        b_ih = as_float_array("b_ih", b_ih)
+        same = same and b_ih.dtype == dtype
+    if b_hh is not None:
+        b_hh = as_float_array("b_hh", b_hh)
+        same = same and b_hh.dtype == dtype
+    if h0 is not None:
+        h0 = as_float_array("h0", h0)
+        same = same and h0.dtype == dtype
+    if not same:
+        raise _mixed_dtypes({"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh,
+                             "h0": h0})
 
-    if x.ndim not in (2, 3):
-        raise ValueError(
-            "x must be 3-D (batch, time, input) when batch_first, (time, batch, "
-            f"input) otherwise, or 2-D (time, input) unbatched; got shape {x.shape}"
-        )
-    unbatched = x.ndim == 2
+    x_shape = x.shape
+    unbatched = len(x_shape) == 2
     if unbatched:
         # PyTorch ignores batch_first for unbatched input: (T, I) is one sequence.
-        x = x[np.newaxis]
         batch_first = True
-    input_size = x.shape[2]
-
-    if w_ih.ndim != 2:
+        x = x.reshape((1,) + x_shape)
+    elif len(x_shape) != 3:
         raise ValueError(
-            f"w_ih must be 2-D (hidden_size, input_size), got shape {w_ih.shape}"
+            "x must be 3-D (batch, time, input) when batch_first, (time, batch, "
+            f"input) otherwise, or 2-D (time, input) unbatched; got shape {x_shape}"
         )
-    hidden = w_ih.shape[0]
-    if hidden < 1:
-        raise ValueError(f"hidden_size (w_ih.shape[0]) must be at least 1, got shape {w_ih.shape}")
-    _check_shape("w_ih", w_ih, (hidden, input_size),
-                 f"(hidden_size, input_size) to match x of shape {arrays['x'].shape}")
-    _check_shape("w_hh", w_hh, (hidden, hidden),
-                 f"(hidden_size, hidden_size) to match w_ih of shape {w_ih.shape}")
-    for name, bias in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if bias is not None:
-            _check_shape(name, bias, (hidden,), f"(hidden_size,) to match w_ih of shape {w_ih.shape}")
+    n1, n2, input_size = x.shape
 
-    batch = x.shape[0] if batch_first else x.shape[1]
-    if h0 is None:
-        h0 = np.zeros((batch, hidden), dtype=dtype)
-    else:
-        expected = (hidden,) if unbatched else (batch, hidden)
-        layout = "(hidden_size,)" if unbatched else "(batch, hidden_size)"
-        _check_shape("h0", h0, expected, f"{layout} for x of shape {arrays['x'].shape}")
-        h0 = np.array(h0.reshape(batch, hidden), dtype=dtype, order="C", copy=True)
+    w_ih_shape = w_ih.shape
+    if len(w_ih_shape) != 2 or w_ih_shape[1] != input_size or w_ih_shape[0] < 1:
+        raise _bad_w_ih(w_ih_shape, input_size, x_shape)
+    hidden = w_ih_shape[0]
+    if w_hh.shape != (hidden, hidden):
+        raise _wrong_shape("w_hh", w_hh, (hidden, hidden),
+                           f"(hidden_size, hidden_size) to match w_ih of shape {w_ih_shape}")
+    if b_ih is not None and b_ih.shape != (hidden,):
+        raise _wrong_shape("b_ih", b_ih, (hidden,),
+                           f"(hidden_size,) to match w_ih of shape {w_ih_shape}")
+    if b_hh is not None and b_hh.shape != (hidden,):
+        raise _wrong_shape("b_hh", b_hh, (hidden,),
+                           f"(hidden_size,) to match w_ih of shape {w_ih_shape}")
 
-    if b_ih is None:
-        bias = None if b_hh is None else b_hh
-    else:
-        bias = b_ih if b_hh is None else b_ih + b_hh
+    batch = n1 if batch_first else n2
+    if h0 is not None:
+        if unbatched:
+            if h0.shape != (hidden,):
+                raise _wrong_shape("h0", h0, (hidden,),
+                                   f"(hidden_size,) for unbatched x of shape {x_shape}")
+            h0 = h0.reshape(1, hidden)
+        elif h0.shape != (batch, hidden):
+            raise _wrong_shape("h0", h0, (batch, hidden),
+                               f"(batch, hidden_size) for x of shape {x_shape}")
 
-    output_shape = x.shape[:2] + (hidden,)
+    output_shape = (n1, n2, hidden)
     if out is not None:
-        _check_out(out, output_shape[1:] if unbatched else output_shape, dtype, arrays)
-        out = out.reshape(output_shape)  # a view: out is C-contiguous
+        inputs = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, "h0": h0}
+        _check_out(out, output_shape[1:] if unbatched else output_shape, dtype, inputs)
+        if unbatched:
+            out = out.reshape(output_shape)  # a view: out is C-contiguous
 
-    return Problem(
-        x=x, w_ih=w_ih, w_hh=w_hh, bias=bias, h0=h0,
-        relu=nonlinearity == "relu", batch_first=batch_first, unbatched=unbatched,
-        out=out, dtype=dtype,
+    return (x, w_ih, w_hh, b_ih, b_hh, h0, out, nonlinearity == "relu", batch_first,
+            unbatched, output_shape, batch, hidden)
+
+
+def _bad_w_ih(shape: tuple[int, ...], input_size: int, x_shape: tuple[int, ...]) -> ValueError:
+    if len(shape) != 2:
+        return ValueError(f"w_ih must be 2-D (hidden_size, input_size), got shape {shape}")
+    if shape[0] < 1:
+        return ValueError(f"hidden_size (w_ih.shape[0]) must be at least 1, got shape {shape}")
+    return ValueError(
+        f"w_ih must have shape ({shape[0]}, {input_size}) (hidden_size, input_size) to "
+        f"match x of shape {x_shape}, got {shape}"
     )
 
 
