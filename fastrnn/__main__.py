@@ -35,7 +35,8 @@ def demo(repeat: int = 2000) -> None:
     print("hidden states (T, H):")
     print(np.array2string(states, precision=6, max_line_width=100))
     for backend in ("numba", "numpy"):
-        seconds = _median_time(lambda: forward(inputs, w_x, w_h, b, backend=backend), repeat)
+        seconds = _median_time(lambda name=backend: forward(inputs, w_x, w_h, b, backend=name),
+                               repeat)
         print(f"  backend={backend:6s} median {seconds * 1e6:8.2f} us per forward")
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Callable
-
+from collections.abc import Callable
 
 # forward(x, w_ih, w_hh, bias, h0, out, h_n, relu, batch_first): see _numpy.forward
 BackendForward = Callable[..., None]

@@ -1,21 +1,27 @@
 """Numba backend: the whole forward pass in one compiled call.
 
-The kernel hoists the input product into the output buffer, then overwrites
-each step's pre-activations with its hidden state, so nothing is allocated per
-step. Importing this module imports Numba; the NumPy backend never does.
-
-Numba's ``np.dot`` calls SciPy's BLAS; both the hoisted product and the large
-per-step products go through it, so one BLAS thread pool serves the whole
-call (PERFORMANCE.md, trap 2).
+The kernel hoists the input product into the output buffer (a chunk of time
+steps at a time, so it is still in cache when the recurrence reads it), then
+overwrites each step's pre-activations with its hidden state; nothing is
+allocated per step. Both products run in our register-blocked AVX-512 kernel
+(fastrnn._gemm), not BLAS: per-step BLAS calls cost microseconds at small
+sizes, and BLAS threads would fight ours for the two cores (PERFORMANCE.md,
+traps 2 and 4). Batches are split across threads, each sample's sequence
+being independent. Importing this module imports Numba; the NumPy backend
+never does.
 """
 
 from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
+from ._gemm import ALIGN_BYTES, aligned_zeros, matmul_rows
 
 # "contract" lets LLVM fuse multiply-adds. Nothing that assumes finite
 # values ("nnan", "ninf") or reorders sums ("reassoc") is enabled, so NaN and
@@ -23,109 +29,110 @@ from ._activations import tanh as _tanh
 _FASTMATH = {"contract"}
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
 
-# Below this many multiply-adds per step (B * H * H) the per-step product
-# runs in our own loop; above it a BLAS call's fixed cost (~0.1-0.2 us) is
-# repaid. Measured on the 2-core AVX-512 machine: at (B=1, H=64) the loop and
-# BLAS tie, from (B=8, H=64) BLAS wins clearly.
-BLAS_STEP_MIN_FMAS = 8 * 64 * 64
+# The hoisted input product of one chunk of time steps is kept near this
+# many elements, so that the recurrence reads it back from L2, not memory.
+CHUNK_ELEMENTS = 32 * 1024
+# Rows of the input product computed per call of the blocked kernel.
+HOIST_ROWS = 64
+# From this hidden size on, BLAS runs the products (see _forward_blas).
+BLAS_MIN_HIDDEN = 256
+# A forward is split across threads from this many multiply-adds on (about
+# 100 us of work): below it, handing work to a thread costs more than it saves.
+PARALLEL_MIN_FMAS = 2_000_000
 
 
 @njit(**_JIT)
-def _small_product(a, w_t, acc):
-    # acc += a @ w_t for small matrices, in our own loop: a BLAS call's fixed
-    # cost would dominate. w_t is C-contiguous (row k holds input unit k's
-    # weight to every output unit), so the inner loop runs over output units j
-    # at unit stride and LLVM vectorises it. Four k at a time, summed as a
-    # tree, cut the loads/stores of acc fourfold and keep the dependent-add
-    # chain short.
-    rows, inner = a.shape
-    width = w_t.shape[1]
-    k4 = inner - inner % 4
-    for r in range(rows):
-        c = acc[r]
-        s = a[r]
-        for k in range(0, k4, 4):
-            w0 = w_t[k]
-            w1 = w_t[k + 1]
-            w2 = w_t[k + 2]
-            w3 = w_t[k + 3]
-            p0 = s[k]
-            p1 = s[k + 1]
-            p2 = s[k + 2]
-            p3 = s[k + 3]
-            for j in range(width):
-                c[j] += (p0 * w0[j] + p1 * w1[j]) + (p2 * w2[j] + p3 * w3[j])
-        for k in range(k4, inner):
-            w = w_t[k]
-            p = s[k]
-            for j in range(width):
-                c[j] += p * w[j]
+def _pack_transposed(w, width, like):
+    # (H, K) -> 64-byte aligned (K, width): row k holds every output unit's
+    # weight for input k, zero-padded to a whole number of vectors.
+    h_out, inner = w.shape
+    packed = aligned_zeros(inner, width, like)
+    for k in range(inner):
+        row = packed[k]
+        for j in range(h_out):
+            row[j] = w[j, k]
+    return packed
 
 
 @njit(**_JIT)
-def _forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
-    # x: (B, T, I) if batch_first else (T, B, I); out: C-contiguous, x's layout
-    # with H features. Row b*T + t (batch_first) or t*B + b of out2d is h_t of
-    # sample b. Layout fixes (copies) happen here, compiled per input layout,
-    # so that contiguous inputs cost nothing and Python does no array work.
-    batch, hidden = h_n.shape
-    input_size = x.shape[2]
-    rows = out.shape[0] * out.shape[1]
-    steps = rows // batch if batch > 0 else 0
-    if h0 is None:
-        state = np.zeros((batch, hidden), dtype=out.dtype)
-    else:
-        state = np.ascontiguousarray(h0).copy()
-    if rows == 0:
-        h_n[:] = state
-        return
-    out2d = out.reshape(rows, hidden)
+def _input_product(x2d, first, rows, w_ih_p, bias, out2d, scratch):
+    # out2d[first:first+rows] = x2d[first:first+rows] @ w_ih.T + bias
+    hidden = out2d.shape[1]
+    input_size = x2d.shape[1]
+    block = scratch.shape[0]
+    for r0 in range(0, rows, block):
+        n = min(block, rows - r0)
+        start = first + r0
+        matmul_rows(x2d[start:start + n], n, input_size, w_ih_p, scratch)
+        for i in range(n):
+            o = out2d[start + i]
+            a = scratch[i]
+            for j in range(hidden):
+                o[j] = a[j] + bias[j]
 
-    blas = batch * hidden * hidden >= BLAS_STEP_MIN_FMAS
 
-    # The input product for all B*T rows at once (PERFORMANCE.md, trap 3),
-    # written into the output: one BLAS call, or our loop for small problems.
-    x2d = np.ascontiguousarray(x).reshape(rows, input_size)
-    if blas and input_size > 0:
-        np.dot(x2d, np.ascontiguousarray(w_ih).T, out2d)
-    else:
-        out2d[:] = 0
-        _small_product(x2d, np.ascontiguousarray(w_ih.T), out2d)
-    if b_ih is not None or b_hh is not None:
+@njit(**_JIT)
+def _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
+                   b_start, b_stop):
+    # Samples b_start..b_stop-1 of the batch, all steps. x: (B, T, I) if
+    # batch_first else (T, B, I), any layout; out: C-contiguous, x's layout;
+    # row b*T + t (batch_first) or t*B + b of out2d is h_t of sample b.
+    n1, n2, input_size = x.shape
+    hidden = w_hh.shape[0]
+    batch = n1 if batch_first else n2
+    steps = n2 if batch_first else n1
+    count = b_stop - b_start
+    lanes = ALIGN_BYTES // out.itemsize
+    width = (hidden + lanes - 1) // lanes * lanes
+
+    # state[i] is h of sample b_start + i, zero-padded to `width`: the left
+    # operand of the recurrent product.
+    state = aligned_zeros(count, width, out)
+    if h0 is not None:
+        for i in range(count):
+            for j in range(hidden):
+                state[i, j] = h0[b_start + i, j]
+    if steps > 0 and count > 0:
+        w_ih_p = _pack_transposed(w_ih, width, out)
+        w_hh_p = _pack_transposed(w_hh, width, out)
         bias = np.zeros(hidden, dtype=out.dtype)
         if b_ih is not None:
             bias += b_ih
         if b_hh is not None:
             bias += b_hh
-        for r in range(rows):
-            o = out2d[r]
-            for j in range(hidden):
-                o[j] += bias[j]
-
-    acc = np.empty_like(state)
-    if blas:
-        w_hh_t = np.ascontiguousarray(w_hh).T  # F-ordered view: BLAS reads it transposed
-        for t in range(steps):
-            np.dot(state, w_hh_t, acc)
-            _activate_step(out2d, acc, state, t, steps, batch_first, relu)
-    else:
-        w_hh_c = np.ascontiguousarray(w_hh.T)  # our loop wants rows of w_hh.T
-        for t in range(steps):
-            acc[:] = 0
-            _small_product(state, w_hh_c, acc)
-            _activate_step(out2d, acc, state, t, steps, batch_first, relu)
-    h_n[:] = state
+        acc = aligned_zeros(count, width, out)
+        scratch = aligned_zeros(HOIST_ROWS, width, out)
+        x2d = np.ascontiguousarray(x).reshape(n1 * n2, input_size)
+        out2d = out.reshape(n1 * n2, hidden)
+        chunk = max(1, CHUNK_ELEMENTS // (count * width))
+        for t0 in range(0, steps, chunk):
+            t1 = min(steps, t0 + chunk)
+            if batch_first:
+                for b in range(b_start, b_stop):
+                    _input_product(x2d, b * steps + t0, t1 - t0, w_ih_p, bias, out2d, scratch)
+            else:
+                for t in range(t0, t1):
+                    _input_product(x2d, t * batch + b_start, count, w_ih_p, bias, out2d,
+                                   scratch)
+            for t in range(t0, t1):
+                matmul_rows(state, count, hidden, w_hh_p, acc)
+                _activate_step(out2d, acc, state, t, steps, batch, b_start, batch_first, relu)
+    for i in range(count):
+        for j in range(hidden):
+            h_n[b_start + i, j] = state[i, j]
 
 
 @njit(**_JIT)
-def _activate_step(out2d, acc, state, t, steps, batch_first, relu):
+def _activate_step(out2d, acc, state, t, steps, batch, b_start, batch_first, relu):
     # h_t = act(pre-activation + recurrent product), written to the output row
-    # and to the contiguous state that the next step's product reads.
-    batch, hidden = state.shape
-    for b in range(batch):
+    # and to the state that the next step's product reads.
+    count = acc.shape[0]
+    hidden = out2d.shape[1]
+    for i in range(count):
+        b = b_start + i
         o = out2d[b * steps + t] if batch_first else out2d[t * batch + b]
-        a = acc[b]
-        s = state[b]
+        a = acc[i]
+        s = state[i]
         if relu:
             for j in range(hidden):
                 v = _relu(o[j] + a[j])
@@ -138,6 +145,89 @@ def _activate_step(out2d, acc, state, t, steps, batch_first, relu):
                 s[j] = v
 
 
-# The backend contract (see fastrnn._numpy.forward), called without a Python
-# wrapper: at the textbook size one extra Python call is 5% of the forward.
-forward = _forward_kernel
+@njit(**_JIT)
+def _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
+    # Large hidden sizes: BLAS (SciPy's, through Numba's np.dot) for the
+    # hoisted input product and one product per step, on all cores; only the
+    # activation is ours. Our blocked kernel has no cache blocking for
+    # weights that outgrow L2.
+    n1, n2, input_size = x.shape
+    batch, hidden = h_n.shape
+    rows = n1 * n2
+    steps = rows // batch if batch > 0 else 0
+    state = np.zeros((batch, hidden), dtype=out.dtype)
+    if h0 is not None:
+        state[:] = h0
+    if rows > 0:
+        out2d = out.reshape(rows, hidden)
+        if input_size > 0:
+            np.dot(np.ascontiguousarray(x).reshape(rows, input_size),
+                   np.ascontiguousarray(w_ih).T, out2d)
+        else:
+            out2d[:] = 0
+        bias = np.zeros(hidden, dtype=out.dtype)
+        if b_ih is not None:
+            bias += b_ih
+        if b_hh is not None:
+            bias += b_hh
+        for r in range(rows):
+            o = out2d[r]
+            for j in range(hidden):
+                o[j] += bias[j]
+        w_hh_t = np.ascontiguousarray(w_hh).T  # F-ordered view: BLAS reads it transposed
+        acc = np.empty_like(state)
+        for t in range(steps):
+            np.dot(state, w_hh_t, acc)
+            _activate_step(out2d, acc, state, t, steps, batch, 0, batch_first, relu)
+    h_n[:] = state
+
+
+@njit(**_JIT)
+def _forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
+    if w_hh.shape[0] >= BLAS_MIN_HIDDEN:
+        _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+    else:
+        _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
+                       0, h_n.shape[0])
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_THREADS = _cpu_count()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_THREADS - 1, thread_name_prefix="fastrnn")
+    return _pool
+
+
+def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
+            b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray, h_n: np.ndarray,
+            relu: bool, batch_first: bool) -> None:
+    """Same contract as :func:`fastrnn._numpy.forward`."""
+    batch, hidden = h_n.shape
+    parts = min(_THREADS, batch)
+    if (parts < 2 or hidden >= BLAS_MIN_HIDDEN
+            or out.size * (x.shape[2] + hidden) < PARALLEL_MIN_FMAS):
+        _forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+        return
+    # Samples are independent: each thread runs every step for its share of
+    # the batch (the kernels release the GIL), with no per-step hand-off.
+    bounds = [batch * p // parts for p in range(parts + 1)]
+    futures = [
+        _thread_pool().submit(_forward_range, x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu,
+                              batch_first, bounds[p], bounds[p + 1])
+        for p in range(1, parts)
+    ]
+    _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
+                   bounds[0], bounds[1])
+    for future in futures:
+        future.result()

@@ -79,7 +79,8 @@ def _mixed_dtypes(arrays: dict[str, np.ndarray | None]) -> TypeError:
     )
 
 
-def _wrong_shape(name: str, array: np.ndarray, expected: tuple[int, ...], meaning: str) -> ValueError:
+def _wrong_shape(name: str, array: np.ndarray, expected: tuple[int, ...],
+                 meaning: str) -> ValueError:
     return ValueError(f"{name} must have shape {expected} {meaning}, got {array.shape}")
 
 

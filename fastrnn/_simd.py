@@ -1,0 +1,152 @@
+"""512-bit SIMD vectors for Numba kernels.
+
+LLVM's auto-vectoriser keeps a loop's accumulators in memory when the loop
+over output units is innermost, and on this CPU it prefers 256-bit vectors.
+A register-blocked micro-kernel (several samples times several vectors of
+output units, accumulated over the inner dimension) needs its accumulators in
+registers, so they are written here as explicit LLVM vector values:
+``<16 x float>`` or ``<8 x double>``, one AVX-512 register each. Only what the
+kernels use is defined: load, store, broadcast and fused multiply-add.
+
+On a CPU without AVX-512, LLVM splits each vector into narrower ones; the
+code stays correct, only slower.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+VECTOR_BITS = 512
+
+
+class SimdVector(types.Type):
+    """A Numba type for an LLVM vector of ``lanes`` values of ``dtype``."""
+
+    def __init__(self, dtype: types.Float) -> None:
+        self.dtype = dtype
+        self.lanes = VECTOR_BITS // dtype.bitwidth
+        super().__init__(name=f"SimdVector({dtype}x{self.lanes})")
+
+
+@register_model(SimdVector)
+class _SimdVectorModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        element = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
+
+
+def lanes(dtype) -> int:
+    """Values per vector for a NumPy float dtype (16 for float32, 8 for float64)."""
+    return VECTOR_BITS // (8 * dtype.itemsize)
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    array_struct = context.make_array(array_type)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, array_type, array_struct, [index],
+                                    wraparound=False, boundscheck=False)
+
+
+@intrinsic
+def vload(typingctx, array, index):
+    """``array[index:index + lanes]`` as a vector (1-D contiguous float array;
+    the caller guarantees the range is in bounds)."""
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
+            and isinstance(array.dtype, types.Float)):
+        return None
+    vector = SimdVector(array.dtype)
+    signature = vector(array, types.intp)
+
+    def codegen(context, builder, sig, args):
+        array_value, index_value = args
+        index_value = context.cast(builder, index_value, sig.args[1], types.intp)
+        pointer = _element_pointer(context, builder, sig.args[0], array_value, index_value)
+        vector_type = context.get_value_type(sig.return_type)
+        pointer = builder.bitcast(pointer, vector_type.as_pointer())
+        return builder.load(pointer, align=sig.args[0].dtype.bitwidth // 8, typ=vector_type)
+
+    return signature, codegen
+
+
+@intrinsic
+def vstore(typingctx, array, index, value):
+    """Store ``value`` into ``array[index:index + lanes]``."""
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
+            and isinstance(value, SimdVector) and value.dtype == array.dtype):
+        return None
+    signature = types.void(array, types.intp, value)
+
+    def codegen(context, builder, sig, args):
+        array_value, index_value, vector_value = args
+        index_value = context.cast(builder, index_value, sig.args[1], types.intp)
+        pointer = _element_pointer(context, builder, sig.args[0], array_value, index_value)
+        pointer = builder.bitcast(pointer, vector_value.type.as_pointer())
+        builder.store(vector_value, pointer, align=sig.args[0].dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def vsplat(typingctx, scalar):
+    """A vector with every lane equal to ``scalar`` (a float32/float64)."""
+    if not isinstance(scalar, types.Float):
+        return None
+    vector = SimdVector(scalar)
+    signature = vector(scalar)
+
+    def codegen(context, builder, sig, args):
+        vector_type = context.get_value_type(sig.return_type)
+        undef = ir.Constant(vector_type, ir.Undefined)
+        first = builder.insert_element(undef, args[0], ir.Constant(ir.IntType(32), 0))
+        mask = ir.Constant(ir.VectorType(ir.IntType(32), sig.return_type.lanes), None)
+        return builder.shuffle_vector(first, undef, mask)
+
+    return signature, codegen
+
+
+@intrinsic
+def vzero(typingctx, like):
+    """A zero vector of the element type of ``like``, a float array."""
+    if not (isinstance(like, types.Array) and isinstance(like.dtype, types.Float)):
+        return None
+    vector = SimdVector(like.dtype)
+    signature = vector(like)
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(sig.return_type), None)
+
+    return signature, codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """``a * b + c`` lane by lane, with one rounding (llvm.fma)."""
+    if not (isinstance(a, SimdVector) and a == b == c):
+        return None
+    signature = a(a, b, c)
+
+    def codegen(context, builder, sig, args):
+        vector_type = context.get_value_type(sig.return_type)
+        vector = sig.return_type
+        name = f"llvm.fma.v{vector.lanes}f{vector.dtype.bitwidth}"
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vector_type, [vector_type] * 3), name)
+        return builder.call(fma, list(args))
+
+    return signature, codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """``a + b`` lane by lane."""
+    if not (isinstance(a, SimdVector) and a == b):
+        return None
+    signature = a(a, b)
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+
+    return signature, codegen
