@@ -23,6 +23,10 @@ _F32 = np.float32
 # (numerator degree 13, denominator degree 6, in x**2).
 _CLAMP32 = _F32(7.90531110763549805)
 _TINY32 = _F32(0.0004)
+# From here on float32 tanh rounds to exactly +-1 (tanh(9) = 1 - 3e-8); the
+# rational form would stop at 0.99999976.
+_ONE32 = _F32(1.0)
+_SATURATE32 = _F32(9.0)
 _A1, _A3, _A5, _A7 = (_F32(4.89352455891786e-03), _F32(6.37261928875436e-04),
                       _F32(1.48572235717979e-05), _F32(5.12229709037114e-08))
 _A9, _A11, _A13 = (_F32(-8.60467152213735e-11), _F32(2.00018790482477e-13),
@@ -47,6 +51,8 @@ def _tanh32(x):
     q = q * x2 + _B2
     q = q * x2 + _B0
     r = p / q
+    r = _ONE32 if x > _SATURATE32 else r
+    r = -_ONE32 if x < -_SATURATE32 else r
     return x if abs(x) < _TINY32 else r
 
 
@@ -93,6 +99,9 @@ def _tanh64(x):
     large = 1.0 - 2.0 / (e + 1.0)
     large = -large if x < 0.0 else large
     result = small if ax < 0.625 else large
+    # Below 1e-8, tanh(x) rounds to x itself; returning x also keeps the sign
+    # of -0.0, which the rational form would turn into +0.0.
+    result = x if ax < 1e-8 else result
     return x if x != x else result
 
 

@@ -29,12 +29,12 @@ def _load(name: str) -> BackendForward:
 
 def get_backend(backend: str) -> BackendForward:
     """The forward function of ``backend``; raises for unknown names."""
-    found = _loaded.get(backend)
+    found = _loaded.get(backend) if isinstance(backend, str) else None
     if found is not None:
         return found
     if backend == "auto":
         return _loaded.setdefault("auto", _auto())
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {CHOICES}, got {backend!r}")
     if backend == "numba":
         try:

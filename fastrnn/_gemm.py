@@ -21,6 +21,10 @@ from numba import njit
 from ._simd import vadd, vfma, vload, vsplat, vstore, vzero
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+# The product kernels allocate nothing, so they are compiled without Numba's
+# reference counting (_nrt=False): otherwise every array passed between these
+# small functions costs atomic increments and decrements in the hot loop.
+KERNEL_JIT = dict(_JIT, _nrt=False)
 ALIGN_BYTES = 64
 
 
@@ -34,7 +38,7 @@ def aligned_zeros(rows, cols, like):
     return buffer[offset:offset + size].reshape(rows, cols)
 
 
-@njit(**_JIT)
+@njit(**KERNEL_JIT)
 def _rows4_vecs4(z, r, inner, w, acc, j):
     lanes = ALIGN_BYTES // acc.itemsize
     j1 = j + lanes
@@ -56,59 +60,53 @@ def _rows4_vecs4(z, r, inner, w, acc, j):
     a31 = vzero(acc)
     a32 = vzero(acc)
     a33 = vzero(acc)
-    z0 = z[r]
-    z1 = z[r + 1]
-    z2 = z[r + 2]
-    z3 = z[r + 3]
+    r1 = r + 1
+    r2 = r + 2
+    r3 = r + 3
     for k in range(inner):
-        wk = w[k]
-        w0 = vload(wk, j)
-        w1 = vload(wk, j1)
-        w2 = vload(wk, j2)
-        w3 = vload(wk, j3)
-        s = vsplat(z0[k])
+        w0 = vload(w, k, j)
+        w1 = vload(w, k, j1)
+        w2 = vload(w, k, j2)
+        w3 = vload(w, k, j3)
+        s = vsplat(z[r, k])
         a00 = vfma(w0, s, a00)
         a01 = vfma(w1, s, a01)
         a02 = vfma(w2, s, a02)
         a03 = vfma(w3, s, a03)
-        s = vsplat(z1[k])
+        s = vsplat(z[r1, k])
         a10 = vfma(w0, s, a10)
         a11 = vfma(w1, s, a11)
         a12 = vfma(w2, s, a12)
         a13 = vfma(w3, s, a13)
-        s = vsplat(z2[k])
+        s = vsplat(z[r2, k])
         a20 = vfma(w0, s, a20)
         a21 = vfma(w1, s, a21)
         a22 = vfma(w2, s, a22)
         a23 = vfma(w3, s, a23)
-        s = vsplat(z3[k])
+        s = vsplat(z[r3, k])
         a30 = vfma(w0, s, a30)
         a31 = vfma(w1, s, a31)
         a32 = vfma(w2, s, a32)
         a33 = vfma(w3, s, a33)
-    o = acc[r]
-    vstore(o, j, a00)
-    vstore(o, j1, a01)
-    vstore(o, j2, a02)
-    vstore(o, j3, a03)
-    o = acc[r + 1]
-    vstore(o, j, a10)
-    vstore(o, j1, a11)
-    vstore(o, j2, a12)
-    vstore(o, j3, a13)
-    o = acc[r + 2]
-    vstore(o, j, a20)
-    vstore(o, j1, a21)
-    vstore(o, j2, a22)
-    vstore(o, j3, a23)
-    o = acc[r + 3]
-    vstore(o, j, a30)
-    vstore(o, j1, a31)
-    vstore(o, j2, a32)
-    vstore(o, j3, a33)
+    vstore(acc, r, j, a00)
+    vstore(acc, r, j1, a01)
+    vstore(acc, r, j2, a02)
+    vstore(acc, r, j3, a03)
+    vstore(acc, r1, j, a10)
+    vstore(acc, r1, j1, a11)
+    vstore(acc, r1, j2, a12)
+    vstore(acc, r1, j3, a13)
+    vstore(acc, r2, j, a20)
+    vstore(acc, r2, j1, a21)
+    vstore(acc, r2, j2, a22)
+    vstore(acc, r2, j3, a23)
+    vstore(acc, r3, j, a30)
+    vstore(acc, r3, j1, a31)
+    vstore(acc, r3, j2, a32)
+    vstore(acc, r3, j3, a33)
 
 
-@njit(**_JIT)
+@njit(**KERNEL_JIT)
 def _rows1_vecs4(z, r, inner, w, acc, j):
     # One row: the chain of dependent adds, not throughput, bounds the time,
     # so even and odd k accumulate separately (8 chains instead of 4).
@@ -124,78 +122,70 @@ def _rows1_vecs4(z, r, inner, w, acc, j):
     b1 = vzero(acc)
     b2 = vzero(acc)
     b3 = vzero(acc)
-    zr = z[r]
     half = inner // 2
     for i in range(half):
         k = 2 * i
-        wk = w[k]
-        s = vsplat(zr[k])
-        a0 = vfma(vload(wk, j), s, a0)
-        a1 = vfma(vload(wk, j1), s, a1)
-        a2 = vfma(vload(wk, j2), s, a2)
-        a3 = vfma(vload(wk, j3), s, a3)
-        wk = w[k + 1]
-        s = vsplat(zr[k + 1])
-        b0 = vfma(vload(wk, j), s, b0)
-        b1 = vfma(vload(wk, j1), s, b1)
-        b2 = vfma(vload(wk, j2), s, b2)
-        b3 = vfma(vload(wk, j3), s, b3)
+        s = vsplat(z[r, k])
+        a0 = vfma(vload(w, k, j), s, a0)
+        a1 = vfma(vload(w, k, j1), s, a1)
+        a2 = vfma(vload(w, k, j2), s, a2)
+        a3 = vfma(vload(w, k, j3), s, a3)
+        k += 1
+        s = vsplat(z[r, k])
+        b0 = vfma(vload(w, k, j), s, b0)
+        b1 = vfma(vload(w, k, j1), s, b1)
+        b2 = vfma(vload(w, k, j2), s, b2)
+        b3 = vfma(vload(w, k, j3), s, b3)
     if inner % 2:
-        wk = w[inner - 1]
-        s = vsplat(zr[inner - 1])
-        a0 = vfma(vload(wk, j), s, a0)
-        a1 = vfma(vload(wk, j1), s, a1)
-        a2 = vfma(vload(wk, j2), s, a2)
-        a3 = vfma(vload(wk, j3), s, a3)
-    o = acc[r]
-    vstore(o, j, vadd(a0, b0))
-    vstore(o, j1, vadd(a1, b1))
-    vstore(o, j2, vadd(a2, b2))
-    vstore(o, j3, vadd(a3, b3))
+        k = inner - 1
+        s = vsplat(z[r, k])
+        a0 = vfma(vload(w, k, j), s, a0)
+        a1 = vfma(vload(w, k, j1), s, a1)
+        a2 = vfma(vload(w, k, j2), s, a2)
+        a3 = vfma(vload(w, k, j3), s, a3)
+    vstore(acc, r, j, vadd(a0, b0))
+    vstore(acc, r, j1, vadd(a1, b1))
+    vstore(acc, r, j2, vadd(a2, b2))
+    vstore(acc, r, j3, vadd(a3, b3))
 
 
-@njit(**_JIT)
+@njit(**KERNEL_JIT)
 def _rows4_vecs1(z, r, inner, w, acc, j):
     a0 = vzero(acc)
     a1 = vzero(acc)
     a2 = vzero(acc)
     a3 = vzero(acc)
-    z0 = z[r]
-    z1 = z[r + 1]
-    z2 = z[r + 2]
-    z3 = z[r + 3]
     for k in range(inner):
-        wv = vload(w[k], j)
-        a0 = vfma(wv, vsplat(z0[k]), a0)
-        a1 = vfma(wv, vsplat(z1[k]), a1)
-        a2 = vfma(wv, vsplat(z2[k]), a2)
-        a3 = vfma(wv, vsplat(z3[k]), a3)
-    vstore(acc[r], j, a0)
-    vstore(acc[r + 1], j, a1)
-    vstore(acc[r + 2], j, a2)
-    vstore(acc[r + 3], j, a3)
+        wv = vload(w, k, j)
+        a0 = vfma(wv, vsplat(z[r, k]), a0)
+        a1 = vfma(wv, vsplat(z[r + 1, k]), a1)
+        a2 = vfma(wv, vsplat(z[r + 2, k]), a2)
+        a3 = vfma(wv, vsplat(z[r + 3, k]), a3)
+    vstore(acc, r, j, a0)
+    vstore(acc, r + 1, j, a1)
+    vstore(acc, r + 2, j, a2)
+    vstore(acc, r + 3, j, a3)
 
 
-@njit(**_JIT)
+@njit(**KERNEL_JIT)
 def _rows1_vecs1(z, r, inner, w, acc, j):
     a0 = vzero(acc)
     a1 = vzero(acc)
     a2 = vzero(acc)
     a3 = vzero(acc)
-    zr = z[r]
     quarter = inner // 4
     for i in range(quarter):
         k = 4 * i
-        a0 = vfma(vload(w[k], j), vsplat(zr[k]), a0)
-        a1 = vfma(vload(w[k + 1], j), vsplat(zr[k + 1]), a1)
-        a2 = vfma(vload(w[k + 2], j), vsplat(zr[k + 2]), a2)
-        a3 = vfma(vload(w[k + 3], j), vsplat(zr[k + 3]), a3)
+        a0 = vfma(vload(w, k, j), vsplat(z[r, k]), a0)
+        a1 = vfma(vload(w, k + 1, j), vsplat(z[r, k + 1]), a1)
+        a2 = vfma(vload(w, k + 2, j), vsplat(z[r, k + 2]), a2)
+        a3 = vfma(vload(w, k + 3, j), vsplat(z[r, k + 3]), a3)
     for k in range(4 * quarter, inner):
-        a0 = vfma(vload(w[k], j), vsplat(zr[k]), a0)
-    vstore(acc[r], j, vadd(vadd(a0, a1), vadd(a2, a3)))
+        a0 = vfma(vload(w, k, j), vsplat(z[r, k]), a0)
+    vstore(acc, r, j, vadd(vadd(a0, a1), vadd(a2, a3)))
 
 
-@njit(**_JIT)
+@njit(**KERNEL_JIT)
 def matmul_rows(z, rows, inner, w, acc):
     """acc[:rows, :Hp] = z[:rows, :inner] @ w[:inner, :Hp] (see module docstring)."""
     lanes = ALIGN_BYTES // acc.itemsize

@@ -21,7 +21,7 @@ from numba import njit
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
-from ._gemm import ALIGN_BYTES, aligned_zeros, matmul_rows
+from ._gemm import KERNEL_JIT, ALIGN_BYTES, aligned_zeros, matmul_rows
 
 # "contract" lets LLVM fuse multiply-adds. Nothing that assumes finite
 # values ("nnan", "ninf") or reorders sums ("reassoc") is enabled, so NaN and
@@ -48,13 +48,12 @@ def _pack_transposed(w, width, like):
     h_out, inner = w.shape
     packed = aligned_zeros(inner, width, like)
     for k in range(inner):
-        row = packed[k]
         for j in range(h_out):
-            row[j] = w[j, k]
+            packed[k, j] = w[j, k]
     return packed
 
 
-@njit(**_JIT)
+@njit(**KERNEL_JIT)
 def _input_product(x2d, first, rows, w_ih_p, bias, out2d, scratch):
     # out2d[first:first+rows] = x2d[first:first+rows] @ w_ih.T + bias
     hidden = out2d.shape[1]
@@ -65,10 +64,8 @@ def _input_product(x2d, first, rows, w_ih_p, bias, out2d, scratch):
         start = first + r0
         matmul_rows(x2d[start:start + n], n, input_size, w_ih_p, scratch)
         for i in range(n):
-            o = out2d[start + i]
-            a = scratch[i]
             for j in range(hidden):
-                o[j] = a[j] + bias[j]
+                out2d[start + i, j] = scratch[i, j] + bias[j]
 
 
 @njit(**_JIT)
@@ -122,27 +119,27 @@ def _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
             h_n[b_start + i, j] = state[i, j]
 
 
-@njit(**_JIT)
+@njit(**KERNEL_JIT)
 def _activate_step(out2d, acc, state, t, steps, batch, b_start, batch_first, relu):
     # h_t = act(pre-activation + recurrent product), written to the output row
     # and to the state that the next step's product reads.
+    # Plain 2-D indexing, no row slices: a slice costs a reference-count
+    # update, which at H = 8 was most of the step.
     count = acc.shape[0]
     hidden = out2d.shape[1]
     for i in range(count):
         b = b_start + i
-        o = out2d[b * steps + t] if batch_first else out2d[t * batch + b]
-        a = acc[i]
-        s = state[i]
+        row = b * steps + t if batch_first else t * batch + b
         if relu:
             for j in range(hidden):
-                v = _relu(o[j] + a[j])
-                o[j] = v
-                s[j] = v
+                v = _relu(out2d[row, j] + acc[i, j])
+                out2d[row, j] = v
+                state[i, j] = v
         else:
             for j in range(hidden):
-                v = _tanh(o[j] + a[j])
-                o[j] = v
-                s[j] = v
+                v = _tanh(out2d[row, j] + acc[i, j])
+                out2d[row, j] = v
+                state[i, j] = v
 
 
 @njit(**_JIT)

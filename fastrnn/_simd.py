@@ -43,47 +43,52 @@ def lanes(dtype) -> int:
     return VECTOR_BITS // (8 * dtype.itemsize)
 
 
-def _element_pointer(context, builder, array_type, array, index):
-    array_struct = context.make_array(array_type)(context, builder, array)
-    return cgutils.get_item_pointer(context, builder, array_type, array_struct, [index],
+def _is_float_matrix(array) -> bool:
+    return (isinstance(array, types.Array) and array.ndim == 2 and array.layout == "C"
+            and isinstance(array.dtype, types.Float))
+
+
+def _element_pointer(context, builder, sig, args):
+    # Address of array[row, col], computed in place: slicing a row out of the
+    # array in a hot loop would cost a reference-count update per slice.
+    array_type = sig.args[0]
+    array_struct = context.make_array(array_type)(context, builder, args[0])
+    indices = [context.cast(builder, value, typ, types.intp)
+               for value, typ in zip(args[1:3], sig.args[1:3])]
+    return cgutils.get_item_pointer(context, builder, array_type, array_struct, indices,
                                     wraparound=False, boundscheck=False)
 
 
 @intrinsic
-def vload(typingctx, array, index):
-    """``array[index:index + lanes]`` as a vector (1-D contiguous float array;
-    the caller guarantees the range is in bounds)."""
-    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
-            and isinstance(array.dtype, types.Float)):
+def vload(typingctx, array, row, col):
+    """``array[row, col:col + lanes]`` as a vector (a C-contiguous 2-D float
+    array; the caller guarantees the range is in bounds)."""
+    if not _is_float_matrix(array):
         return None
     vector = SimdVector(array.dtype)
-    signature = vector(array, types.intp)
+    signature = vector(array, types.intp, types.intp)
 
     def codegen(context, builder, sig, args):
-        array_value, index_value = args
-        index_value = context.cast(builder, index_value, sig.args[1], types.intp)
-        pointer = _element_pointer(context, builder, sig.args[0], array_value, index_value)
         vector_type = context.get_value_type(sig.return_type)
-        pointer = builder.bitcast(pointer, vector_type.as_pointer())
+        pointer = builder.bitcast(_element_pointer(context, builder, sig, args),
+                                  vector_type.as_pointer())
         return builder.load(pointer, align=sig.args[0].dtype.bitwidth // 8, typ=vector_type)
 
     return signature, codegen
 
 
 @intrinsic
-def vstore(typingctx, array, index, value):
-    """Store ``value`` into ``array[index:index + lanes]``."""
-    if not (isinstance(array, types.Array) and array.ndim == 1 and array.layout == "C"
-            and isinstance(value, SimdVector) and value.dtype == array.dtype):
+def vstore(typingctx, array, row, col, value):
+    """Store ``value`` into ``array[row, col:col + lanes]``."""
+    if not (_is_float_matrix(array) and isinstance(value, SimdVector)
+            and value.dtype == array.dtype):
         return None
-    signature = types.void(array, types.intp, value)
+    signature = types.void(array, types.intp, types.intp, value)
 
     def codegen(context, builder, sig, args):
-        array_value, index_value, vector_value = args
-        index_value = context.cast(builder, index_value, sig.args[1], types.intp)
-        pointer = _element_pointer(context, builder, sig.args[0], array_value, index_value)
-        pointer = builder.bitcast(pointer, vector_value.type.as_pointer())
-        builder.store(vector_value, pointer, align=sig.args[0].dtype.bitwidth // 8)
+        pointer = builder.bitcast(_element_pointer(context, builder, sig, args),
+                                  args[3].type.as_pointer())
+        builder.store(args[3], pointer, align=sig.args[0].dtype.bitwidth // 8)
         return context.get_dummy_value()
 
     return signature, codegen
