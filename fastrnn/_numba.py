@@ -21,7 +21,7 @@ from numba import njit
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
-from ._gemm import KERNEL_JIT, ALIGN_BYTES, aligned_zeros, matmul_rows
+from ._gemm import ALIGN_BYTES, KERNEL_JIT, aligned_zeros, matmul_rows
 
 # "contract" lets LLVM fuse multiply-adds. Nothing that assumes finite
 # values ("nnan", "ninf") or reorders sums ("reassoc") is enabled, so NaN and
@@ -195,7 +195,9 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-_THREADS = _cpu_count()
+# FASTRNN_NUM_THREADS caps the threads one forward call uses (default: the
+# cores this process may run on).
+_THREADS = int(os.environ.get("FASTRNN_NUM_THREADS") or 0) or _cpu_count()
 _pool: ThreadPoolExecutor | None = None
 
 

@@ -54,7 +54,7 @@ def _element_pointer(context, builder, sig, args):
     array_type = sig.args[0]
     array_struct = context.make_array(array_type)(context, builder, args[0])
     indices = [context.cast(builder, value, typ, types.intp)
-               for value, typ in zip(args[1:3], sig.args[1:3])]
+               for value, typ in zip(args[1:3], sig.args[1:3], strict=True)]
     return cgutils.get_item_pointer(context, builder, array_type, array_struct, indices,
                                     wraparound=False, boundscheck=False)
 
