@@ -20,6 +20,12 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray 
     argument is already validated (any memory layout); only ``out`` and
     ``h_n`` are written.
     """
+    # inf - inf gives NaN here as in the Numba backend, without NumPy's warning.
+    with np.errstate(invalid="ignore", over="ignore"):
+        _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+
+
+def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
     hidden = out.shape[-1]
     # The input product for all B*T rows at once: one large BLAS call
     # (PERFORMANCE.md, trap 3), written straight into the output.

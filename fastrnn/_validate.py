@@ -122,6 +122,7 @@ def validate_forward(
                              "h0": h0})
 
     x_shape = x.shape
+    x_given, h0_given = x, h0  # for messages: the shapes the caller passed
     unbatched = len(x_shape) == 2
     if unbatched:
         # PyTorch ignores batch_first for unbatched input: (T, I) is one sequence.
@@ -161,7 +162,8 @@ def validate_forward(
 
     output_shape = (n1, n2, hidden)
     if out is not None:
-        inputs = {"x": x, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh, "h0": h0}
+        inputs = {"x": x_given, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh,
+                  "h0": h0_given}
         _check_out(out, output_shape[1:] if unbatched else output_shape, dtype, inputs)
         if unbatched:
             out = out.reshape(output_shape)  # a view: out is C-contiguous
