@@ -1,7 +1,7 @@
 """Activations for Numba kernels, written so LLVM vectorises them.
 
 Numba compiles ``math.tanh`` to a scalar libm call (no SVML here), ~40x the
-cost of a vectorised one (PERFORMANCE.md, trap 1). These are branch-free:
+cost of NumPy's vectorised one (8.8 ns against 0.24 ns per value here). These are branch-free:
 clamps and path choices are plain comparisons, which LLVM turns into vector
 selects, so a loop over the hidden units runs 16 (float32) or 8 (float64)
 lanes at a time. NaN propagates (every select keeps a NaN operand), +-inf maps

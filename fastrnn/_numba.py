@@ -1,14 +1,27 @@
-"""Numba backend: the whole forward pass in one compiled call.
+"""Numba backend: the whole forward pass in compiled code, one of three paths.
 
-The kernel hoists the input product into the output buffer (a chunk of time
-steps at a time, so it is still in cache when the recurrence reads it), then
-overwrites each step's pre-activations with its hidden state; nothing is
+Chosen by size in :func:`forward` (measured on the 2-core AVX-512 machine):
+
+=====================  ==========================================================
+path                   when
+=====================  ==========================================================
+blocked, one thread    H < BLAS_MIN_HIDDEN and fewer than PARALLEL_MIN_FMAS
+                       multiply-adds, or B = 1
+blocked, threads       H < BLAS_MIN_HIDDEN, B >= 2, more work than that: each
+                       thread runs every step for its share of the batch
+BLAS                   H >= BLAS_MIN_HIDDEN (256)
+=====================  ==========================================================
+
+Blocked: the input product is hoisted into the output buffer a chunk of time
+steps at a time (still in cache when the recurrence reads it back), then each
+step's pre-activations are overwritten with the hidden state; nothing is
 allocated per step. Both products run in our register-blocked AVX-512 kernel
 (fastrnn._gemm), not BLAS: per-step BLAS calls cost microseconds at small
-sizes, and BLAS threads would fight ours for the two cores (PERFORMANCE.md,
-traps 2 and 4). Batches are split across threads, each sample's sequence
-being independent. Importing this module imports Numba; the NumPy backend
-never does.
+sizes, and BLAS threads that keep spinning after a call would fight ours for
+the cores. BLAS: SciPy's BLAS (Numba's np.dot) for the hoisted product and
+one product per step, on all cores; our kernel has no cache blocking for
+weights that outgrow L2. Importing this module imports Numba; the NumPy
+backend never does.
 """
 
 from __future__ import annotations
@@ -181,11 +194,8 @@ def _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
 
 @njit(**_JIT)
 def _forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
-    if w_hh.shape[0] >= BLAS_MIN_HIDDEN:
-        _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
-    else:
-        _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                       0, h_n.shape[0])
+    _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
+                   0, h_n.shape[0])
 
 
 def _cpu_count() -> int:
@@ -213,9 +223,13 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray 
             relu: bool, batch_first: bool) -> None:
     """Same contract as :func:`fastrnn._numpy.forward`."""
     batch, hidden = h_n.shape
+    # The path is chosen here, not inside one compiled function, so that a
+    # first call compiles only the path it takes (compilation is seconds).
+    if hidden >= BLAS_MIN_HIDDEN:
+        _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+        return
     parts = min(_THREADS, batch)
-    if (parts < 2 or hidden >= BLAS_MIN_HIDDEN
-            or out.size * (x.shape[2] + hidden) < PARALLEL_MIN_FMAS):
+    if parts < 2 or out.size * (x.shape[2] + hidden) < PARALLEL_MIN_FMAS:
         _forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
         return
     # Samples are independent: each thread runs every step for its share of

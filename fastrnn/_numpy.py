@@ -28,7 +28,8 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray 
 def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
     hidden = out.shape[-1]
     # The input product for all B*T rows at once: one large BLAS call
-    # (PERFORMANCE.md, trap 3), written straight into the output.
+    # (per-step input products waste most of the time at large I), written
+    # straight into the output.
     rows = out.reshape(-1, hidden)
     np.matmul(x.reshape(rows.shape[0], x.shape[-1]), w_ih.T, out=rows)
     if b_ih is not None:
