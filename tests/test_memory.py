@@ -1,0 +1,87 @@
+"""Memory: the Numba backend allocates nothing that grows with T.
+
+With ``out=`` given, repeated calls must not allocate in proportion to the
+sequence length: the kernels' workspaces are O(B*H + H*(I+H)). tracemalloc
+sees NumPy's allocations; Numba's own (NRT) allocations are counted through
+its allocation statistics in a subprocess, where NUMBA_NRT_STATS can be set
+before Numba starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastrnn
+
+pytest.importorskip("numba")
+
+
+def _problem(steps: int, batch: int = 2, input_size: int = 8, hidden: int = 64):
+    rng = np.random.default_rng(steps)
+    x = rng.standard_normal((batch, steps, input_size)).astype(np.float32)
+    w_ih = (rng.standard_normal((hidden, input_size)) / 3).astype(np.float32)
+    w_hh = (rng.standard_normal((hidden, hidden)) / 8).astype(np.float32)
+    return x, w_ih, w_hh
+
+
+# Both step counts of a pair take the same kernel path (one thread for B = 1,
+# the batch split across threads for B = 2), so only T differs.
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_out_calls_allocate_nothing_that_grows_with_steps(backend, batch):
+    peaks = {}
+    for steps in (5_000, 20_000):
+        x, w_ih, w_hh = _problem(steps, batch=batch)
+        out = np.empty((x.shape[0], steps, w_hh.shape[0]), np.float32)
+        fastrnn.forward(x, w_ih, w_hh, out=out, backend=backend)  # compile, warm up
+        tracemalloc.start()
+        for _ in range(5):
+            fastrnn.forward(x, w_ih, w_hh, out=out, backend=backend)
+        peaks[steps] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    # The output alone is up to 2 * 20000 * 64 * 4 bytes = 10 MB; what was
+    # traced (thread hand-off objects at most) must be small and not grow with T.
+    assert peaks[20_000] < 256 * 1024, peaks
+    assert peaks[20_000] < peaks[5_000] + 16 * 1024, peaks
+
+
+_NRT_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import fastrnn
+    from numba.core.runtime import rtsys
+    counts = {}
+    for batch in (1, 2):
+        for steps in (5000, 20000):
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal((batch, steps, 8)).astype(np.float32)
+            w_ih = rng.standard_normal((64, 8)).astype(np.float32) / 3
+            w_hh = rng.standard_normal((64, 64)).astype(np.float32) / 8
+            out = np.empty((batch, steps, 64), np.float32)
+            fastrnn.forward(x, w_ih, w_hh, out=out, backend="numba")
+            before = rtsys.get_allocation_stats()
+            fastrnn.forward(x, w_ih, w_hh, out=out, backend="numba")
+            after = rtsys.get_allocation_stats()
+            counts[f"{batch},{steps}"] = [after.alloc - before.alloc, after.free - before.free]
+    json.dump(counts, sys.stdout)
+""")
+
+
+def test_numba_allocations_do_not_depend_on_steps():
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    result = subprocess.run([sys.executable, "-c", _NRT_SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=300, check=True)
+    counts = json.loads(result.stdout)
+    for batch in (1, 2):
+        short, long = counts[f"{batch},5000"], counts[f"{batch},20000"]
+        assert short == long, counts  # the same allocations for 4x the steps
+        assert long[0] == long[1], counts  # and all of them freed
+        assert long[0] <= 12 * batch, counts  # a few workspaces per thread, none per step
