@@ -85,14 +85,15 @@ def forward(
     >>> bool(np.array_equal(output[:, -1], h_n))
     True
     """
-    (x, w_ih, w_hh, b_ih, b_hh, h0, output, relu, batch_first, unbatched, output_shape,
-     batch, hidden) = validate_forward(x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity,
-                                       batch_first, out)
+    (x_arr, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, h0_arr, output, relu, batch_first_,
+     unbatched, output_shape, batch, hidden) = validate_forward(
+        x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity, batch_first, out)
     compute = get_backend(backend)
     if output is None:
-        output = np.empty(output_shape, x.dtype)
-    h_n = np.empty((batch, hidden), x.dtype)
-    compute(x, w_ih, w_hh, b_ih, b_hh, h0, output, h_n, relu, batch_first)
+        output = np.empty(output_shape, x_arr.dtype)
+    h_n = np.empty((batch, hidden), x_arr.dtype)
+    compute(x_arr, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, h0_arr, output, h_n, relu,
+            batch_first_)
     if unbatched:
         return (output[0] if out is None else out), h_n[0]
     return (output if out is None else out), h_n

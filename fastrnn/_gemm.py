@@ -15,16 +15,18 @@ aligned buffers.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import njit
 
 from ._simd import vadd, vfma, vload, vsplat, vstore, vzero
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 # The product kernels allocate nothing, so they are compiled without Numba's
 # reference counting (_nrt=False): otherwise every array passed between these
 # small functions costs atomic increments and decrements in the hot loop.
-KERNEL_JIT = dict(_JIT, _nrt=False)
+KERNEL_JIT: dict[str, Any] = dict(_JIT, _nrt=False)
 ALIGN_BYTES = 64
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -40,7 +41,7 @@ from ._gemm import ALIGN_BYTES, KERNEL_JIT, aligned_zeros, matmul_rows
 # values ("nnan", "ninf") or reorders sums ("reassoc") is enabled, so NaN and
 # inf propagate as IEEE arithmetic does.
 _FASTMATH = {"contract"}
-_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.

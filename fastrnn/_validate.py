@@ -94,8 +94,10 @@ def validate_forward(
     nonlinearity: Any,
     batch_first: Any,
     out: Any,
-) -> Problem:
-    """Check every argument of :func:`fastrnn.forward` and build a Problem."""
+) -> tuple[Any, ...]:
+    """Check every argument of :func:`fastrnn.forward`; return them in the
+    backend contract's form, as a plain tuple in the field order of
+    :class:`Problem`."""
     if type(nonlinearity) is not str or nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
     if batch_first is not True and batch_first is not False:

@@ -92,10 +92,10 @@ def _torch_factory(x, w_ih, w_hh, b_ih, b_hh) -> Forward:
                        batch_first=True).to(dtype)
     rnn.eval()
     with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(w_ih))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(w_hh))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(b_ih))
-        rnn.bias_hh_l0.copy_(torch.from_numpy(b_hh))
+        rnn.weight_ih_l0.copy_(torch.from_numpy(w_ih))  # type: ignore[operator]
+        rnn.weight_hh_l0.copy_(torch.from_numpy(w_hh))  # type: ignore[operator]
+        rnn.bias_ih_l0.copy_(torch.from_numpy(b_ih))  # type: ignore[operator]
+        rnn.bias_hh_l0.copy_(torch.from_numpy(b_hh))  # type: ignore[operator]
 
     def run() -> np.ndarray:
         with torch.inference_mode():
@@ -190,7 +190,11 @@ def matmul_rate(dtype, sizes=(1024, 2048), budget: float = 0.5) -> float:
         b = rng.standard_normal((n, n)).astype(dtype)
         out = np.empty((n, n), dtype)
         np.matmul(a, b, out=out)
-        median, _, _ = time_call(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), budget)
+
+        def product(a: np.ndarray = a, b: np.ndarray = b, out: np.ndarray = out) -> np.ndarray:
+            return np.matmul(a, b, out=out)
+
+        median, _, _ = time_call(product, budget)
         best = max(best, 2 * n**3 / median)
     return best
 
@@ -223,7 +227,8 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def run_report(sizes, dtypes, names, budget: float, matmul_sizes) -> dict:
+def run_report(sizes: list[tuple[int, int, int, int]], dtypes: list[str], names: list[str],
+               budget: float, matmul_sizes: tuple[int, ...]) -> dict:
     """Time every (dtype, size, implementation); return the results as a dict."""
     results = []
     rates = {}
@@ -233,7 +238,8 @@ def run_report(sizes, dtypes, names, budget: float, matmul_sizes) -> dict:
         progress.step(f"{dtype_name} matmul rate")
         rates[dtype_name] = matmul_rate(dtype, matmul_sizes)
         for size in sizes:
-            problem = make_problem(*size, dtype)
+            batch, steps, input_size, hidden = size
+            problem = make_problem(batch, steps, input_size, hidden, dtype)
             expected = IMPLEMENTATIONS[REFERENCE].factory(*problem)()
             for name in names:
                 progress.step(f"{dtype_name} {size} {name}")
