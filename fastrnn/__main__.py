@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.call([sys.executable, "-m", "fastrnn", *argv], env=env)
     from . import benchmark
 
+    if args.sizes:
+        try:
+            benchmark.parse_sizes(args.sizes)
+        except ValueError as exc:
+            parser.error(f"--sizes: {exc}")
     return benchmark.main(args)
 
 

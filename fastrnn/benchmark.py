@@ -327,7 +327,10 @@ def parse_sizes(text: str) -> list[tuple[int, int, int, int]]:
     """"1,10,4,8;32,100,32,64" -> [(1, 10, 4, 8), (32, 100, 32, 64)]."""
     sizes = []
     for part in text.split(";"):
-        values = tuple(int(v) for v in part.replace("x", ",").split(","))
+        try:
+            values = tuple(int(v) for v in part.replace("x", ",").split(","))
+        except ValueError:
+            values = ()
         if len(values) != 4 or min(values) < 1:
             raise ValueError(f"a size is four positive integers B,T,I,H; got {part!r}")
         sizes.append(values)
