@@ -55,16 +55,14 @@ BLAS_MIN_HIDDEN = 256
 PARALLEL_MIN_FMAS = 2_000_000
 
 
-@njit(**_JIT)
-def _pack_transposed(w, width, like):
-    # (H, K) -> 64-byte aligned (K, width): row k holds every output unit's
-    # weight for input k, zero-padded to a whole number of vectors.
+@njit(**KERNEL_JIT)
+def _pack_transposed(w, packed):
+    # (H, K) -> packed (K, width), zero-padded beyond H: row k holds every
+    # output unit's weight for input k.
     h_out, inner = w.shape
-    packed = aligned_zeros(inner, width, like)
     for k in range(inner):
         for j in range(h_out):
             packed[k, j] = w[j, k]
-    return packed
 
 
 @njit(**KERNEL_JIT)
@@ -96,25 +94,38 @@ def _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
     lanes = ALIGN_BYTES // out.itemsize
     width = (hidden + lanes - 1) // lanes * lanes
 
-    # state[i] is h of sample b_start + i, zero-padded to `width`: the left
-    # operand of the recurrent product.
-    state = aligned_zeros(count, width, out)
+    # One aligned, zeroed workspace holds every buffer (one allocation: at
+    # the textbook size each allocation is a visible share of the call), rows
+    # of `width` values, so every buffer starts 64-byte aligned:
+    #   state   count rows  h of samples b_start.., zero-padded: the left
+    #                       operand of the recurrent product
+    #   acc     count rows  the recurrent product
+    #   scratch hoist rows  the input product of a block of rows
+    #   w_ih_p  I rows      w_ih.T, padded;  w_hh_p  H rows  w_hh.T, padded
+    #   bias    1 row       b_ih + b_hh
+    rows = n1 * n2
+    hoist = min(HOIST_ROWS, rows)
+    work = aligned_zeros(2 * count + hoist + input_size + hidden + 1, width, out)
+    state = work[:count]
     if h0 is not None:
         for i in range(count):
             for j in range(hidden):
                 state[i, j] = h0[b_start + i, j]
     if steps > 0 and count > 0:
-        w_ih_p = _pack_transposed(w_ih, width, out)
-        w_hh_p = _pack_transposed(w_hh, width, out)
-        bias = np.zeros(hidden, dtype=out.dtype)
+        acc = work[count:2 * count]
+        scratch = work[2 * count:2 * count + hoist]
+        first = 2 * count + hoist
+        w_ih_p = work[first:first + input_size]
+        w_hh_p = work[first + input_size:first + input_size + hidden]
+        _pack_transposed(w_ih, w_ih_p)
+        _pack_transposed(w_hh, w_hh_p)
+        bias = work[first + input_size + hidden]
         if b_ih is not None:
-            bias += b_ih
+            bias[:hidden] += b_ih
         if b_hh is not None:
-            bias += b_hh
-        acc = aligned_zeros(count, width, out)
-        scratch = aligned_zeros(HOIST_ROWS, width, out)
-        x2d = np.ascontiguousarray(x).reshape(n1 * n2, input_size)
-        out2d = out.reshape(n1 * n2, hidden)
+            bias[:hidden] += b_hh
+        x2d = np.ascontiguousarray(x).reshape(rows, input_size)
+        out2d = out.reshape(rows, hidden)
         chunk = max(1, CHUNK_ELEMENTS // (count * width))
         for t0 in range(0, steps, chunk):
             t1 = min(steps, t0 + chunk)
@@ -234,18 +245,21 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray 
             b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray, h_n: np.ndarray,
             relu: bool, batch_first: bool) -> None:
     """Same contract as :func:`fastrnn._numpy.forward`."""
-    batch, hidden = h_n.shape
     # The path is chosen here, not inside one compiled function, so that a
     # first call compiles only the path it takes (compilation is seconds).
+    # The common small case is tested first: this wrapper is part of every
+    # call's latency.
+    hidden = w_hh.shape[0]
     if hidden >= BLAS_MIN_HIDDEN:
         _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
         return
-    parts = min(_THREADS, batch)
-    if parts < 2 or out.size * (x.shape[2] + hidden) < PARALLEL_MIN_FMAS:
+    batch = h_n.shape[0]
+    if batch < 2 or _THREADS < 2 or out.size * (x.shape[2] + hidden) < PARALLEL_MIN_FMAS:
         _forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
         return
     # Samples are independent: each thread runs every step for its share of
     # the batch (the kernels release the GIL), with no per-step hand-off.
+    parts = min(_THREADS, batch)
     bounds = [batch * p // parts for p in range(parts + 1)]
     futures = [
         _thread_pool().submit(_forward_range, x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu,
