@@ -259,6 +259,8 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray 
         return
     # Samples are independent: each thread runs every step for its share of
     # the batch (the kernels release the GIL), with no per-step hand-off.
+    # A non-contiguous x is copied once here, not once per thread.
+    x = np.ascontiguousarray(x)
     parts = min(_THREADS, batch)
     bounds = [batch * p // parts for p in range(parts + 1)]
     futures = [
