@@ -6,7 +6,7 @@ import importlib
 import warnings
 from collections.abc import Callable
 
-# forward(x, w_ih, w_hh, bias, h0, out, h_n, relu, batch_first): see _numpy.forward
+# forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first): see _numpy.forward
 BackendForward = Callable[..., None]
 
 # name -> module defining ``forward``; imported on first use so that
