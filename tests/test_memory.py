@@ -38,7 +38,7 @@ def _problem(steps: int, batch: int = 2, input_size: int = 8, hidden: int = 64):
 @pytest.mark.parametrize("batch", [1, 2])
 def test_out_calls_allocate_nothing_that_grows_with_steps(backend, batch):
     peaks = {}
-    for steps in (5_000, 20_000):
+    for steps in (5_000, 50_000):
         x, w_ih, w_hh = _problem(steps, batch=batch)
         out = np.empty((x.shape[0], steps, w_hh.shape[0]), np.float32)
         fastrnn.forward(x, w_ih, w_hh, out=out, backend=backend)  # compile, warm up
@@ -47,10 +47,11 @@ def test_out_calls_allocate_nothing_that_grows_with_steps(backend, batch):
             fastrnn.forward(x, w_ih, w_hh, out=out, backend=backend)
         peaks[steps] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    # The output alone is up to 2 * 20000 * 64 * 4 bytes = 10 MB; what was
-    # traced (thread hand-off objects at most) must be small and not grow with T.
-    assert peaks[20_000] < 256 * 1024, peaks
-    assert peaks[20_000] < peaks[5_000] + 16 * 1024, peaks
+    # At T = 50000 the output is 25.6 MB (B = 2) and x 3.2 MB: anything that
+    # grew with T (a copy of x, a temporary output, a per-step buffer) would
+    # be megabytes. What is traced (thread hand-off objects, whose size varies
+    # with scheduling) stays under 256 kB at either length.
+    assert max(peaks.values()) < 256 * 1024, peaks
 
 
 _NRT_SCRIPT = textwrap.dedent("""
