@@ -27,6 +27,7 @@ backend never does.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -63,6 +64,17 @@ def _pack_transposed(w, packed):
     for k in range(inner):
         for j in range(h_out):
             packed[k, j] = w[j, k]
+
+
+@njit(**KERNEL_JIT)
+def _add_biases(bias, b_ih, b_hh):
+    # bias[:H] += b_ih + b_hh, either of which may be None.
+    if b_ih is not None:
+        for j in range(b_ih.shape[0]):
+            bias[j] += b_ih[j]
+    if b_hh is not None:
+        for j in range(b_hh.shape[0]):
+            bias[j] += b_hh[j]
 
 
 @njit(**KERNEL_JIT)
@@ -120,10 +132,7 @@ def _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
         _pack_transposed(w_ih, w_ih_p)
         _pack_transposed(w_hh, w_hh_p)
         bias = work[first + input_size + hidden]
-        if b_ih is not None:
-            bias[:hidden] += b_ih
-        if b_hh is not None:
-            bias[:hidden] += b_hh
+        _add_biases(bias, b_ih, b_hh)
         x2d = np.ascontiguousarray(x).reshape(rows, input_size)
         out2d = out.reshape(rows, hidden)
         chunk = max(1, CHUNK_ELEMENTS // (count * width))
@@ -188,10 +197,7 @@ def _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
         else:
             out2d[:] = 0
         bias = np.zeros(hidden, dtype=out.dtype)
-        if b_ih is not None:
-            bias += b_ih
-        if b_hh is not None:
-            bias += b_hh
+        _add_biases(bias, b_ih, b_hh)
         for r in range(rows):
             o = out2d[r]
             for j in range(hidden):
@@ -228,17 +234,35 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-# FASTRNN_NUM_THREADS caps the threads one forward call uses (default: the
-# cores this process may run on).
-_THREADS = int(os.environ.get("FASTRNN_NUM_THREADS") or 0) or _cpu_count()
+def _thread_count(setting: str | None) -> int:
+    """FASTRNN_NUM_THREADS caps the threads one forward call uses (default:
+    the cores this process may run on)."""
+    if not setting:
+        return _cpu_count()
+    try:
+        count = int(setting)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(
+            f"FASTRNN_NUM_THREADS must be a whole number of threads >= 1, got {setting!r}"
+        )
+    return count
+
+
+_THREADS = _thread_count(os.environ.get("FASTRNN_NUM_THREADS"))
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _thread_pool() -> ThreadPoolExecutor:
+    # Locked: two threads making their first call at once must not each
+    # start a pool.
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_THREADS - 1, thread_name_prefix="fastrnn")
-    return _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_THREADS - 1, thread_name_prefix="fastrnn")
+        return _pool
 
 
 def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,

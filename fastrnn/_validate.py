@@ -8,7 +8,7 @@ are built only when something is wrong.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -16,28 +16,6 @@ FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
 FLOAT_DTYPES = (FLOAT32, FLOAT64)
 NONLINEARITIES = ("tanh", "relu")
-
-
-class Problem(NamedTuple):
-    """Validated arguments of one forward pass, in the backend contract's form.
-
-    ``validate_forward`` returns a plain tuple in this field order (building a
-    NamedTuple costs more than the rest of a tiny forward's validation).
-    """
-
-    x: np.ndarray  # (B, T, I) if batch_first else (T, B, I); any memory layout
-    w_ih: np.ndarray  # (H, I)
-    w_hh: np.ndarray  # (H, H)
-    b_ih: np.ndarray | None  # (H,)
-    b_hh: np.ndarray | None  # (H,)
-    h0: np.ndarray | None  # (B, H); None means zeros
-    out: np.ndarray | None  # validated, C-contiguous, x's layout with H features
-    relu: bool
-    batch_first: bool  # always True for unbatched input
-    unbatched: bool
-    output_shape: tuple[int, int, int]
-    batch: int
-    hidden: int
 
 
 def _describe(value: Any) -> str:
@@ -96,8 +74,15 @@ def validate_forward(
     out: Any,
 ) -> tuple[Any, ...]:
     """Check every argument of :func:`fastrnn.forward`; return them in the
-    backend contract's form, as a plain tuple in the field order of
-    :class:`Problem`."""
+    backend contract's form, as a plain tuple (a NamedTuple would cost more
+    than the rest of a tiny forward's validation):
+
+    ``(x, w_ih, w_hh, b_ih, b_hh, h0, out, relu, batch_first, unbatched,
+    output_shape, batch, hidden)``: x is (B, T, I) if batch_first else
+    (T, B, I) in any memory layout; h0 is (B, H) or None (zeros); out is the
+    validated C-contiguous output in x's layout, or None; batch_first is True
+    for unbatched input.
+    """
     if type(nonlinearity) is not str or nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
     if batch_first is not True and batch_first is not False:

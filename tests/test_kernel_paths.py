@@ -90,3 +90,15 @@ def test_time_chunks(monkeypatch, check_forward, make_problem, dtype):
         problem = make_problem(34, batch=1, steps=steps, input_size=2, hidden_size=16,
                                dtype=dtype, batch_first=batch_first)
         check_forward(problem, "numba")
+
+
+@pytest.mark.parametrize("setting", ["0", "-2", "two", "1.5"])
+def test_bad_thread_setting_is_named(setting):
+    with pytest.raises(ValueError, match="FASTRNN_NUM_THREADS must be a whole number"):
+        _numba._thread_count(setting)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("1", 1), ("3", 3)])
+def test_thread_setting(setting, expected):
+    assert _numba._thread_count(setting) == expected
+    assert _numba._thread_count(None) == _numba._thread_count("") >= 1
