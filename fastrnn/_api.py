@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike
 
@@ -19,14 +21,22 @@ def forward(
     *,
     nonlinearity: str = "tanh",
     batch_first: bool = True,
+    lengths: ArrayLike | None = None,
+    leak: ArrayLike | None = None,
+    return_sequences: bool = True,
     out: np.ndarray | None = None,
+    threads: int | None = None,
     backend: str = "auto",
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Any:
     """Run a single-layer Elman RNN over a batch of sequences.
 
     For every step t, exactly as PyTorch's ``nn.RNN``::
 
         h_t = act(x_t @ w_ih.T + b_ih + h_{t-1} @ w_hh.T + b_hh)
+
+    or, with a ``leak`` (the leaky update of echo state networks)::
+
+        h_t = (1 - leak) * h_{t-1} + leak * act(...)
 
     Parameters
     ----------
@@ -34,8 +44,10 @@ def forward(
         The input sequences; (T, I) is one unbatched sequence.
     w_ih : array, shape (H, I)
         Input-to-hidden weights (PyTorch's ``weight_ih_l0``).
-    w_hh : array, shape (H, H)
-        Hidden-to-hidden weights (PyTorch's ``weight_hh_l0``).
+    w_hh : array or SciPy sparse matrix/array, shape (H, H)
+        Hidden-to-hidden weights (PyTorch's ``weight_hh_l0``). A sparse
+        matrix (CSR, CSC or COO) is used as sparse: the recurrent product
+        then costs in proportion to its non-zeros.
     b_ih, b_hh : array, shape (H,), optional
         Biases (PyTorch's ``bias_ih_l0``, ``bias_hh_l0``); ``None`` means none.
     h0 : array, shape (B, H), or (H,) for unbatched x, optional
@@ -45,10 +57,27 @@ def forward(
     batch_first : bool
         Whether x and the output are (B, T, ...) (default) or (T, B, ...).
         Ignored for unbatched x, as in PyTorch.
+    lengths : integer array, shape (B,), optional
+        Valid steps of each sequence, 0 <= length <= T, in any order (a
+        scalar for unbatched x). As PyTorch's packed sequences: outputs at
+        t >= length are zero and h_n is each sequence's state after its last
+        valid step (h0 when the length is 0). Work is proportional to the sum
+        of the lengths.
+    leak : float or array of shape (H,), optional
+        Leak rate(s) in (0, 1] (ReservoirPy's ``lr``); None means 1, the plain
+        Elman update.
+    return_sequences : bool
+        When False only h_n is computed and returned, in memory O(B*H) plus a
+        fixed-size chunk of time steps, whatever T is.
     out : ndarray, optional
         C-contiguous, writeable array of the output's exact shape and dtype,
         sharing no memory with any input; the output is written into it and it
         is returned.
+    threads : int, optional
+        The most threads this call uses (the Numba backend splits the batch
+        across them); None means the environment variable
+        ``FASTRNN_NUM_THREADS``, else every core this process may run on.
+        Pass 1 when your own threads or processes already fill the cores.
     backend : {"auto", "numba", "numpy"}
         ``"auto"`` uses Numba when it can be imported, NumPy otherwise.
 
@@ -60,7 +89,8 @@ def forward(
     output : ndarray, shape (B, T, H), (T, B, H) or (T, H), like x
         The hidden state at every step.
     h_n : ndarray, shape (B, H), or (H,) for unbatched x
-        The hidden state after the last step (``h0`` when T = 0).
+        The hidden state after the last step (``h0`` when T = 0). Returned
+        alone when ``return_sequences`` is False.
 
     Raises
     ------
@@ -86,14 +116,36 @@ def forward(
     True
     """
     (x_arr, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, h0_arr, output, relu, batch_first_,
-     unbatched, output_shape, batch, hidden) = validate_forward(
-        x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity, batch_first, out)
+     unbatched, output_shape, batch, hidden, lengths_arr, leak_arr) = validate_forward(
+        x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity, batch_first, out, lengths, leak,
+        return_sequences, threads)
     compute = get_backend(backend)
-    if output is None:
+    if output is None and return_sequences:
         output = np.empty(output_shape, x_arr.dtype)
     h_n = np.empty((batch, hidden), x_arr.dtype)
     compute(x_arr, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, h0_arr, output, h_n, relu,
-            batch_first_)
+            batch_first_, lengths_arr, leak_arr, False, threads)
+    if not return_sequences:
+        return h_n[0] if unbatched else h_n
     if unbatched:
         return (output[0] if out is None else out), h_n[0]
     return (output if out is None else out), h_n
+
+
+def run_layer(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
+              b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
+              h_n: np.ndarray, *, relu: bool, batch_first: bool,
+              lengths: np.ndarray | None = None, leak: np.ndarray | None = None,
+              reverse: bool = False, threads: int | None = None,
+              backend: str = "auto") -> None:
+    """One layer and direction on arguments validated by the caller
+    (fastrnn.RNN, fastrnn.dask), written into ``out`` and ``h_n``.
+
+    The backend contract (see :func:`fastrnn._numpy.forward`): ``out`` may be
+    None (no sequence output) or a view whose last axis has unit stride, such
+    as one direction's half of a bidirectional output. ``reverse`` runs each
+    sequence from its last valid step back to its first, as PyTorch's reverse
+    direction does.
+    """
+    get_backend(backend)(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
+                         lengths, leak, reverse, threads)

@@ -47,8 +47,8 @@ _JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmat
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
 CHUNK_ELEMENTS = 32 * 1024
-# Rows of the input product computed per call of the blocked kernel.
-HOIST_ROWS = 64
+# The same for the BLAS path: fewer, larger calls.
+BLAS_CHUNK_ELEMENTS = 1 << 20
 # From this hidden size on, BLAS runs the products (see _forward_blas).
 BLAS_MIN_HIDDEN = 256
 # A forward is split across threads from this many multiply-adds on (about
@@ -77,154 +77,273 @@ def _add_biases(bias, b_ih, b_hh):
             bias[j] += b_hh[j]
 
 
-@njit(**KERNEL_JIT)
-def _input_product(x2d, first, rows, w_ih_p, bias, out2d, scratch):
-    # out2d[first:first+rows] = x2d[first:first+rows] @ w_ih.T + bias
-    hidden = out2d.shape[1]
-    input_size = x2d.shape[1]
-    block = scratch.shape[0]
-    for r0 in range(0, rows, block):
-        n = min(block, rows - r0)
-        start = first + r0
-        matmul_rows(x2d[start:start + n], n, input_size, w_ih_p, scratch)
-        for i in range(n):
-            for j in range(hidden):
-                out2d[start + i, j] = scratch[i, j] + bias[j]
-
-
 @njit(**_JIT)
-def _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                   b_start, b_stop):
-    # Samples b_start..b_stop-1 of the batch, all steps. x: (B, T, I) if
-    # batch_first else (T, B, I), any layout; out: C-contiguous, x's layout;
-    # row b*T + t (batch_first) or t*B + b of out2d is h_t of sample b.
+def _forward_range(x, w_ih, w_hh, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0, out, h_n,
+                   relu, batch_first, order, lens, leak, reverse, b_start, count):
+    # Our blocked kernel (dense w_hh) or the sparse product (CSR sp_*, w_hh
+    # None) for `count` samples, all their steps: samples order[0..count)
+    # (sorted by length, longest first; lens their lengths) or, with order
+    # None, b_start.. (every sequence T steps long). x: (B, T, I) if
+    # batch_first else (T, B, I), any layout; out: x's layout with H
+    # features, or None.
     n1, n2, input_size = x.shape
-    hidden = w_hh.shape[0]
-    batch = n1 if batch_first else n2
-    steps = n2 if batch_first else n1
-    count = b_stop - b_start
-    lanes = ALIGN_BYTES // out.itemsize
+    hidden = h_n.shape[1]
+    steps_total = n2 if batch_first else n1
+    lanes = ALIGN_BYTES // h_n.itemsize
     width = (hidden + lanes - 1) // lanes * lanes
+    # The hoisted input product of a chunk of steps stays near CHUNK_ELEMENTS,
+    # so that the recurrence reads it back from cache and no buffer grows
+    # with T.
+    chunk = max(1, CHUNK_ELEMENTS // max(1, count * width))
 
     # One aligned, zeroed workspace holds every buffer (one allocation: at
     # the textbook size each allocation is a visible share of the call), rows
     # of `width` values, so every buffer starts 64-byte aligned:
-    #   state   count rows  h of samples b_start.., zero-padded: the left
-    #                       operand of the recurrent product
+    #   state   count rows  h of the samples, zero-padded: the left operand of
+    #                       the recurrent product
     #   acc     count rows  the recurrent product
-    #   scratch hoist rows  the input product of a block of rows
+    #   pre     chunk*count the input product (+ biases) of a chunk of steps,
+    #                       step-major, only the running samples' rows
     #   w_ih_p  I rows      w_ih.T, padded;  w_hh_p  H rows  w_hh.T, padded
-    #   bias    1 row       b_ih + b_hh
-    rows = n1 * n2
-    hoist = min(HOIST_ROWS, rows)
-    work = aligned_zeros(2 * count + hoist + input_size + hidden + 1, width, out)
+    #   bias, leak, keep    1 row each
+    pre_rows = chunk * count
+    packed = input_size + (hidden if w_hh is not None else 0)
+    work = aligned_zeros(2 * count + pre_rows + packed + 3, width, h_n)
     state = work[:count]
-    if h0 is not None:
-        for i in range(count):
-            for j in range(hidden):
-                state[i, j] = h0[b_start + i, j]
-    if steps > 0 and count > 0:
+    _load_state(state, h0, order, b_start)
+    longest = _longest(lens, count, steps_total)
+    if longest > 0:
         acc = work[count:2 * count]
-        scratch = work[2 * count:2 * count + hoist]
-        first = 2 * count + hoist
+        pre = work[2 * count:2 * count + pre_rows]
+        first = 2 * count + pre_rows
         w_ih_p = work[first:first + input_size]
-        w_hh_p = work[first + input_size:first + input_size + hidden]
+        w_hh_p = work[first + input_size:first + packed]
+        tail = first + packed
+        bias, leak_row, keep = work[tail], work[tail + 1], work[tail + 2]
+        _prepare_rows(bias, leak_row, keep, b_ih, b_hh, leak)
         _pack_transposed(w_ih, w_ih_p)
-        _pack_transposed(w_hh, w_hh_p)
-        bias = work[first + input_size + hidden]
-        _add_biases(bias, b_ih, b_hh)
-        x2d = np.ascontiguousarray(x).reshape(rows, input_size)
-        out2d = out.reshape(rows, hidden)
-        chunk = max(1, CHUNK_ELEMENTS // (count * width))
-        for t0 in range(0, steps, chunk):
-            t1 = min(steps, t0 + chunk)
-            if batch_first:
-                for b in range(b_start, b_stop):
-                    _input_product(x2d, b * steps + t0, t1 - t0, w_ih_p, bias, out2d, scratch)
+        if w_hh is not None:
+            _pack_transposed(w_hh, w_hh_p)
+        gathered = np.empty((pre_rows, input_size), dtype=h_n.dtype)
+        row_start = np.empty(chunk, dtype=np.int64)
+        active = count
+        for s0 in range(0, longest, chunk):
+            s1 = min(longest, s0 + chunk)
+            rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, b_start,
+                           steps_total, reverse, batch_first)
+            matmul_rows(gathered, rows, input_size, w_ih_p, pre)
+            _add_bias(pre, rows, bias, hidden)
+            for s in range(s0, s1):
+                active = _running(lens, active, s)
+                if sp_data is not None:
+                    _sparse_product(state, active, hidden, sp_data, sp_indices, sp_indptr, acc)
+                else:
+                    matmul_rows(state, active, hidden, w_hh_p, acc)
+                _activate_step(pre, row_start[s - s0], acc, state, active, hidden, relu, leak,
+                               leak_row, keep, out, order, lens, b_start, s, steps_total,
+                               reverse, batch_first)
+    _finish(out, h_n, state, order, lens, b_start, steps_total, batch_first)
+
+
+@njit(**_JIT)
+def _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, order, lens,
+                  leak, reverse):
+    # Large hidden sizes: BLAS (SciPy's, through Numba's np.dot) for the
+    # hoisted input product and one product per step, on all cores; only
+    # the activation is ours. Our blocked kernel has no cache blocking for
+    # weights that outgrow L2. w_ih and w_hh are C-contiguous. Same
+    # arguments as _forward_range, for the whole batch.
+    n1, n2, input_size = x.shape
+    count, hidden = h_n.shape
+    steps_total = n2 if batch_first else n1
+    chunk = max(1, BLAS_CHUNK_ELEMENTS // max(1, count * hidden))
+    pre_rows = chunk * count
+    work = np.zeros((2 * count + pre_rows + 3, hidden), dtype=h_n.dtype)
+    state = work[:count]
+    _load_state(state, h0, order, 0)
+    longest = _longest(lens, count, steps_total)
+    if longest > 0:
+        pre = work[2 * count:2 * count + pre_rows]
+        tail = 2 * count + pre_rows
+        bias, leak_row, keep = work[tail], work[tail + 1], work[tail + 2]
+        _prepare_rows(bias, leak_row, keep, b_ih, b_hh, leak)
+        acc_flat = np.empty(count * hidden, dtype=h_n.dtype)
+        gathered = np.empty((pre_rows, input_size), dtype=h_n.dtype)
+        row_start = np.empty(chunk, dtype=np.int64)
+        # Small float32 batches: OpenBLAS ran w_hh @ state.T (H x B) at 191
+        # GFLOP/s where state @ w_hh.T ran at 135 (B=32, H=1024). Reading the
+        # product transposed cost more than it saved at B=128; float64 showed
+        # no gap.
+        transposed = h_n.itemsize == 4 and count <= 32
+        active = count
+        for s0 in range(0, longest, chunk):
+            s1 = min(longest, s0 + chunk)
+            rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, 0,
+                           steps_total, reverse, batch_first)
+            if input_size > 0:
+                np.dot(gathered[:rows], w_ih.T, pre[:rows])
             else:
-                for t in range(t0, t1):
-                    _input_product(x2d, t * batch + b_start, count, w_ih_p, bias, out2d,
-                                   scratch)
-            for t in range(t0, t1):
-                matmul_rows(state, count, hidden, w_hh_p, acc)
-                _activate_step(out2d, acc, state, t, steps, batch, b_start, batch_first, relu)
-    for i in range(count):
-        for j in range(hidden):
-            h_n[b_start + i, j] = state[i, j]
+                pre[:rows] = 0
+            _add_bias(pre, rows, bias, hidden)
+            for s in range(s0, s1):
+                active = _running(lens, active, s)
+                if transposed:
+                    acc_t = acc_flat[:hidden * active].reshape(hidden, active)
+                    np.dot(w_hh, state[:active].T, acc_t)
+                    _activate_step(pre, row_start[s - s0], acc_t.T, state, active, hidden,
+                                   relu, leak, leak_row, keep, out, order, lens, 0, s,
+                                   steps_total, reverse, batch_first)
+                else:
+                    acc = acc_flat[:active * hidden].reshape(active, hidden)
+                    np.dot(state[:active], w_hh.T, acc)
+                    _activate_step(pre, row_start[s - s0], acc, state, active, hidden, relu,
+                                   leak, leak_row, keep, out, order, lens, 0, s, steps_total,
+                                   reverse, batch_first)
+    _finish(out, h_n, state, order, lens, 0, steps_total, batch_first)
 
 
 @njit(**KERNEL_JIT)
-def _activate_step(out2d, acc, state, t, steps, batch, b_start, batch_first, relu):
-    # h_t = act(pre-activation + recurrent product), written to the output row
-    # and to the state that the next step's product reads.
+def _load_state(state, h0, order, b_start):
+    # The initial state of the samples, in their order (zeros without h0).
+    if h0 is not None:
+        for i in range(state.shape[0]):
+            b = b_start + i if order is None else order[i]
+            for j in range(h0.shape[1]):
+                state[i, j] = h0[b, j]
+
+
+@njit(**KERNEL_JIT)
+def _longest(lens, count, steps_total):
+    if count == 0:
+        return 0
+    return steps_total if lens is None else lens[0]
+
+
+@njit(**KERNEL_JIT)
+def _running(lens, active, s):
+    # How many samples (a prefix: longest first) still run at step s.
+    if lens is not None:
+        while active > 0 and lens[active - 1] <= s:
+            active -= 1
+    return active
+
+
+@njit(**KERNEL_JIT)
+def _prepare_rows(bias, leak_row, keep, b_ih, b_hh, leak):
+    _add_biases(bias, b_ih, b_hh)
+    if leak is not None:
+        for j in range(leak.shape[0]):
+            leak_row[j] = leak[j]
+            keep[j] = 1 - leak[j]
+
+
+@njit(**KERNEL_JIT)
+def _gather(x, gathered, row_start, s0, s1, active, order, lens, b_start, steps_total, reverse,
+            batch_first):
+    # The inputs of steps s0..s1-1 of the running samples, step-major, into
+    # gathered; row_start[s - s0] is step s's first row. Returns the rows.
+    input_size = x.shape[2]
+    rows = 0
+    running = active
+    for s in range(s0, s1):
+        running = _running(lens, running, s)
+        row_start[s - s0] = rows
+        for i in range(running):
+            b = b_start + i if order is None else order[i]
+            t = _time(s, i, lens, steps_total, reverse)
+            if batch_first:
+                for k in range(input_size):
+                    gathered[rows + i, k] = x[b, t, k]
+            else:
+                for k in range(input_size):
+                    gathered[rows + i, k] = x[t, b, k]
+        rows += running
+    return rows
+
+
+@njit(**KERNEL_JIT)
+def _add_bias(pre, rows, bias, hidden):
+    for r in range(rows):
+        for j in range(hidden):
+            pre[r, j] += bias[j]
+
+
+@njit(**KERNEL_JIT)
+def _finish(out, h_n, state, order, lens, b_start, steps_total, batch_first):
+    # Zero the output past each sequence's end (as PyTorch's padded output)
+    # and store the final states.
+    hidden = h_n.shape[1]
+    for i in range(state.shape[0]):
+        b = b_start + i if order is None else order[i]
+        if out is not None and lens is not None:
+            for t in range(lens[i], steps_total):
+                for j in range(hidden):
+                    if batch_first:
+                        out[b, t, j] = 0
+                    else:
+                        out[t, b, j] = 0
+        for j in range(hidden):
+            h_n[b, j] = state[i, j]
+
+
+@njit(**KERNEL_JIT)
+def _time(s, i, lens, steps_total, reverse):
+    # The time index of step s of sample i: reversed, each sequence starts
+    # at its own last valid step.
+    if not reverse:
+        return s
+    if lens is None:
+        return steps_total - 1 - s
+    return lens[i] - 1 - s
+
+
+@njit(**KERNEL_JIT)
+def _activate_step(pre, base, acc, state, active, hidden, relu, leak, leak_row, keep, out,
+                   order, lens, b_start, s, steps_total, reverse, batch_first):
+    # h_t = act(pre-activation + recurrent product), leaky if asked, written
+    # to the state that the next step's product reads and to the output.
     # Plain 2-D indexing, no row slices: a slice costs a reference-count
     # update, which at H = 8 was most of the step.
-    count = acc.shape[0]
-    hidden = out2d.shape[1]
-    for i in range(count):
-        b = b_start + i
-        row = b * steps + t if batch_first else t * batch + b
+    for i in range(active):
+        r = base + i
         if relu:
             for j in range(hidden):
-                v = _relu(out2d[row, j] + acc[i, j])
-                out2d[row, j] = v
-                state[i, j] = v
+                state[i, j] = _leaky(_relu(pre[r, j] + acc[i, j]), state[i, j], leak, leak_row,
+                                     keep, j)
         else:
             for j in range(hidden):
-                v = _tanh(out2d[row, j] + acc[i, j])
-                out2d[row, j] = v
-                state[i, j] = v
+                state[i, j] = _leaky(_tanh(pre[r, j] + acc[i, j]), state[i, j], leak, leak_row,
+                                     keep, j)
+        if out is not None:
+            b = b_start + i if order is None else order[i]
+            t = _time(s, i, lens, steps_total, reverse)
+            if batch_first:
+                for j in range(hidden):
+                    out[b, t, j] = state[i, j]
+            else:
+                for j in range(hidden):
+                    out[t, b, j] = state[i, j]
 
 
-@njit(**_JIT)
-def _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
-    # Large hidden sizes: BLAS (SciPy's, through Numba's np.dot) for the
-    # hoisted input product and one product per step, on all cores; only the
-    # activation is ours. Our blocked kernel has no cache blocking for
-    # weights that outgrow L2.
-    n1, n2, input_size = x.shape
-    batch, hidden = h_n.shape
-    rows = n1 * n2
-    steps = rows // batch if batch > 0 else 0
-    state = np.zeros((batch, hidden), dtype=out.dtype)
-    if h0 is not None:
-        state[:] = h0
-    if rows > 0:
-        out2d = out.reshape(rows, hidden)
-        if input_size > 0:
-            np.dot(np.ascontiguousarray(x).reshape(rows, input_size),
-                   np.ascontiguousarray(w_ih).T, out2d)
-        else:
-            out2d[:] = 0
-        bias = np.zeros(hidden, dtype=out.dtype)
-        _add_biases(bias, b_ih, b_hh)
-        for r in range(rows):
-            o = out2d[r]
-            for j in range(hidden):
-                o[j] += bias[j]
-        w_hh_c = np.ascontiguousarray(w_hh)
-        if out.itemsize == 4 and batch <= 32:
-            # Small float32 batches: OpenBLAS ran w_hh @ state.T (H x B) at
-            # 191 GFLOP/s where state @ w_hh.T ran at 135 (B=32, H=1024). The
-            # activation then reads the product transposed, which cost more
-            # than it saved at B=128 (50 -> 62 ms at (128, 100, 256, 512));
-            # float64 showed no gap.
-            acc_t = np.empty((hidden, batch), dtype=out.dtype)
-            for t in range(steps):
-                np.dot(w_hh_c, state.T, acc_t)
-                _activate_step(out2d, acc_t.T, state, t, steps, batch, 0, batch_first, relu)
-        else:
-            acc = np.empty_like(state)
-            for t in range(steps):
-                np.dot(state, w_hh_c.T, acc)
-                _activate_step(out2d, acc, state, t, steps, batch, 0, batch_first, relu)
-    h_n[:] = state
+@njit(**dict(KERNEL_JIT, inline="always"))
+def _leaky(value, previous, leak, leak_row, keep, j):
+    if leak is None:
+        return value
+    return keep[j] * previous + leak_row[j] * value
 
 
-@njit(**_JIT)
-def _forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
-    _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                   0, h_n.shape[0])
+@njit(**dict(KERNEL_JIT, fastmath={"contract", "reassoc"}))
+def _sparse_product(state, active, hidden, data, indices, indptr, acc):
+    # acc[i, j] = sum_p data[p] * state[i, indices[p]] over row j of the CSR
+    # matrix: cost in proportion to the non-zeros. "reassoc" lets LLVM split
+    # the sum across vector lanes (gathers); nothing assumes finite values.
+    zero = acc.dtype.type(0)
+    for i in range(active):
+        for j in range(hidden):
+            total = zero
+            for p in range(indptr[j], indptr[j + 1]):
+                total += data[p] * state[i, indices[p]]
+            acc[i, j] = total
 
 
 def _cpu_count() -> int:
@@ -261,38 +380,65 @@ def _thread_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_THREADS - 1, thread_name_prefix="fastrnn")
+            _pool = ThreadPoolExecutor(max_workers=max(1, _THREADS - 1),
+                                       thread_name_prefix="fastrnn")
         return _pool
 
 
-def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
-            b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray, h_n: np.ndarray,
-            relu: bool, batch_first: bool) -> None:
+def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
+            b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
+            h_n: np.ndarray, relu: bool, batch_first: bool, lengths: np.ndarray | None,
+            leak: np.ndarray | None, reverse: bool, threads: int | None) -> None:
     """Same contract as :func:`fastrnn._numpy.forward`."""
-    # The path is chosen here, not inside one compiled function, so that a
-    # first call compiles only the path it takes (compilation is seconds).
-    # The common small case is tested first: this wrapper is part of every
-    # call's latency.
-    hidden = w_hh.shape[0]
-    if hidden >= BLAS_MIN_HIDDEN:
-        _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+    # The path is chosen here, not inside compiled code, so that a first
+    # call compiles only what it needs (compilation takes seconds). This
+    # wrapper is part of every call's latency: keep it short.
+    batch, hidden = h_n.shape
+    if type(w_hh) is np.ndarray:
+        dense, sp_data, sp_indices, sp_indptr = w_hh, None, None, None
+        recurrent = hidden * hidden  # multiply-adds per sample and step
+    else:  # canonical CSR (see _validate.as_sparse_csr)
+        dense, sp_data, sp_indices, sp_indptr = None, w_hh.data, w_hh.indices, w_hh.indptr
+        recurrent = w_hh.nnz
+    if lengths is None:
+        order = lens = None
+        rows = x.shape[0] * x.shape[1]
+    else:
+        # Longest first: the sequences still running at a step are a prefix.
+        order = np.argsort(-lengths, kind="stable")
+        lens = lengths[order]
+        rows = int(lens.sum())
+    if dense is not None and hidden >= BLAS_MIN_HIDDEN:
+        _forward_blas(x, np.ascontiguousarray(w_ih), np.ascontiguousarray(dense), b_ih, b_hh,
+                      h0, out, h_n, relu, batch_first, order, lens, leak, reverse)
         return
-    batch = h_n.shape[0]
-    if batch < 2 or _THREADS < 2 or out.size * (x.shape[2] + hidden) < PARALLEL_MIN_FMAS:
-        _forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+    limit = _THREADS if threads is None else threads
+    if batch < 2 or limit < 2 or rows * (x.shape[2] * hidden + recurrent) < PARALLEL_MIN_FMAS:
+        _forward_range(x, w_ih, dense, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0, out, h_n,
+                       relu, batch_first, order, lens, leak, reverse, 0, batch)
         return
     # Samples are independent: each thread runs every step for its share of
     # the batch (the kernels release the GIL), with no per-step hand-off.
-    # A non-contiguous x is copied once here, not once per thread.
-    x = np.ascontiguousarray(x)
-    parts = min(_THREADS, batch)
-    bounds = [batch * p // parts for p in range(parts + 1)]
+    # With lengths, thread p takes every parts-th sequence of the sorted
+    # order, so that each gets a fair share of long and short ones.
+    parts = min(limit, batch)
+    jobs = []
+    for p in range(parts):
+        if order is None:
+            start, stop = batch * p // parts, batch * (p + 1) // parts
+            jobs.append((None, None, start, stop - start))
+        else:
+            mine = np.ascontiguousarray(order[p::parts])
+            jobs.append((mine, np.ascontiguousarray(lens[p::parts]), 0, mine.shape[0]))
+    pool = _thread_pool()
     futures = [
-        _thread_pool().submit(_forward_range, x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu,
-                              batch_first, bounds[p], bounds[p + 1])
-        for p in range(1, parts)
+        pool.submit(_forward_range, x, w_ih, dense, sp_data, sp_indices, sp_indptr, b_ih, b_hh,
+                    h0, out, h_n, relu, batch_first, job_order, job_lens, leak, reverse, start,
+                    count)
+        for job_order, job_lens, start, count in jobs[1:]
     ]
-    _forward_range(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                   bounds[0], bounds[1])
+    job_order, job_lens, start, count = jobs[0]
+    _forward_range(x, w_ih, dense, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0, out, h_n,
+                   relu, batch_first, job_order, job_lens, leak, reverse, start, count)
     for future in futures:
         future.result()

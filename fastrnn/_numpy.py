@@ -1,53 +1,99 @@
-"""Pure-NumPy backend: one hoisted input product, then one BLAS product and
-one in-place activation per step.
+"""Pure-NumPy backend: the input product hoisted a chunk of steps at a time,
+then one matrix product and one in-place activation per step.
 
-Imports nothing but NumPy, so fastrnn works where Numba is missing.
+Imports nothing but NumPy (SciPy only through a sparse ``w_hh`` the caller
+passed), so fastrnn works where Numba is missing.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+# Elements of the hoisted input product kept per chunk of time steps: large
+# enough for few, big BLAS calls, small enough that no buffer grows with T
+# (256 kB in float32).
+CHUNK_ELEMENTS = 1 << 16
 
-def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
-            b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray, h_n: np.ndarray,
-            relu: bool, batch_first: bool) -> None:
+
+def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
+            b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
+            h_n: np.ndarray, relu: bool, batch_first: bool, lengths: np.ndarray | None,
+            leak: np.ndarray | None, reverse: bool, threads: int | None) -> None:
     """Compute the forward pass into ``out`` and ``h_n``; the backend contract.
 
     ``x`` is (B, T, I) if ``batch_first`` else (T, B, I), any memory layout;
-    ``out`` the C-contiguous output of x's layout with H features; ``h0``
-    (None for zeros) and ``h_n`` are (B, H); biases are (H,) or None. Every
-    argument is already validated (any memory layout); only ``out`` and
-    ``h_n`` are written.
+    ``w_hh`` an (H, H) ndarray or a canonical SciPy CSR matrix; ``out`` None
+    (only h_n wanted) or an array of x's layout with H features whose last
+    axis has unit stride; ``h0`` (None for zeros) and ``h_n`` are (B, H);
+    biases are (H,) or None; ``lengths`` an int64 (B,) array or None (every
+    sequence has T steps); ``leak`` an (H,) array or None (1); ``reverse``
+    runs each sequence from its last valid step back to its first;
+    ``threads`` caps the threads used (NumPy's BLAS decides its own here).
+    Every argument is already validated; only ``out`` and ``h_n`` are written.
     """
     # inf - inf gives NaN here as in the Numba backend, without NumPy's warning.
     with np.errstate(invalid="ignore", over="ignore"):
-        _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+        _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths, leak,
+                 reverse)
 
 
-def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
-    hidden = out.shape[-1]
-    # The input product for all B*T rows at once: one large BLAS call
-    # (per-step input products waste most of the time at large I), written
-    # straight into the output.
-    rows = out.reshape(-1, hidden)
-    np.matmul(x.reshape(rows.shape[0], x.shape[-1]), w_ih.T, out=rows)
-    if b_ih is not None:
-        rows += b_ih
-    if b_hh is not None:
-        rows += b_hh
+def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths, leak,
+             reverse):
+    seq = x if batch_first else x.transpose(1, 0, 2)  # (B, T, I) views
+    out_seq = None if out is None else (out if batch_first else out.transpose(1, 0, 2))
+    batch, steps = seq.shape[:2]
+    hidden = h_n.shape[1]
+    if lengths is None:
+        lengths = np.full(batch, steps, dtype=np.int64)
+    # Longest first (stable): the sequences still running at any step are a
+    # prefix, so each step works on state[:active] only.
+    order = np.argsort(-lengths, kind="stable")
+    ordered_lengths = lengths[order]
+    state = np.zeros((batch, hidden), h_n.dtype) if h0 is None else h0[order]
+    bias = np.zeros(hidden, h_n.dtype)
+    for b in (b_ih, b_hh):
+        if b is not None:
+            bias += b
+    w_ih_t = w_ih.T
+    sparse = not isinstance(w_hh, np.ndarray)
+    w_hh_t = None if sparse else w_hh.T
+    keep = None if leak is None else 1 - leak
 
-    seq = out if batch_first else out.transpose(1, 0, 2)  # (B, T, H) view
-    w_hh_t = w_hh.T
-    recurrent = np.empty_like(h_n)
-    h_prev = np.zeros_like(h_n) if h0 is None else h0
-    for t in range(seq.shape[1]):
-        step = seq[:, t]
-        np.matmul(h_prev, w_hh_t, out=recurrent)
-        step += recurrent
-        if relu:
-            np.maximum(step, 0, out=step)
+    longest = int(ordered_lengths[0]) if batch else 0
+    chunk = max(1, CHUNK_ELEMENTS // max(1, batch * hidden))
+    for s0 in range(0, longest, chunk):
+        s1 = min(longest, s0 + chunk)
+        running = int(np.count_nonzero(ordered_lengths > s0))
+        step_index = np.arange(s0, s1)
+        if reverse:
+            times = ordered_lengths[:running, None] - 1 - step_index
         else:
-            np.tanh(step, out=step)
-        h_prev = step
-    h_n[...] = h_prev
+            times = np.broadcast_to(step_index, (running, s1 - s0))
+        # Steps past a sequence's end are computed on a clipped index and
+        # never used.
+        times = np.clip(times, 0, steps - 1)
+        rows = order[:running, None]
+        pre = seq[rows, times] @ w_ih_t  # (running, s1 - s0, H)
+        pre += bias
+        for k, s in enumerate(range(s0, s1)):
+            active = int(np.count_nonzero(ordered_lengths[:running] > s))
+            h = state[:active]
+            recurrent = (w_hh @ h.T).T if sparse else h @ w_hh_t
+            z = pre[:active, k]
+            z += recurrent
+            if relu:
+                np.maximum(z, 0, out=z)
+            else:
+                np.tanh(z, out=z)
+            if keep is not None:
+                z *= leak
+                z += keep * h
+            state[:active] = z
+            if out_seq is not None:
+                out_seq[order[:active], times[:active, k]] = z
+    if out_seq is not None:
+        for b in np.flatnonzero(lengths < steps):
+            out_seq[b, lengths[b]:] = 0
+    h_n[order] = state

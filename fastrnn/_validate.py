@@ -72,16 +72,22 @@ def validate_forward(
     nonlinearity: Any,
     batch_first: Any,
     out: Any,
+    lengths: Any = None,
+    leak: Any = None,
+    return_sequences: Any = True,
+    threads: Any = None,
 ) -> tuple[Any, ...]:
     """Check every argument of :func:`fastrnn.forward`; return them in the
     backend contract's form, as a plain tuple (a NamedTuple would cost more
     than the rest of a tiny forward's validation):
 
     ``(x, w_ih, w_hh, b_ih, b_hh, h0, out, relu, batch_first, unbatched,
-    output_shape, batch, hidden)``: x is (B, T, I) if batch_first else
-    (T, B, I) in any memory layout; h0 is (B, H) or None (zeros); out is the
+    output_shape, batch, hidden, lengths, leak)``: x is (B, T, I) if
+    batch_first else (T, B, I) in any memory layout; w_hh is an ndarray or a
+    canonical SciPy CSR matrix; h0 is (B, H) or None (zeros); out is the
     validated C-contiguous output in x's layout, or None; batch_first is True
-    for unbatched input.
+    for unbatched input; lengths is an int64 (B,) array or None; leak an (H,)
+    array of x's dtype, or None for 1.
     """
     if type(nonlinearity) is not str or nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
@@ -90,9 +96,22 @@ def validate_forward(
             raise TypeError(f"batch_first must be a bool, got {_describe(batch_first)}")
         batch_first = bool(batch_first)
 
+    if return_sequences is not True and return_sequences is not False:
+        if not isinstance(return_sequences, np.bool_):
+            raise TypeError(f"return_sequences must be a bool, got {_describe(return_sequences)}")
+        return_sequences = bool(return_sequences)
+    if not return_sequences and out is not None:
+        raise ValueError("out must be None when return_sequences=False: no output sequence "
+                         "is computed")
+    if threads is not None:
+        check_threads(threads)
+
     x = as_float_array("x", x)
     w_ih = as_float_array("w_ih", w_ih)
-    w_hh = as_float_array("w_hh", w_hh)
+    if type(w_hh) is not np.ndarray and is_sparse(w_hh):
+        w_hh = as_sparse_csr("w_hh", w_hh)
+    else:
+        w_hh = as_float_array("w_hh", w_hh)
     dtype = x.dtype
     same = w_ih.dtype == dtype and w_hh.dtype == dtype
     if b_ih is not None:
@@ -147,16 +166,108 @@ def validate_forward(
             raise _wrong_shape("h0", h0, (batch, hidden),
                                f"(batch, hidden_size) for x of shape {x_shape}")
 
+    steps = n2 if batch_first else n1
+    if lengths is not None:
+        if unbatched and np.ndim(lengths) == 0:
+            lengths = np.reshape(lengths, (1,))  # one sequence, one length
+        lengths = validate_lengths(lengths, batch, steps)
+    if leak is not None:
+        leak = validate_leak(leak, hidden, dtype)
+
     output_shape = (n1, n2, hidden)
     if out is not None:
-        inputs = {"x": x_given, "w_ih": w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh,
-                  "h0": h0_given}
+        inputs = {"x": x_given, "w_ih": w_ih,
+                  "w_hh": w_hh if isinstance(w_hh, np.ndarray) else w_hh.data,
+                  "b_ih": b_ih, "b_hh": b_hh, "h0": h0_given}
         _check_out(out, output_shape[1:] if unbatched else output_shape, dtype, inputs)
         if unbatched:
             out = out.reshape(output_shape)  # a view: out is C-contiguous
 
     return (x, w_ih, w_hh, b_ih, b_hh, h0, out, nonlinearity == "relu", batch_first,
-            unbatched, output_shape, batch, hidden)
+            unbatched, output_shape, batch, hidden, lengths, leak)
+
+
+def check_threads(threads: Any) -> int:
+    """``threads`` as an int >= 1, or a TypeError/ValueError naming it."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads must be None or an int >= 1, got {_describe(threads)}")
+    if threads < 1:
+        raise ValueError(f"threads must be None or an int >= 1, got {threads}")
+    return int(threads)
+
+
+def is_sparse(value: Any) -> bool:
+    """Whether ``value`` is a SciPy sparse matrix or array (without importing
+    SciPy when it is not)."""
+    return type(value).__module__.startswith("scipy.sparse")
+
+
+def as_sparse_csr(name: str, value: Any) -> Any:
+    """A SciPy sparse matrix/array as canonical CSR (sorted indices, no
+    duplicates; a copy only when needed), or a TypeError naming ``name``."""
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype float32 or float64, got sparse {value.dtype} "
+            f"(shape {value.shape}); convert it, e.g. {name}.astype(np.float32)"
+        )
+    if value.format not in ("csr", "csc", "coo"):
+        value = value.tocoo()
+    csr = value.tocsr()
+    if not csr.has_canonical_format:
+        csr = csr.copy()
+        csr.sum_duplicates()  # also sorts the indices
+    return csr
+
+
+def _integers(name: str, value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must be an integer array, got dtype {array.dtype} (shape {array.shape})"
+        )
+    return array
+
+
+def validate_lengths(lengths: Any, batch: int, steps: int) -> np.ndarray:
+    """``lengths`` as a new int64 (batch,) array with 0 <= length <= steps,
+    or a TypeError/ValueError naming it."""
+    array = _integers("lengths", lengths)
+    if array.shape != (batch,):
+        raise ValueError(
+            f"lengths must have shape ({batch},) (one length per sequence of the batch), "
+            f"got {array.shape}"
+        )
+    if batch:
+        low, high = array.min(), array.max()
+        if low < 0 or high > steps:
+            bad = int(np.flatnonzero((array < 0) | (array > steps))[0])
+            raise ValueError(
+                f"lengths must lie in [0, {steps}] (the number of time steps), got "
+                f"lengths[{bad}] = {array[bad]}"
+            )
+    return np.array(array, dtype=np.int64)
+
+
+def validate_leak(leak: Any, hidden: int, dtype: np.dtype) -> np.ndarray | None:
+    """``leak`` as a new (hidden,) array of ``dtype``, or None when every
+    leak is 1 (the plain update); a TypeError/ValueError naming it."""
+    array = np.asarray(leak)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(
+            f"leak must be a float or an array of floats, got dtype {array.dtype} "
+            f"(shape {array.shape})"
+        )
+    if array.shape not in ((), (hidden,)):
+        raise ValueError(
+            f"leak must be a float or have shape ({hidden},) (hidden_size,), got {array.shape}"
+        )
+    inside = (array > 0) & (array <= 1)
+    if not inside.all():
+        bad = array if array.ndim == 0 else array[np.flatnonzero(~inside)[0]]
+        raise ValueError(f"leak must lie in (0, 1], got {bad}")
+    if (array == 1).all():
+        return None
+    return np.array(np.broadcast_to(array, (hidden,)), dtype=dtype)
 
 
 def _bad_w_ih(shape: tuple[int, ...], input_size: int, x_shape: tuple[int, ...]) -> ValueError:

@@ -49,9 +49,10 @@ def test_out_calls_allocate_nothing_that_grows_with_steps(backend, batch):
         tracemalloc.stop()
     # At T = 50000 the output is 25.6 MB (B = 2) and x 3.2 MB: anything that
     # grew with T (a copy of x, a temporary output, a per-step buffer) would
-    # be megabytes. What is traced (thread hand-off objects, whose size varies
-    # with scheduling) stays under 256 kB at either length.
-    assert max(peaks.values()) < 256 * 1024, peaks
+    # be megabytes. What is traced (the NumPy backend's fixed chunk of hoisted
+    # input products, 256 kB in float32, and its temporaries; thread hand-off
+    # objects) stays under 1 MB at either length.
+    assert max(peaks.values()) < 1024 * 1024, peaks
 
 
 _NRT_SCRIPT = textwrap.dedent("""
