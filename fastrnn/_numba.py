@@ -94,7 +94,8 @@ def _forward_range(x, w_ih, w_hh, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0
     # The hoisted input product of a chunk of steps stays near CHUNK_ELEMENTS,
     # so that the recurrence reads it back from cache and no buffer grows
     # with T.
-    chunk = max(1, CHUNK_ELEMENTS // max(1, count * width))
+    longest = _longest(lens, count, steps_total)
+    chunk = max(1, min(longest, CHUNK_ELEMENTS // max(1, count * width)))
 
     # One aligned, zeroed workspace holds every buffer (one allocation: at
     # the textbook size each allocation is a visible share of the call), rows
@@ -111,7 +112,6 @@ def _forward_range(x, w_ih, w_hh, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0
     work = aligned_zeros(2 * count + pre_rows + packed + 3, width, h_n)
     state = work[:count]
     _load_state(state, h0, order, b_start)
-    longest = _longest(lens, count, steps_total)
     if longest > 0:
         acc = work[count:2 * count]
         pre = work[2 * count:2 * count + pre_rows]
@@ -139,9 +139,23 @@ def _forward_range(x, w_ih, w_hh, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0
                     _sparse_product(state, active, hidden, sp_data, sp_indices, sp_indptr, acc)
                 else:
                     matmul_rows(state, active, hidden, w_hh_p, acc)
-                _activate_step(pre, row_start[s - s0], acc, state, active, hidden, relu, leak,
-                               leak_row, keep, out, order, lens, b_start, s, steps_total,
-                               reverse, batch_first)
+                # _activate_step, written out: at H = 8 the call (some 60
+                # values of arguments) was a third of the step. (Numba's
+                # inline="always" inlines it, but warns on the inlined tanh.)
+                base = row_start[s - s0]
+                for i in range(active):
+                    r = base + i
+                    if relu:
+                        for j in range(hidden):
+                            state[i, j] = _leaky(_relu(pre[r, j] + acc[i, j]), state[i, j],
+                                                 leak, leak_row, keep, j)
+                    else:
+                        for j in range(hidden):
+                            state[i, j] = _leaky(_tanh(pre[r, j] + acc[i, j]), state[i, j],
+                                                 leak, leak_row, keep, j)
+                    if out is not None:
+                        _store(out, state, i, b_start + i if order is None else order[i],
+                               _time(s, i, lens, steps_total, reverse), hidden, batch_first)
     _finish(out, h_n, state, order, lens, b_start, steps_total, batch_first)
 
 
@@ -156,12 +170,12 @@ def _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, or
     n1, n2, input_size = x.shape
     count, hidden = h_n.shape
     steps_total = n2 if batch_first else n1
-    chunk = max(1, BLAS_CHUNK_ELEMENTS // max(1, count * hidden))
+    longest = _longest(lens, count, steps_total)
+    chunk = max(1, min(longest, BLAS_CHUNK_ELEMENTS // max(1, count * hidden)))
     pre_rows = chunk * count
     work = np.zeros((2 * count + pre_rows + 3, hidden), dtype=h_n.dtype)
     state = work[:count]
     _load_state(state, h0, order, 0)
-    longest = _longest(lens, count, steps_total)
     if longest > 0:
         pre = work[2 * count:2 * count + pre_rows]
         tail = 2 * count + pre_rows
@@ -315,14 +329,19 @@ def _activate_step(pre, base, acc, state, active, hidden, relu, leak, leak_row, 
                 state[i, j] = _leaky(_tanh(pre[r, j] + acc[i, j]), state[i, j], leak, leak_row,
                                      keep, j)
         if out is not None:
-            b = b_start + i if order is None else order[i]
-            t = _time(s, i, lens, steps_total, reverse)
-            if batch_first:
-                for j in range(hidden):
-                    out[b, t, j] = state[i, j]
-            else:
-                for j in range(hidden):
-                    out[t, b, j] = state[i, j]
+            _store(out, state, i, b_start + i if order is None else order[i],
+                   _time(s, i, lens, steps_total, reverse), hidden, batch_first)
+
+
+@njit(**dict(KERNEL_JIT, inline="always"))
+def _store(out, state, i, b, t, hidden, batch_first):
+    # Sample b's state after its time step t, into the output.
+    if batch_first:
+        for j in range(hidden):
+            out[b, t, j] = state[i, j]
+    else:
+        for j in range(hidden):
+            out[t, b, j] = state[i, j]
 
 
 @njit(**dict(KERNEL_JIT, inline="always"))
