@@ -1,27 +1,32 @@
 """Numba backend: the whole forward pass in compiled code, one of three paths.
 
-Chosen by size in :func:`forward` (measured on the 2-core AVX-512 machine):
+Chosen in :func:`forward` (measured on the 2-core AVX-512 machine):
 
 =====================  ==========================================================
 path                   when
 =====================  ==========================================================
-blocked, one thread    H < BLAS_MIN_HIDDEN and fewer than PARALLEL_MIN_FMAS
-                       multiply-adds, or B = 1
-blocked, threads       H < BLAS_MIN_HIDDEN, B >= 2, more work than that: each
-                       thread runs every step for its share of the batch
-BLAS                   H >= BLAS_MIN_HIDDEN (256)
+blocked, one thread    dense H < BLAS_MIN_HIDDEN or sparse w_hh, with fewer
+                       than PARALLEL_MIN_FMAS multiply-adds, or B = 1
+blocked, threads       the same with more work and B >= 2: each thread runs
+                       every step for its share of the batch
+BLAS                   dense w_hh with H >= BLAS_MIN_HIDDEN (256)
 =====================  ==========================================================
 
-Blocked: the input product is hoisted into the output buffer a chunk of time
-steps at a time (still in cache when the recurrence reads it back), then each
-step's pre-activations are overwritten with the hidden state; nothing is
-allocated per step. Both products run in our register-blocked AVX-512 kernel
+Every path: samples are taken longest first, so the sequences still running
+at a step are a prefix of the batch and each step works on that prefix only
+(work in proportion to the sum of the lengths). The input product is hoisted
+a chunk of steps at a time into a fixed-size buffer (still in cache when the
+recurrence reads it back; no buffer grows with T, so return_sequences=False
+runs in O(B*H + chunk) memory); nothing is allocated per step.
+
+Blocked: both products run in our register-blocked AVX-512 kernel
 (fastrnn._gemm), not BLAS: per-step BLAS calls cost microseconds at small
 sizes, and BLAS threads that keep spinning after a call would fight ours for
-the cores. BLAS: SciPy's BLAS (Numba's np.dot) for the hoisted product and
-one product per step, on all cores; our kernel has no cache blocking for
-weights that outgrow L2. Importing this module imports Numba; the NumPy
-backend never does.
+the cores. A sparse w_hh (CSR) replaces the recurrent product with a
+gather-and-sum over its non-zeros. BLAS: SciPy's BLAS (Numba's np.dot) for
+both products, on all cores; our kernel has no cache blocking for weights
+that outgrow L2. Importing this module imports Numba; the NumPy backend never
+does.
 """
 
 from __future__ import annotations
