@@ -42,6 +42,7 @@ from numba import njit
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, KERNEL_JIT, aligned_zeros, matmul_rows
+from ._simd import vadd, vfma, vgather, vload, vstore, vzero
 
 # "contract" lets LLVM fuse multiply-adds. Nothing that assumes finite
 # values ("nnan", "ninf") or reorders sums ("reassoc") is enabled, so NaN and
@@ -83,10 +84,10 @@ def _add_biases(bias, b_ih, b_hh):
 
 
 @njit(**_JIT)
-def _forward_range(x, w_ih, w_hh, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0, out, h_n,
-                   relu, batch_first, order, lens, leak, reverse, b_start, count):
-    # Our blocked kernel (dense w_hh) or the sparse product (CSR sp_*, w_hh
-    # None) for `count` samples, all their steps: samples order[0..count)
+def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
+                   lens, leak, reverse, b_start, count):
+    # Our blocked kernel (dense w_hh) or the sparse product (w_hh None,
+    # sparse = _sell_pack's tuple) for `count` samples, all their steps: samples order[0..count)
     # (sorted by length, longest first; lens their lengths) or, with order
     # None, b_start.. (every sequence T steps long). x: (B, T, I) if
     # batch_first else (T, B, I), any layout; out: x's layout with H
@@ -95,7 +96,10 @@ def _forward_range(x, w_ih, w_hh, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0
     hidden = h_n.shape[1]
     steps_total = n2 if batch_first else n1
     lanes = ALIGN_BYTES // h_n.itemsize
-    width = (hidden + lanes - 1) // lanes * lanes
+    # The sparse product reads column H of the state for its padding: one
+    # more column, always zero.
+    used = hidden if w_hh is not None else hidden + 1
+    width = (used + lanes - 1) // lanes * lanes
     # The hoisted input product of a chunk of steps stays near CHUNK_ELEMENTS,
     # so that the recurrence reads it back from cache and no buffer grows
     # with T.
@@ -111,9 +115,11 @@ def _forward_range(x, w_ih, w_hh, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0
     #   pre     chunk*count the input product (+ biases) of a chunk of steps,
     #                       step-major, only the running samples' rows
     #   w_ih_p  I rows      w_ih.T, padded;  w_hh_p  H rows  w_hh.T, padded
+    #                       (dense), or the sparse product's rows in its
+    #                       order, count rows (sparse)
     #   bias, leak, keep    1 row each
     pre_rows = chunk * count
-    packed = input_size + (hidden if w_hh is not None else 0)
+    packed = input_size + (hidden if w_hh is not None else count)
     work = aligned_zeros(2 * count + pre_rows + packed + 3, width, h_n)
     state = work[:count]
     _load_state(state, h0, order, b_start)
@@ -140,8 +146,8 @@ def _forward_range(x, w_ih, w_hh, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0
             _add_bias(pre, rows, bias, hidden)
             for s in range(s0, s1):
                 active = _running(lens, active, s)
-                if sp_data is not None:
-                    _sparse_product(state, active, hidden, sp_data, sp_indices, sp_indptr, acc)
+                if w_hh is None:
+                    _sparse_product(state, active, sparse, w_hh_p, acc)
                 else:
                     matmul_rows(state, active, hidden, w_hh_p, acc)
                 # _activate_step, written out: at H = 8 the call (some 60
@@ -356,18 +362,60 @@ def _leaky(value, previous, leak, leak_row, keep, j):
     return keep[j] * previous + leak_row[j] * value
 
 
-@njit(**dict(KERNEL_JIT, fastmath={"contract", "reassoc"}))
-def _sparse_product(state, active, hidden, data, indices, indptr, acc):
-    # acc[i, j] = sum_p data[p] * state[i, indices[p]] over row j of the CSR
-    # matrix: cost in proportion to the non-zeros. "reassoc" lets LLVM split
-    # the sum across vector lanes (gathers); nothing assumes finite values.
-    zero = acc.dtype.type(0)
+@njit(**_JIT)
+def _sell_pack(indptr, indices, data, hidden, zero_column):
+    # A CSR matrix in SELL-C-sigma form, for the vector gathers of
+    # _sparse_product: rows sorted by their number of non-zeros (most first),
+    # in slices of `lanes` rows; row q of slice s's block of `values` holds
+    # the q-th non-zero of each of the slice's rows side by side, `columns`
+    # (flat, int32) their column numbers. Shorter rows are padded with zeros
+    # at `zero_column`, a state column that is always zero (0 * inf would be
+    # NaN). Returns (slice_start, order, values, columns): slice s is rows
+    # slice_start[s]..slice_start[s+1] of values; order[r] is the matrix row
+    # at sorted position r.
+    lanes = ALIGN_BYTES // data.itemsize
+    counts = indptr[1:] - indptr[:-1]
+    order = np.argsort(-counts, kind="mergesort")
+    slices = (hidden + lanes - 1) // lanes
+    slice_start = np.zeros(slices + 1, dtype=np.int64)
+    for s in range(slices):
+        slice_start[s + 1] = slice_start[s] + counts[order[s * lanes]]
+    total = slice_start[slices]
+    values = aligned_zeros(total, lanes, data)
+    columns = np.full(total * lanes, zero_column, dtype=np.int32)
+    for r in range(hidden):
+        row = order[r]
+        s = r // lanes
+        lane = r - s * lanes
+        for q in range(counts[row]):
+            values[slice_start[s] + q, lane] = data[indptr[row] + q]
+            columns[(slice_start[s] + q) * lanes + lane] = indices[indptr[row] + q]
+    return slice_start, order, values, columns
+
+
+@njit(**KERNEL_JIT)
+def _sparse_product(state, active, sparse, sorted_acc, acc):
+    # acc[i, :H] = w_hh @ state[i] for the running samples, over the
+    # non-zeros only: per slice of rows, a vector of lanes accumulates one
+    # gathered state value per row and non-zero (two accumulators: two
+    # chains of gathers in flight); the sums are then put back in row order.
+    slice_start, order, values, columns = sparse
+    lanes = values.shape[1]
     for i in range(active):
-        for j in range(hidden):
-            total = zero
-            for p in range(indptr[j], indptr[j + 1]):
-                total += data[p] * state[i, indices[p]]
-            acc[i, j] = total
+        for s in range(slice_start.shape[0] - 1):
+            a = vzero(acc)
+            b = vzero(acc)
+            q = slice_start[s]
+            end = slice_start[s + 1]
+            while q + 1 < end:
+                a = vfma(vload(values, q, 0), vgather(state, i, columns, q * lanes), a)
+                b = vfma(vload(values, q + 1, 0), vgather(state, i, columns, (q + 1) * lanes), b)
+                q += 2
+            if q < end:
+                a = vfma(vload(values, q, 0), vgather(state, i, columns, q * lanes), a)
+            vstore(sorted_acc, i, s * lanes, vadd(a, b))
+        for r in range(order.shape[0]):
+            acc[i, order[r]] = sorted_acc[i, r]
 
 
 def _cpu_count() -> int:
@@ -419,10 +467,11 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     # wrapper is part of every call's latency: keep it short.
     batch, hidden = h_n.shape
     if type(w_hh) is np.ndarray:
-        dense, sp_data, sp_indices, sp_indptr = w_hh, None, None, None
+        dense, sparse = w_hh, None
         recurrent = hidden * hidden  # multiply-adds per sample and step
     else:  # canonical CSR (see _validate.as_sparse_csr)
-        dense, sp_data, sp_indices, sp_indptr = None, w_hh.data, w_hh.indices, w_hh.indptr
+        dense = None
+        sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
         recurrent = w_hh.nnz
     if lengths is None:
         order = lens = None
@@ -438,8 +487,8 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         return
     limit = _THREADS if threads is None else threads
     if batch < 2 or limit < 2 or rows * (x.shape[2] * hidden + recurrent) < PARALLEL_MIN_FMAS:
-        _forward_range(x, w_ih, dense, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0, out, h_n,
-                       relu, batch_first, order, lens, leak, reverse, 0, batch)
+        _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
+                       order, lens, leak, reverse, 0, batch)
         return
     # Samples are independent: each thread runs every step for its share of
     # the batch (the kernels release the GIL), with no per-step hand-off.
@@ -456,13 +505,12 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             jobs.append((mine, np.ascontiguousarray(lens[p::parts]), 0, mine.shape[0]))
     pool = _thread_pool()
     futures = [
-        pool.submit(_forward_range, x, w_ih, dense, sp_data, sp_indices, sp_indptr, b_ih, b_hh,
-                    h0, out, h_n, relu, batch_first, job_order, job_lens, leak, reverse, start,
-                    count)
+        pool.submit(_forward_range, x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu,
+                    batch_first, job_order, job_lens, leak, reverse, start, count)
         for job_order, job_lens, start, count in jobs[1:]
     ]
     job_order, job_lens, start, count = jobs[0]
-    _forward_range(x, w_ih, dense, sp_data, sp_indices, sp_indptr, b_ih, b_hh, h0, out, h_n,
-                   relu, batch_first, job_order, job_lens, leak, reverse, start, count)
+    _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
+                   job_order, job_lens, leak, reverse, start, count)
     for future in futures:
         future.result()

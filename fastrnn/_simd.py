@@ -6,7 +6,7 @@ A register-blocked micro-kernel (several samples times several vectors of
 output units, accumulated over the inner dimension) needs its accumulators in
 registers, so they are written here as explicit LLVM vector values:
 ``<16 x float>`` or ``<8 x double>``, one AVX-512 register each. Only what the
-kernels use is defined: load, store, broadcast and fused multiply-add.
+kernels use is defined: load, store, broadcast, fused multiply-add and gather.
 
 On a CPU without AVX-512, LLVM splits each vector into narrower ones; the
 code stays correct, only slower.
@@ -153,5 +153,53 @@ def vadd(typingctx, a, b):
 
     def codegen(context, builder, sig, args):
         return builder.fadd(args[0], args[1])
+
+    return signature, codegen
+
+
+@intrinsic
+def vgather(typingctx, values, row, indices, pos):
+    """``values[row, indices[pos:pos + lanes]]`` as a vector (llvm.masked.gather,
+    AVX-512's vgather): ``values`` a C-contiguous 2-D float array, ``indices``
+    a C-contiguous 1-D int32 array; the caller guarantees every index is in
+    bounds."""
+    if not (_is_float_matrix(values) and isinstance(indices, types.Array)
+            and indices.ndim == 1 and indices.layout == "C" and indices.dtype == types.int32):
+        return None
+    vector = SimdVector(values.dtype)
+    signature = vector(values, types.intp, indices, types.intp)
+
+    def codegen(context, builder, sig, args):
+        vector_type = context.get_value_type(sig.return_type)
+        count = sig.return_type.lanes
+        itemsize = sig.args[0].dtype.bitwidth // 8
+        intp = context.get_constant(types.intp, 0).type
+        row_start = _element_pointer(
+            context, builder, types.void(sig.args[0], types.intp, types.intp),
+            (args[0], args[1], context.get_constant(types.intp, 0)))
+        index_array = context.make_array(sig.args[2])(context, builder, args[2])
+        index_pointer = cgutils.get_item_pointer(context, builder, sig.args[2], index_array,
+                                                 [args[3]], wraparound=False,
+                                                 boundscheck=False)
+        int32s = ir.VectorType(ir.IntType(32), count)
+        wide = ir.VectorType(intp, count)
+        index = builder.load(builder.bitcast(index_pointer, int32s.as_pointer()), align=4)
+        # Addresses row_start + index * itemsize, as a vector of pointers.
+        undef = ir.Constant(wide, ir.Undefined)
+        base = builder.shuffle_vector(
+            builder.insert_element(undef, builder.ptrtoint(row_start, intp),
+                                   ir.Constant(ir.IntType(32), 0)),
+            undef, ir.Constant(ir.VectorType(ir.IntType(32), count), None))
+        offsets = builder.mul(builder.sext(index, wide), ir.Constant(wide, [itemsize] * count))
+        pointers_type = ir.VectorType(vector_type.element.as_pointer(), count)
+        pointers = builder.inttoptr(builder.add(base, offsets), pointers_type)
+        mask = ir.Constant(ir.VectorType(ir.IntType(1), count), [1] * count)
+        name = f"llvm.masked.gather.v{count}f{itemsize * 8}.v{count}p0"
+        gather = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vector_type, [pointers_type, ir.IntType(32), mask.type, vector_type]),
+            name)
+        return builder.call(gather, [pointers, ir.Constant(ir.IntType(32), itemsize), mask,
+                                     ir.Constant(vector_type, None)])
 
     return signature, codegen
