@@ -146,7 +146,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
             _add_bias(pre, rows, bias, hidden)
             for s in range(s0, s1):
                 active = _running(lens, active, s)
-                if w_hh is None:
+                if sparse is not None:
                     _sparse_product(state, active, sparse, w_hh_p, acc)
                 else:
                     matmul_rows(state, active, hidden, w_hh_p, acc)
