@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ CHOICES = ("auto",) + tuple(BACKENDS)
 
 _loaded: dict[str, BackendForward] = {}
 _numba_missing: str | None = None  # why "auto" fell back, once known
+_auto_lock = threading.Lock()
 
 
 def _load(name: str) -> BackendForward:
@@ -33,7 +35,13 @@ def get_backend(backend: str) -> BackendForward:
     if found is not None:
         return found
     if backend == "auto":
-        return _loaded.setdefault("auto", _auto())
+        # Locked: threads making their first call at once resolve "auto"
+        # (and warn about a missing Numba) once.
+        with _auto_lock:
+            found = _loaded.get("auto")
+            if found is None:
+                found = _loaded["auto"] = _auto()
+        return found
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"backend must be one of {CHOICES}, got {backend!r}")
     if backend == "numba":

@@ -15,6 +15,7 @@ aligned buffers.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -22,15 +23,37 @@ from numba import njit
 
 from ._simd import vadd, vfma, vload, vsplat, vstore, vzero
 
-_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+
+def _cache_available() -> bool:
+    # njit(cache=True) raises at decoration when Numba finds no folder it may
+    # write its cache to (this package's __pycache__, NUMBA_CACHE_DIR, the
+    # user's cache folder): then compile in every process rather than fail.
+    try:
+        njit(cache=True)(_cache_available)
+    except RuntimeError as exc:
+        warnings.warn(
+            f"fastrnn: Numba cannot cache compiled kernels ({exc}); they will be compiled "
+            "again in every process. Point NUMBA_CACHE_DIR at a writable folder to cache them.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True
+
+
+# "contract" lets LLVM fuse multiply-adds. Nothing that assumes finite
+# values ("nnan", "ninf") or reorders sums ("reassoc") is enabled, so NaN and
+# inf propagate as IEEE arithmetic does.
+JIT: dict[str, Any] = dict(cache=_cache_available(), nogil=True, error_model="numpy",
+                           fastmath={"contract"})
 # The product kernels allocate nothing, so they are compiled without Numba's
 # reference counting (_nrt=False): otherwise every array passed between these
 # small functions costs atomic increments and decrements in the hot loop.
-KERNEL_JIT: dict[str, Any] = dict(_JIT, _nrt=False)
+KERNEL_JIT: dict[str, Any] = dict(JIT, _nrt=False)
 ALIGN_BYTES = 64
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def aligned_zeros(rows, cols, like):
     """Zeros of shape (rows, cols) and ``like``'s dtype, 64-byte aligned."""
     size = rows * cols

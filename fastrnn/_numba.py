@@ -9,7 +9,8 @@ blocked, one thread    dense H < BLAS_MIN_HIDDEN or sparse w_hh, with fewer
                        than PARALLEL_MIN_FMAS multiply-adds, or B = 1
 blocked, threads       the same with more work and B >= 2: each thread runs
                        every step for its share of the batch
-BLAS                   dense w_hh with H >= BLAS_MIN_HIDDEN (256)
+BLAS                   dense w_hh with H >= BLAS_MIN_HIDDEN (256), unless one
+                       thread is allowed (threads=1, FASTRNN_NUM_THREADS=1)
 =====================  ==========================================================
 
 Every path: samples are taken longest first, so the sequences still running
@@ -41,14 +42,8 @@ from numba import njit
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
-from ._gemm import ALIGN_BYTES, KERNEL_JIT, aligned_zeros, matmul_rows
+from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows
 from ._simd import vadd, vfma, vgather, vload, vstore, vzero
-
-# "contract" lets LLVM fuse multiply-adds. Nothing that assumes finite
-# values ("nnan", "ninf") or reorders sums ("reassoc") is enabled, so NaN and
-# inf propagate as IEEE arithmetic does.
-_FASTMATH = {"contract"}
-_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath=_FASTMATH)
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
@@ -83,7 +78,7 @@ def _add_biases(bias, b_ih, b_hh):
             bias[j] += b_hh[j]
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
                    lens, leak, reverse, b_start, count):
     # Our blocked kernel (dense w_hh) or the sparse product (w_hh None,
@@ -170,7 +165,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     _finish(out, h_n, state, order, lens, b_start, steps_total, batch_first)
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, order, lens,
                   leak, reverse):
     # Large hidden sizes: BLAS (SciPy's, through Numba's np.dot) for the
@@ -362,7 +357,7 @@ def _leaky(value, previous, leak, leak_row, keep, j):
     return keep[j] * previous + leak_row[j] * value
 
 
-@njit(**_JIT)
+@njit(**JIT)
 def _sell_pack(indptr, indices, data, hidden, zero_column):
     # A CSR matrix in SELL-C-sigma form, for the vector gathers of
     # _sparse_product: rows sorted by their number of non-zeros (most first),
@@ -481,11 +476,13 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         order = np.argsort(-lengths, kind="stable")
         lens = lengths[order]
         rows = int(lens.sum())
-    if dense is not None and hidden >= BLAS_MIN_HIDDEN:
+    limit = _THREADS if threads is None else threads
+    # BLAS runs on threads of its own; with one thread allowed, our kernel
+    # runs on the caller's thread instead.
+    if dense is not None and hidden >= BLAS_MIN_HIDDEN and limit > 1:
         _forward_blas(x, np.ascontiguousarray(w_ih), np.ascontiguousarray(dense), b_ih, b_hh,
                       h0, out, h_n, relu, batch_first, order, lens, leak, reverse)
         return
-    limit = _THREADS if threads is None else threads
     if batch < 2 or limit < 2 or rows * (x.shape[2] * hidden + recurrent) < PARALLEL_MIN_FMAS:
         _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
                        order, lens, leak, reverse, 0, batch)
