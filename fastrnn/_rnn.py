@@ -1,0 +1,641 @@
+"""``fastrnn.RNN``: a stacked, optionally bidirectional Elman RNN model with
+PyTorch's ``nn.RNN`` semantics and weight names, built on
+:func:`fastrnn._api.run_layer` (one compiled kernel call per layer and
+direction, writing straight into the output buffers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from typing import IO, Any
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from ._api import run_layer
+from ._backends import CHOICES as BACKEND_CHOICES
+from ._validate import (
+    FLOAT_DTYPES,
+    NONLINEARITIES,
+    _check_out,
+    _describe,
+    as_float_array,
+    check_threads,
+    validate_lengths,
+)
+
+MERGES = ("concat", "sum")
+# The configuration entry of a saved model (save/load): a JSON string.
+_CONFIG_KEY = "fastrnn_rnn_config"
+_FORMAT_VERSION = 1
+_KEY_PATTERN = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {_describe(value)}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+    return bool(value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _float_dtype(value: Any) -> np.dtype:
+    try:
+        dtype = np.dtype(value)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be float32 or float64, got {value!r}") from exc
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+def _backend(value: Any) -> str:
+    if not isinstance(value, str) or value not in BACKEND_CHOICES:
+        raise ValueError(f"backend must be one of {BACKEND_CHOICES}, got {value!r}")
+    return value
+
+
+def _to_numpy(key: str, value: Any) -> np.ndarray:
+    """A state-dict value as an ndarray (no copy when possible): a PyTorch
+    tensor through ``.detach().cpu().numpy()`` (without importing torch),
+    anything else through ``np.asarray``; a TypeError naming ``key`` when it
+    is not real numbers."""
+    try:
+        if not isinstance(value, np.ndarray) and hasattr(value, "numpy"):
+            if hasattr(value, "detach"):
+                value = value.detach()
+            if hasattr(value, "cpu"):
+                value = value.cpu()
+            value = value.numpy()
+        array = np.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"state_dict[{key!r}] could not be converted to a NumPy array "
+                        f"({type(value).__name__}): {exc}") from exc
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"state_dict[{key!r}] must hold real numbers, got dtype {array.dtype} "
+                        f"(shape {array.shape})")
+    return array
+
+
+def _param_names(num_layers: int, num_directions: int, bias: bool) -> list[str]:
+    """PyTorch's parameter names in PyTorch's order."""
+    names = []
+    for layer in range(num_layers):
+        for direction in range(num_directions):
+            suffix = f"_l{layer}" + ("_reverse" if direction else "")
+            names += [f"weight_ih{suffix}", f"weight_hh{suffix}"]
+            if bias:
+                names += [f"bias_ih{suffix}", f"bias_hh{suffix}"]
+    return names
+
+
+class RNN:
+    """A multi-layer Elman RNN with PyTorch's ``nn.RNN`` semantics, run with
+    fastrnn's kernels on NumPy arrays.
+
+    For each layer and direction, at every step t::
+
+        h_t = act(x_t @ weight_ih.T + bias_ih + h_{t-1} @ weight_hh.T + bias_hh)
+
+    Layer 0 reads the input; each later layer reads the previous layer's full
+    output. A bidirectional layer also runs a second set of weights over each
+    sequence in reverse (from its last valid step back to its first) and
+    concatenates the two outputs (forward first), or adds them with
+    ``merge="sum"``.
+
+    Unlike ``torch.nn.RNN``, ``batch_first`` defaults to True (as in
+    :func:`fastrnn.forward`): pass ``batch_first=False`` for PyTorch's (T, B, I)
+    layout. There is no dropout (this is a forward pass for inference).
+
+    Parameters
+    ----------
+    input_size : int
+        Features of the input, I.
+    hidden_size : int
+        Features of the hidden state, H.
+    num_layers : int
+        Stacked layers, L (default 1).
+    nonlinearity : {"tanh", "relu"}
+        The activation ``act``.
+    bias : bool
+        Whether the layers have ``bias_ih`` and ``bias_hh``.
+    batch_first : bool
+        Whether x and the output are (B, T, ...) (default) or (T, B, ...).
+    bidirectional : bool
+        Whether each layer also runs in reverse; D = 2 directions if so, else 1.
+    merge : {"concat", "sum"}
+        How a bidirectional layer combines its directions: ``"concat"`` (as
+        PyTorch: 2H features) or ``"sum"`` (as oneDNN's ``bidirectional_sum``
+        and Keras' ``merge_mode="sum"``: H features). It applies to every
+        layer, so with ``"sum"`` the layers after the first read H features,
+        not 2H. Ignored when not bidirectional.
+    dtype : float32 or float64
+        The dtype of the weights, of the input the model accepts and of its
+        results (default float32).
+    seed : int, numpy.random.Generator or None
+        Seed of the initial weights, all drawn as PyTorch does from
+        U(-1/sqrt(H), 1/sqrt(H)) (same seed, same weights; not PyTorch's
+        numbers). None draws fresh entropy.
+    backend : {"auto", "numba", "numpy"}
+        The default backend of every call.
+
+    Attributes
+    ----------
+    num_directions : int
+        D: 2 when bidirectional, else 1.
+    output_size : int
+        Features of the output: D * H, or H with ``merge="sum"``.
+
+    Notes
+    -----
+    Weights use PyTorch's names and shapes: :meth:`state_dict` returns them,
+    :meth:`load_state_dict` and :meth:`from_state_dict` accept
+    ``torch.nn.RNN(...).state_dict()`` (tensors or arrays) without importing
+    torch, and :meth:`save` / :meth:`load` keep weights and configuration in
+    one ``.npz`` file.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastrnn
+    >>> rnn = fastrnn.RNN(4, 8, num_layers=2, bidirectional=True, seed=0)
+    >>> x = np.random.default_rng(0).standard_normal((3, 5, 4), dtype=np.float32)
+    >>> output, h_n = rnn(x, lengths=np.array([5, 2, 0]))  # (B, T, I) in
+    >>> output.shape, h_n.shape, output.dtype
+    ((3, 5, 16), (4, 3, 8), dtype('float32'))
+    >>> bool((output[1, 2:] == 0).all())  # past each sequence's length: zeros
+    True
+    >>> sorted(rnn.state_dict())[:2]
+    ['bias_hh_l0', 'bias_hh_l0_reverse']
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = True,
+        bidirectional: bool = False,
+        merge: str = "concat",
+        dtype: DTypeLike = np.float32,
+        seed: int | np.random.Generator | np.random.SeedSequence | None = None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        self._input_size = _positive_int("input_size", input_size)
+        self._hidden_size = _positive_int("hidden_size", hidden_size)
+        self._num_layers = _positive_int("num_layers", num_layers)
+        self._nonlinearity = _choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        self._bias = _bool("bias", bias)
+        self._batch_first = _bool("batch_first", batch_first)
+        self._bidirectional = _bool("bidirectional", bidirectional)
+        self._merge = _choice("merge", merge, MERGES)
+        self._dtype = _float_dtype(dtype)
+        self._backend = _backend(backend)
+        self._params: dict[str, np.ndarray] = {}
+        if seed is _NO_INIT:
+            return  # from_state_dict / load fill the weights in
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"seed must be None, an int, a SeedSequence or a "
+                            f"numpy.random.Generator, got {_describe(seed)}: {exc}") from exc
+        bound = 1.0 / np.sqrt(self._hidden_size)
+        for name, shape in self._shapes().items():
+            draw = rng.uniform(-bound, bound, shape)
+            self._params[name] = np.ascontiguousarray(draw, dtype=self._dtype)
+
+    # -- configuration (read-only: a new architecture is a new model) ----------
+
+    @property
+    def input_size(self) -> int:
+        return self._input_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self._hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self._num_layers
+
+    @property
+    def nonlinearity(self) -> str:
+        return self._nonlinearity
+
+    @property
+    def bias(self) -> bool:
+        return self._bias
+
+    @property
+    def batch_first(self) -> bool:
+        return self._batch_first
+
+    @property
+    def bidirectional(self) -> bool:
+        return self._bidirectional
+
+    @property
+    def merge(self) -> str:
+        return self._merge
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self._bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        if self._bidirectional and self._merge == "concat":
+            return 2 * self._hidden_size
+        return self._hidden_size
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "input_size": self._input_size,
+            "hidden_size": self._hidden_size,
+            "num_layers": self._num_layers,
+            "nonlinearity": self._nonlinearity,
+            "bias": self._bias,
+            "batch_first": self._batch_first,
+            "bidirectional": self._bidirectional,
+            "merge": self._merge,
+            "dtype": self._dtype.name,
+        }
+
+    def __repr__(self) -> str:
+        extras = [f"num_layers={self._num_layers}"] if self._num_layers != 1 else []
+        defaults = {"nonlinearity": "tanh", "bias": True, "batch_first": True,
+                    "bidirectional": False, "merge": "concat", "dtype": "float32"}
+        config = self._config()
+        extras += [f"{key}={config[key]!r}" for key, default in defaults.items()
+                   if config[key] != default and not (key == "merge" and not self._bidirectional)]
+        return f"RNN({', '.join([str(self._input_size), str(self._hidden_size)] + extras)})"
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter's name and shape, in PyTorch's order."""
+        hidden = self._hidden_size
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name in _param_names(self._num_layers, self.num_directions, self._bias):
+            layer = int(_KEY_PATTERN.match(name).group(2))  # type: ignore[union-attr]
+            if name.startswith("weight_ih"):
+                fan_in = self._input_size if layer == 0 else self.output_size
+                shapes[name] = (hidden, fan_in)
+            elif name.startswith("weight_hh"):
+                shapes[name] = (hidden, hidden)
+            else:
+                shapes[name] = (hidden,)
+        return shapes
+
+    # -- the forward pass --------------------------------------------------------
+
+    def forward(
+        self,
+        x: ArrayLike,
+        h0: ArrayLike | None = None,
+        lengths: ArrayLike | None = None,
+        out: np.ndarray | None = None,
+        *,
+        threads: int | None = None,
+        backend: str | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Run the model over a batch of sequences (also ``rnn(x, ...)``).
+
+        Parameters
+        ----------
+        x : array, shape (B, T, I) if ``batch_first``, (T, B, I) if not, or (T, I)
+            The input sequences, of the model's dtype; (T, I) is one unbatched
+            sequence (``batch_first`` then does not apply, as in PyTorch).
+        h0 : array, shape (L * D, B, H), or (L * D, H) for unbatched x, optional
+            Initial hidden state of each layer and direction, layer-major with
+            the reverse direction second (PyTorch's order); zeros when None.
+        lengths : integer array, shape (B,), optional
+            Valid steps of each sequence, 0 <= length <= T, in any order: as
+            PyTorch's ``pack_padded_sequence(..., enforce_sorted=False)`` on
+            the padded batch. Outputs at t >= length are zero, h_n holds each
+            sequence's state after its last valid step, and the reverse
+            direction starts at that step. Length 0 (refused by PyTorch) gives
+            zero output and h_n = h0. The work done is proportional to
+            sum(lengths). None means every sequence has T steps.
+        out : ndarray, optional
+            C-contiguous, writeable array of the output's exact shape and
+            dtype, sharing no memory with x or h0; the output is written into
+            it and it is returned.
+        threads : int, optional
+            The most threads a kernel call uses (default: FASTRNN_NUM_THREADS,
+            else the cores this process may use).
+        backend : {"auto", "numba", "numpy"}, optional
+            Overrides the model's backend for this call.
+
+        Returns
+        -------
+        output : ndarray, shape (B, T, F), (T, B, F) or (T, F), like x
+            The last layer's hidden states, F = ``output_size`` features
+            (forward direction first when concatenated).
+        h_n : ndarray, shape (L * D, B, H), or (L * D, H) for unbatched x
+            The final hidden state of each layer and direction, ordered as h0.
+
+        Raises
+        ------
+        TypeError
+            When x or h0 is not of the model's dtype, or lengths not integers.
+        ValueError
+            When a shape disagrees with the model or x, a length is out of
+            range, ``out`` is unsuitable or an option is unknown.
+        """
+        dtype = self._dtype
+        x_arr = as_float_array("x", x)
+        if x_arr.dtype != dtype:
+            raise TypeError(
+                f"x must have the model's dtype {dtype}, got {x_arr.dtype} (shape "
+                f"{x_arr.shape}); convert it with x.astype(np.{dtype.name}) or use "
+                f"rnn.astype(np.{x_arr.dtype.name})"
+            )
+        x_shape = x_arr.shape
+        unbatched = x_arr.ndim == 2
+        if unbatched:
+            x_arr = x_arr[np.newaxis]  # (1, T, I): one batch-first sequence
+            batch_first = True
+        elif x_arr.ndim == 3:
+            batch_first = self._batch_first
+        else:
+            layout = "(batch, time, input)" if self._batch_first else "(time, batch, input)"
+            raise ValueError(f"x must be 3-D {layout} or 2-D (time, input) unbatched; "
+                             f"got shape {x_shape}")
+        n1, n2, features = x_arr.shape
+        if features != self._input_size:
+            raise ValueError(f"x must have {self._input_size} features (input_size) on its "
+                             f"last axis, got shape {x_shape}")
+        batch, steps = (n1, n2) if batch_first else (n2, n1)
+        hidden = self._hidden_size
+        directions = self.num_directions
+        states = self._num_layers * directions
+
+        h0_arr = None
+        if h0 is not None:
+            h0_arr = as_float_array("h0", h0)
+            if h0_arr.dtype != dtype:
+                raise TypeError(f"h0 must have the model's dtype {dtype}, got {h0_arr.dtype} "
+                                f"(shape {h0_arr.shape})")
+            expected = (states, hidden) if unbatched else (states, batch, hidden)
+            if h0_arr.shape != expected:
+                meaning = ("(num_layers * num_directions, hidden_size) for unbatched x"
+                           if unbatched else
+                           "(num_layers * num_directions, batch, hidden_size)")
+                raise ValueError(f"h0 must have shape {expected} {meaning} for x of shape "
+                                 f"{x_shape}, got {h0_arr.shape}")
+            if unbatched:
+                h0_arr = h0_arr[:, np.newaxis]
+
+        lengths_arr = None
+        if lengths is not None:
+            if unbatched and np.ndim(lengths) == 0:
+                lengths = np.reshape(lengths, (1,))
+            lengths_arr = validate_lengths(lengths, batch, steps)
+        if threads is not None:
+            check_threads(threads)
+        backend = self._backend if backend is None else _backend(backend)
+
+        output_shape = (n1, n2, self.output_size)
+        final = None
+        if out is not None:
+            _check_out(out, output_shape[1:] if unbatched else output_shape, dtype,
+                       {"x": np.asarray(x), "h0": None if h0 is None else np.asarray(h0)})
+            final = out.reshape(output_shape) if unbatched else out
+
+        h_n = np.empty((states, batch, hidden), dtype)
+        relu = self._nonlinearity == "relu"
+        scratch = None
+        if directions == 2 and self._merge == "sum":
+            scratch = np.empty((n1, n2, hidden), dtype)
+        params = self._params
+        layer_input = x_arr
+        for layer in range(self._num_layers):
+            last = layer == self._num_layers - 1
+            buffer = final if last and final is not None else np.empty(output_shape, dtype)
+            for direction in range(directions):
+                suffix = f"_l{layer}_reverse" if direction else f"_l{layer}"
+                if directions == 1 or (scratch is not None and direction == 0):
+                    target = buffer
+                elif scratch is not None:  # merge="sum": the reverse direction, added below
+                    target = scratch
+                else:  # this direction's half of the concatenated features
+                    target = buffer[..., hidden:] if direction else buffer[..., :hidden]
+                k = layer * directions + direction
+                run_layer(
+                    layer_input, params["weight_ih" + suffix], params["weight_hh" + suffix],
+                    params.get("bias_ih" + suffix), params.get("bias_hh" + suffix),
+                    None if h0_arr is None else h0_arr[k], target, h_n[k],
+                    relu=relu, batch_first=batch_first, lengths=lengths_arr,
+                    reverse=bool(direction), threads=threads, backend=backend,
+                )
+            if scratch is not None:
+                np.add(buffer, scratch, out=buffer)
+            layer_input = buffer
+
+        output = out if out is not None else (layer_input[0] if unbatched else layer_input)
+        return output, (h_n[:, 0] if unbatched else h_n)
+
+    __call__ = forward
+
+    # -- weights -------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the weights under PyTorch's names (``weight_ih_l0``,
+        ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``..._reverse``, for
+        every layer), in PyTorch's order; ``torch.nn.RNN.load_state_dict``
+        accepts it once the values are tensors (``torch.from_numpy``)."""
+        return {name: value.copy() for name, value in self._params.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Replace every weight by a copy of ``state_dict``'s, cast to the
+        model's dtype.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array-like
+            Exactly the keys and shapes :meth:`state_dict` returns, e.g. a
+            ``torch.nn.RNN(...).state_dict()`` of the same architecture.
+            Values may be NumPy arrays, tensors (converted through
+            ``.detach().cpu().numpy()``; torch is never imported) or anything
+            ``np.asarray`` accepts.
+
+        Raises
+        ------
+        KeyError
+            When a key is missing or unexpected (naming them).
+        ValueError
+            When a value's shape is wrong (naming the key and both shapes).
+        TypeError
+            When a value is not an array of real numbers.
+
+        The model is unchanged when anything is wrong.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got "
+                            f"{_describe(state_dict)}")
+        shapes = self._shapes()
+        missing = [name for name in shapes if name not in state_dict]
+        unexpected = [key for key in state_dict if key not in shapes]
+        if missing or unexpected:
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            raise KeyError(f"state_dict does not match {self!r}: {' and '.join(parts)}; "
+                           f"expected exactly {list(shapes)}")
+        loaded = {}
+        for name, shape in shapes.items():
+            array = _to_numpy(name, state_dict[name])
+            if array.shape != shape:
+                raise ValueError(f"state_dict[{name!r}] must have shape {shape} for {self!r}, "
+                                 f"got {array.shape}")
+            loaded[name] = np.array(array, dtype=self._dtype, order="C", copy=True)
+        self._params = loaded
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state_dict: Mapping[str, Any],
+        *,
+        nonlinearity: str = "tanh",
+        batch_first: bool = True,
+        merge: str = "concat",
+        dtype: DTypeLike | None = None,
+        backend: str = "auto",
+    ) -> RNN:
+        """A model holding ``state_dict``'s weights, e.g. those of a
+        ``torch.nn.RNN``.
+
+        The number of layers, ``input_size``, ``hidden_size``, ``bias`` and
+        ``bidirectional`` are read from the keys and shapes (PyTorch's names,
+        as :meth:`state_dict` returns them); what the weights cannot tell
+        (``nonlinearity``, ``batch_first``, ``merge``) is passed here. With
+        ``dtype=None`` the model is float64 if any weight is float64, else
+        float32. Then every key and shape is checked as in
+        :meth:`load_state_dict`.
+
+        Raises
+        ------
+        KeyError
+            When a key is missing or not one of PyTorch's ``nn.RNN`` names.
+        ValueError
+            When a shape disagrees with the architecture the keys describe.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping of names to arrays, got "
+                            f"{_describe(state_dict)}")
+        unknown = [key for key in state_dict
+                   if not isinstance(key, str) or _KEY_PATTERN.match(key) is None]
+        if unknown:
+            raise KeyError(f"state_dict has unexpected keys {unknown}: expected PyTorch's "
+                           "nn.RNN names such as 'weight_ih_l0', 'bias_hh_l1_reverse'")
+        if "weight_ih_l0" not in state_dict:
+            raise KeyError(f"state_dict is missing key 'weight_ih_l0' (the first layer's "
+                           f"input weights); its keys are {list(state_dict)}")
+        arrays = {key: _to_numpy(key, value) for key, value in state_dict.items()}
+        first = arrays["weight_ih_l0"]
+        if first.ndim != 2 or 0 in first.shape:
+            raise ValueError(f"state_dict['weight_ih_l0'] must be 2-D (hidden_size, "
+                             f"input_size) with both positive, got shape {first.shape}")
+        hidden_size, input_size = first.shape
+        num_layers = 1 + max(int(_KEY_PATTERN.match(key).group(2))  # type: ignore[union-attr]
+                             for key in arrays)
+        bidirectional = any(key.endswith("_reverse") for key in arrays)
+        bias = any(key.startswith("bias") for key in arrays)
+        if dtype is None:
+            dtype = (np.float64 if any(a.dtype == np.float64 for a in arrays.values())
+                     else np.float32)
+        model = cls(input_size, hidden_size, num_layers, nonlinearity, bias, batch_first,
+                    bidirectional, merge, dtype, _NO_INIT, backend=backend)
+        model.load_state_dict(arrays)
+        return model
+
+    def astype(self, dtype: DTypeLike) -> RNN:
+        """A copy of the model with weights (and so inputs and results) of
+        ``dtype``, float32 or float64."""
+        model = type(self)(**self._config() | {"dtype": dtype}, seed=_NO_INIT,
+                           backend=self._backend)
+        model.load_state_dict(self._params)
+        return model
+
+    # -- files ---------------------------------------------------------------------
+
+    def save(self, file: str | os.PathLike[str] | IO[bytes]) -> None:
+        """Write the weights (under :meth:`state_dict`'s names) and the
+        configuration (a JSON string) to one ``.npz`` file, exactly at the
+        path given (no suffix is added), or to an open binary file.
+        Nothing is pickled: ``np.load(file, allow_pickle=False)`` reads it.
+        """
+        config = json.dumps({"format": _FORMAT_VERSION, **self._config()})
+        arrays: dict[str, Any] = {_CONFIG_KEY: np.array(config), **self._params}
+        # No object arrays, hence no pickles (savez's allow_pickle= is NumPy 2 only).
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "wb") as handle:
+                np.savez(handle, **arrays)
+        else:
+            np.savez(file, **arrays)
+
+    @classmethod
+    def load(cls, file: str | os.PathLike[str] | IO[bytes], *, backend: str = "auto") -> RNN:
+        """The model :meth:`save` wrote to ``file`` (read with
+        ``allow_pickle=False``); a ValueError when it is not such a file."""
+        data = np.load(file, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{file!r} is not a fastrnn.RNN file: it holds one array "
+                             f"(shape {np.shape(data)}), not an .npz archive as RNN.save writes")
+        with data:
+            if _CONFIG_KEY not in data.files:
+                raise ValueError(f"{file!r} is not a fastrnn.RNN file (an .npz with a "
+                                 f"{_CONFIG_KEY!r} entry, as RNN.save writes)")
+            try:
+                config = json.loads(str(data[_CONFIG_KEY][()]))
+                version = config.pop("format")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{file!r}: unreadable fastrnn.RNN configuration: "
+                                 f"{exc}") from exc
+            if version != _FORMAT_VERSION:
+                raise ValueError(f"{file!r} has fastrnn.RNN file format {version!r}; this "
+                                 f"version reads format {_FORMAT_VERSION}")
+            weights = {name: data[name] for name in data.files if name != _CONFIG_KEY}
+        try:
+            model = cls(**config, seed=_NO_INIT, backend=backend)
+        except TypeError as exc:
+            raise ValueError(f"{file!r}: bad fastrnn.RNN configuration {config}: "
+                             f"{exc}") from exc
+        model.load_state_dict(weights)
+        return model
+
+
+class _NoInit:
+    """Sentinel seed: construct without drawing weights (they are loaded next)."""
+
+    def __repr__(self) -> str:
+        return "<no init>"
+
+
+_NO_INIT: Any = _NoInit()

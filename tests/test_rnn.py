@@ -1,0 +1,678 @@
+"""fastrnn.RNN: the multi-layer, bidirectional model.
+
+Checked against torch.nn.RNN (skipped where torch is absent: the tests that
+need it call pytest.importorskip), against its own single-layer pieces
+(merge="sum"), and for initialisation, PyTorch state dicts, .npz files,
+argument errors and the caller's arrays being left untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import RNN
+
+# Small problems: the torch comparisons are about semantics, not size.
+BATCH, STEPS, INPUT, HIDDEN = 4, 7, 3, 5
+
+
+def torch_run(model, x: np.ndarray, h0: np.ndarray | None, lengths: np.ndarray | None,
+              batch_first: bool) -> tuple[np.ndarray, np.ndarray]:
+    """torch.nn.RNN on NumPy arrays; with lengths, through pack_padded_sequence
+    (enforce_sorted=False) and pad_packed_sequence back to the full T."""
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    xt = torch.from_numpy(x)
+    h0t = None if h0 is None else torch.from_numpy(h0)
+    with torch.no_grad():
+        if lengths is None:
+            output, h_n = model(xt, h0t)
+        else:
+            steps = x.shape[1] if batch_first else x.shape[0]
+            packed = pack_padded_sequence(xt, torch.from_numpy(lengths), batch_first=batch_first,
+                                          enforce_sorted=False)
+            packed_output, h_n = model(packed, h0t)
+            output, _ = pad_packed_sequence(packed_output, batch_first=batch_first,
+                                            total_length=steps)
+    return output.numpy(), h_n.numpy()
+
+
+def torch_model(seed: int, *, num_layers=1, nonlinearity="tanh", bias=True, batch_first=True,
+                bidirectional=False, dtype=np.float32, input_size=INPUT, hidden_size=HIDDEN):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    model = torch.nn.RNN(input_size, hidden_size, num_layers=num_layers,
+                         nonlinearity=nonlinearity, bias=bias, batch_first=batch_first,
+                         bidirectional=bidirectional)
+    return model.double() if np.dtype(dtype) == np.float64 else model
+
+
+def draw_inputs(seed: int, *, num_states: int, dtype, batch_first: bool, h0: bool,
+                lengths: bool, batch: int = BATCH, steps: int = STEPS, low_length: int = 1):
+    rng = np.random.default_rng(seed)
+    shape = (batch, steps, INPUT) if batch_first else (steps, batch, INPUT)
+    x = rng.standard_normal(shape).astype(dtype)
+    h0_arr = rng.uniform(-1, 1, (num_states, batch, HIDDEN)).astype(dtype) if h0 else None
+    lengths_arr = rng.integers(low_length, steps + 1, batch) if lengths else None
+    return x, h0_arr, lengths_arr
+
+
+def check_close(actual: np.ndarray, expected: np.ndarray, tolerance: dict) -> None:
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, **tolerance[np.dtype(actual.dtype)])
+
+
+# A seeded sample of the full grid (384 combinations), each level of each
+# factor present: layers, nonlinearity, bias, bidirectional, batch_first, h0,
+# dtype, lengths.
+GRID = list(itertools.product((1, 2, 3), ("tanh", "relu"), (True, False), (True, False),
+                              (True, False), (True, False), ("float32", "float64"),
+                              (True, False)))
+TORCH_CASES = random.Random(4).sample(GRID, 24)
+for _factor, _levels in enumerate(zip(*GRID, strict=True)):
+    assert set(_levels) == {case[_factor] for case in TORCH_CASES}, "a level is never sampled"
+
+
+@pytest.mark.parametrize(
+    ("num_layers", "nonlinearity", "bias", "bidirectional", "batch_first", "with_h0", "dtype",
+     "with_lengths"), TORCH_CASES)
+def test_matches_torch(backend, forward_tolerance, num_layers, nonlinearity, bias,
+                       bidirectional, batch_first, with_h0, dtype, with_lengths):
+    seed = TORCH_CASES.index((num_layers, nonlinearity, bias, bidirectional, batch_first,
+                              with_h0, dtype, with_lengths))
+    model = torch_model(seed, num_layers=num_layers, nonlinearity=nonlinearity, bias=bias,
+                        batch_first=batch_first, bidirectional=bidirectional, dtype=dtype)
+    rnn = RNN.from_state_dict(model.state_dict(), nonlinearity=nonlinearity,
+                              batch_first=batch_first, backend=backend)
+    assert rnn.dtype == np.dtype(dtype)  # inferred from the tensors
+    directions = 2 if bidirectional else 1
+    x, h0, lengths = draw_inputs(seed, num_states=num_layers * directions, dtype=dtype,
+                                 batch_first=batch_first, h0=with_h0, lengths=with_lengths)
+
+    output, h_n = rnn(x, h0, lengths)
+
+    assert output.dtype == h_n.dtype == np.dtype(dtype)
+    assert h_n.shape == (num_layers * directions, BATCH, HIDDEN)
+    # Against torch in float64 on the same numbers (as conftest's tolerances
+    # are stated against a float64 reference), and against torch itself.
+    reference = copy.deepcopy(model).double()
+    h0_64 = None if h0 is None else h0.astype(np.float64)
+    expected_output, expected_h_n = torch_run(reference, x.astype(np.float64), h0_64, lengths,
+                                              batch_first)
+    check_close(output, expected_output, forward_tolerance)
+    check_close(h_n, expected_h_n, forward_tolerance)
+    same_output, same_h_n = torch_run(model, x, h0, lengths, batch_first)
+    check_close(output, same_output, forward_tolerance)
+    check_close(h_n, same_h_n, forward_tolerance)
+    if lengths is not None:  # zeros past each sequence's end, exactly
+        steps = np.arange(STEPS)
+        past = steps[None, :] >= lengths[:, None]  # (B, T)
+        assert not (output if batch_first else output.swapaxes(0, 1))[past].any()
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+def test_unbatched_matches_torch(backend, forward_tolerance, with_h0):
+    model = torch_model(11, num_layers=2, bidirectional=True, dtype=np.float64)
+    rnn = RNN.from_state_dict(model.state_dict(), backend=backend)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((STEPS, INPUT))
+    h0 = rng.uniform(-1, 1, (4, HIDDEN)) if with_h0 else None
+
+    output, h_n = rnn(x, h0)
+
+    assert output.shape == (STEPS, 2 * HIDDEN) and h_n.shape == (4, HIDDEN)
+    expected_output, expected_h_n = torch_run(model, x, h0, None, True)
+    check_close(output, expected_output, forward_tolerance)
+    check_close(h_n, expected_h_n, forward_tolerance)
+    # One length for one sequence: a scalar (or shape (1,)).
+    short_output, short_h_n = rnn(x, h0, lengths=3)
+    check_close(short_output[:3], torch_run(model, x[:3], h0, None, True)[0], forward_tolerance)
+    check_close(short_h_n, torch_run(model, x[:3], h0, None, True)[1], forward_tolerance)
+    assert not short_output[3:].any()
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_zero_lengths(backend, forward_tolerance, with_h0, batch_first):
+    """Length 0 (which PyTorch refuses): zero output and h_n = h0 (or zeros);
+    the other sequences as torch computes them on their own."""
+    model = torch_model(5, num_layers=2, bidirectional=True, batch_first=batch_first,
+                        dtype=np.float64)
+    rnn = RNN.from_state_dict(model.state_dict(), batch_first=batch_first, backend=backend)
+    lengths = np.array([3, 0, STEPS, 0, 1])
+    batch = len(lengths)
+    x, h0, _ = draw_inputs(5, num_states=4, dtype=np.float64, batch_first=batch_first,
+                           h0=with_h0, lengths=False, batch=batch)
+
+    output, h_n = rnn(x, h0, lengths)
+
+    by_batch = output if batch_first else output.swapaxes(0, 1)
+    empty = lengths == 0
+    assert not by_batch[empty].any()
+    np.testing.assert_array_equal(h_n[:, empty], 0 if h0 is None else h0[:, empty])
+    rows = np.flatnonzero(~empty)
+    x_rows = x[rows] if batch_first else x[:, rows]
+    expected_output, expected_h_n = torch_run(model, x_rows, None if h0 is None else h0[:, rows],
+                                              lengths[rows], batch_first)
+    check_close(by_batch[rows], expected_output if batch_first else
+                expected_output.swapaxes(0, 1), forward_tolerance)
+    check_close(h_n[:, rows], expected_h_n, forward_tolerance)
+
+
+@pytest.mark.parametrize(("batch", "steps", "lengths"),
+                         [(3, 4, [0, 0, 0]), (2, 0, None), (2, 0, [0, 0]), (0, 4, None),
+                          (0, 4, [])])
+def test_empty_work(backend, batch, steps, lengths):
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, seed=0, backend=backend)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, steps, INPUT)).astype(np.float32)
+    h0 = rng.standard_normal((4, batch, HIDDEN)).astype(np.float32)
+    lengths_arr = None if lengths is None else np.array(lengths, dtype=np.int64)
+
+    output, h_n = rnn(x, h0, lengths_arr)
+
+    assert output.shape == (batch, steps, 2 * HIDDEN) and not output.any()
+    np.testing.assert_array_equal(h_n, h0)
+    output, h_n = rnn(x, None, lengths_arr)
+    assert not h_n.any()
+
+
+def split_layer(state_dict: dict, layer: int) -> dict:
+    """Layer ``layer``'s weights renamed as a one-layer model's."""
+    suffix = f"_l{layer}"
+    return {key.replace(suffix, "_l0"): value for key, value in state_dict.items()
+            if key.endswith((suffix, suffix + "_reverse"))}
+
+
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_merge_sum(backend, forward_tolerance, with_lengths):
+    """One layer: "sum" is the sum of "concat"'s two halves. Three layers:
+    each layer reads the previous layer's summed (H-feature) output."""
+    x, h0, lengths = draw_inputs(3, num_states=6, dtype=np.float64, batch_first=True, h0=True,
+                                 lengths=with_lengths)
+    concat = RNN(INPUT, HIDDEN, bidirectional=True, dtype=np.float64, seed=3, backend=backend)
+    summed = RNN.from_state_dict(concat.state_dict(), merge="sum", backend=backend)
+    assert summed.output_size == HIDDEN and concat.output_size == 2 * HIDDEN
+    concat_output, concat_h_n = concat(x, h0[:2], lengths)
+    output, h_n = summed(x, h0[:2], lengths)
+    check_close(output, concat_output[..., :HIDDEN] + concat_output[..., HIDDEN:],
+                forward_tolerance)
+    np.testing.assert_array_equal(h_n, concat_h_n)
+
+    deep = RNN(INPUT, HIDDEN, num_layers=3, bidirectional=True, merge="sum", dtype=np.float64,
+               seed=4, backend=backend)
+    weights = deep.state_dict()
+    assert weights["weight_ih_l1"].shape == (HIDDEN, HIDDEN)
+    output, h_n = deep(x, h0, lengths)
+    layer_input = x
+    for layer in range(3):
+        one = RNN.from_state_dict(split_layer(weights, layer), merge="sum", backend=backend)
+        layer_input, layer_h_n = one(layer_input, h0[2 * layer:2 * layer + 2], lengths)
+        check_close(h_n[2 * layer:2 * layer + 2], layer_h_n, forward_tolerance)
+    check_close(output, layer_input, forward_tolerance)
+
+
+def test_merge_sum_matches_torch_one_layer(forward_tolerance):
+    model = torch_model(8, bidirectional=True, dtype=np.float64)
+    rnn = RNN.from_state_dict(model.state_dict(), merge="sum")
+    x, _, lengths = draw_inputs(8, num_states=2, dtype=np.float64, batch_first=True, h0=False,
+                                lengths=True)
+    expected_output, expected_h_n = torch_run(model, x, None, lengths, True)
+    output, h_n = rnn(x, lengths=lengths)
+    check_close(output, expected_output[..., :HIDDEN] + expected_output[..., HIDDEN:],
+                forward_tolerance)
+    check_close(h_n, expected_h_n, forward_tolerance)
+
+
+def test_bidirectional_halves_are_the_two_directions(backend, forward_tolerance):
+    """Concat's halves equal one-direction runs: fastrnn.forward for the
+    forward half, and forward on time-reversed sequences for the reverse."""
+    x, _, lengths = draw_inputs(9, num_states=2, dtype=np.float64, batch_first=True, h0=False,
+                                lengths=True)
+    rnn = RNN(INPUT, HIDDEN, bidirectional=True, nonlinearity="relu", dtype=np.float64, seed=9,
+              backend=backend)
+    w = rnn.state_dict()
+    output, h_n = rnn(x, lengths=lengths)
+    forward_output, forward_h_n = fastrnn.forward(
+        x, w["weight_ih_l0"], w["weight_hh_l0"], w["bias_ih_l0"], w["bias_hh_l0"],
+        nonlinearity="relu", lengths=lengths, backend=backend)
+    check_close(output[..., :HIDDEN], forward_output, forward_tolerance)
+    check_close(h_n[0], forward_h_n, forward_tolerance)
+    for b, length in enumerate(lengths):
+        reversed_output, reversed_h_n = fastrnn.forward(
+            x[b, :length][::-1], w["weight_ih_l0_reverse"], w["weight_hh_l0_reverse"],
+            w["bias_ih_l0_reverse"], w["bias_hh_l0_reverse"], nonlinearity="relu",
+            backend=backend)
+        check_close(output[b, :length, HIDDEN:], reversed_output[::-1], forward_tolerance)
+        check_close(h_n[1, b], reversed_h_n, forward_tolerance)
+
+
+# -- initialisation ------------------------------------------------------------------
+
+
+def test_seed_reproducible_and_init_range():
+    kwargs = dict(num_layers=3, bidirectional=True, dtype=np.float64)
+    a = RNN(INPUT, 64, seed=7, **kwargs).state_dict()
+    b = RNN(INPUT, 64, seed=7, **kwargs).state_dict()
+    c = RNN(INPUT, 64, seed=8, **kwargs).state_dict()
+    d = RNN(INPUT, 64, seed=np.random.default_rng(7), **kwargs).state_dict()
+    assert list(a) == list(b) == list(c) == list(d)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+        np.testing.assert_array_equal(a[name], d[name])
+        assert not np.array_equal(a[name], c[name])
+    bound = 1 / np.sqrt(64)
+    values = np.concatenate([v.ravel() for v in a.values()])
+    assert np.abs(values).max() <= bound
+    assert values.min() < -0.99 * bound and values.max() > 0.99 * bound  # the whole range
+    assert abs(values.mean()) < 0.01 * bound and abs(values.std() - bound / np.sqrt(3)) < 0.01
+    # No seed: fresh entropy each time.
+    assert not np.array_equal(RNN(2, 3).state_dict()["weight_hh_l0"],
+                              RNN(2, 3).state_dict()["weight_hh_l0"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, "float32", np.dtype("float64")])
+def test_weights_dtype_and_layout(dtype):
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, bias=False, dtype=dtype, seed=0)
+    assert rnn.dtype == np.dtype(dtype)
+    for value in rnn._params.values():
+        assert value.dtype == np.dtype(dtype) and value.flags.c_contiguous
+    for value in rnn.state_dict().values():
+        assert value.dtype == np.dtype(dtype) and value.flags.c_contiguous
+
+
+@pytest.mark.parametrize(("num_layers", "bias", "bidirectional"),
+                         list(itertools.product((1, 3), (True, False), (True, False))))
+def test_state_dict_names_and_shapes_match_torch(num_layers, bias, bidirectional):
+    model = torch_model(0, num_layers=num_layers, bias=bias, bidirectional=bidirectional)
+    rnn = RNN(INPUT, HIDDEN, num_layers=num_layers, bias=bias, bidirectional=bidirectional)
+    ours = rnn.state_dict()
+    theirs = model.state_dict()
+    assert list(ours) == list(theirs)  # same names, same order
+    assert {k: v.shape for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+
+
+# -- state dicts and PyTorch -----------------------------------------------------------
+
+
+def test_state_dict_round_trip_with_torch(backend, forward_tolerance):
+    torch = pytest.importorskip("torch")
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, nonlinearity="relu", bidirectional=True,
+              dtype=np.float64, seed=1, backend=backend)
+    model = torch_model(99, num_layers=2, nonlinearity="relu", bidirectional=True,
+                        dtype=np.float64)
+    # fastrnn -> torch (strict load: same names and shapes), same numbers.
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in rnn.state_dict().items()})
+    x, h0, lengths = draw_inputs(1, num_states=4, dtype=np.float64, batch_first=True, h0=True,
+                                 lengths=True)
+    output, h_n = rnn(x, h0, lengths)
+    expected_output, expected_h_n = torch_run(model, x, h0, lengths, True)
+    check_close(output, expected_output, forward_tolerance)
+    check_close(h_n, expected_h_n, forward_tolerance)
+
+    # torch -> fastrnn into an existing model; parameters that require grad work.
+    torch.manual_seed(3)
+    other = torch.nn.RNN(INPUT, HIDDEN, num_layers=2, nonlinearity="relu", batch_first=True,
+                         bidirectional=True).double()
+    parameters = dict(other.named_parameters())
+    assert all(p.requires_grad for p in parameters.values())
+    rnn.load_state_dict(parameters)
+    for name, value in rnn.state_dict().items():
+        np.testing.assert_array_equal(value, other.state_dict()[name].numpy())
+    output, h_n = rnn(x, h0, lengths)
+    expected_output, expected_h_n = torch_run(other, x, h0, lengths, True)
+    check_close(output, expected_output, forward_tolerance)
+    check_close(h_n, expected_h_n, forward_tolerance)
+
+
+class ArrayLikeOnly:
+    """Has __array__ only."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self.value, dtype=dtype)
+
+
+class NumpyMethodOnly:
+    """Like a tensor of another library: .numpy() but no __array__."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def numpy(self):
+        return self.value
+
+
+def test_load_state_dict_accepts_array_likes_and_casts():
+    source = RNN(INPUT, HIDDEN, num_layers=2, dtype=np.float64, seed=2).state_dict()
+    wrappers = [lambda v: v.tolist(), ArrayLikeOnly, NumpyMethodOnly, lambda v: v]
+    mixed = {name: wrappers[i % len(wrappers)](value)
+             for i, (name, value) in enumerate(source.items())}
+    mixed["bias_hh_l1"] = source["bias_hh_l1"].astype(np.float16)
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, seed=0)  # float32
+    rnn.load_state_dict(mixed)
+    loaded = rnn.state_dict()
+    for name, value in source.items():
+        assert loaded[name].dtype == np.float32 and loaded[name].flags.c_contiguous
+        expected = value.astype(np.float16) if name == "bias_hh_l1" else value
+        np.testing.assert_array_equal(loaded[name], expected.astype(np.float32))
+
+
+def test_state_dict_copies():
+    rnn = RNN(INPUT, HIDDEN, seed=0)
+    weights = rnn.state_dict()
+    before = weights["weight_hh_l0"].copy()
+    weights["weight_hh_l0"][:] = 7  # changing the returned dict leaves the model alone
+    np.testing.assert_array_equal(rnn.state_dict()["weight_hh_l0"], before)
+    weights["weight_hh_l0"][:] = before
+    rnn.load_state_dict(weights)
+    weights["weight_hh_l0"][:] = 7  # nor does changing a loaded dict afterwards
+    np.testing.assert_array_equal(rnn.state_dict()["weight_hh_l0"], before)
+    source = {k: v.copy() for k, v in weights.items()}
+    rnn.load_state_dict(weights)
+    for name in weights:  # loading never modifies what it loads
+        np.testing.assert_array_equal(weights[name], source[name])
+
+
+def bidirectional_two_layers() -> dict:
+    return RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, seed=0).state_dict()
+
+
+@pytest.mark.parametrize(("change", "error", "match"), [
+    (lambda d: d.pop("weight_hh_l1"), KeyError, r"missing keys \['weight_hh_l1'\]"),
+    (lambda d: d.pop("bias_ih_l0_reverse"), KeyError, r"missing keys \['bias_ih_l0_reverse'\]"),
+    (lambda d: d.update(weight_ih_l2=np.zeros((HIDDEN, 2 * HIDDEN))), KeyError,
+     r"unexpected keys \['weight_ih_l2'\]"),
+    (lambda d: d.update(extra=np.zeros(1)), KeyError, r"unexpected keys \['extra'\]"),
+    (lambda d: d.update(weight_ih_l1=np.zeros((HIDDEN, HIDDEN))), ValueError,
+     r"'weight_ih_l1'.* shape \(5, 10\).*got \(5, 5\)"),
+    (lambda d: d.update(bias_hh_l0=np.zeros((1, HIDDEN))), ValueError,
+     r"'bias_hh_l0'.* shape \(5,\).*got \(1, 5\)"),
+    (lambda d: d.update(weight_hh_l0=np.full((HIDDEN, HIDDEN), "a")), TypeError,
+     r"'weight_hh_l0'.*real numbers"),
+    (lambda d: d.update(weight_hh_l0=np.zeros((HIDDEN, HIDDEN), complex)), TypeError,
+     r"'weight_hh_l0'.*complex"),
+])
+def test_load_state_dict_errors(change, error, match):
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, seed=1)
+    before = rnn.state_dict()
+    bad = bidirectional_two_layers()
+    change(bad)
+    with pytest.raises(error, match=match):
+        rnn.load_state_dict(bad)
+    for name, value in rnn.state_dict().items():  # unchanged on failure
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_load_state_dict_not_a_mapping():
+    with pytest.raises(TypeError, match="mapping"):
+        RNN(INPUT, HIDDEN).load_state_dict([("weight_ih_l0", np.zeros((HIDDEN, INPUT)))])
+
+
+@pytest.mark.parametrize(("num_layers", "bias", "bidirectional", "dtype"),
+                         [(1, True, False, np.float32), (3, False, True, np.float64),
+                          (2, True, True, np.float32), (2, False, False, np.float64)])
+def test_from_state_dict_infers_architecture(num_layers, bias, bidirectional, dtype):
+    source = RNN(INPUT, HIDDEN, num_layers=num_layers, bias=bias, bidirectional=bidirectional,
+                 dtype=dtype, seed=0)
+    rnn = RNN.from_state_dict(source.state_dict(), nonlinearity="relu", batch_first=False)
+    assert (rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bias, rnn.bidirectional,
+            rnn.dtype, rnn.nonlinearity, rnn.batch_first) == (
+        INPUT, HIDDEN, num_layers, bias, bidirectional, np.dtype(dtype), "relu", False)
+    for name, value in source.state_dict().items():
+        np.testing.assert_array_equal(rnn.state_dict()[name], value)
+    other = np.float64 if np.dtype(dtype) == np.float32 else np.float32
+    assert RNN.from_state_dict(source.state_dict(), dtype=other).dtype == np.dtype(other)
+
+
+def test_from_state_dict_dtype_inference():
+    weights = RNN(INPUT, HIDDEN, seed=0).state_dict()
+    assert RNN.from_state_dict(weights).dtype == np.float32
+    half = {k: v.astype(np.float16) for k, v in weights.items()}
+    assert RNN.from_state_dict(half).dtype == np.float32
+    weights["bias_hh_l0"] = weights["bias_hh_l0"].astype(np.float64)
+    assert RNN.from_state_dict(weights).dtype == np.float64
+
+
+def test_from_state_dict_torch_tensors():
+    model = torch_model(4, num_layers=3, bias=False, bidirectional=True)
+    rnn = RNN.from_state_dict(model.state_dict())
+    assert (rnn.num_layers, rnn.bias, rnn.bidirectional, rnn.dtype) == (
+        3, False, True, np.float32)
+
+
+@pytest.mark.parametrize(("state_dict", "kwargs", "error", "match"), [
+    ({}, {}, KeyError, "missing key 'weight_ih_l0'"),
+    ({"rnn.weight_ih_l0": np.zeros((HIDDEN, INPUT))}, {}, KeyError,
+     r"unexpected keys \['rnn.weight_ih_l0'\]"),
+    ({"weight_ih_l0": np.zeros(HIDDEN)}, {}, ValueError,
+     r"'weight_ih_l0'.*2-D.*got shape \(5,\)"),
+    ({"weight_ih_l0": np.zeros((HIDDEN, INPUT))}, {}, KeyError,
+     r"missing keys \['weight_hh_l0'\]"),
+    ({**RNN(INPUT, HIDDEN, seed=0).state_dict(), "weight_hh_l2": np.zeros((HIDDEN, HIDDEN))},
+     {}, KeyError, r"missing keys \['weight_ih_l1', .*'weight_ih_l2'"),
+    # PyTorch's bidirectional layer 1 reads 2H features; a "sum" model reads H.
+    (bidirectional_two_layers(), {"merge": "sum"}, ValueError,
+     r"'weight_ih_l1'.*shape \(5, 5\).*got \(5, 10\)"),
+    ({**RNN(INPUT, HIDDEN, seed=0).state_dict(), "bias_ih_l0": np.zeros(4)}, {}, ValueError,
+     r"'bias_ih_l0'.*\(5,\).*got \(4,\)"),
+    (RNN(INPUT, HIDDEN, seed=0).state_dict(), {"nonlinearity": "gelu"}, ValueError,
+     "nonlinearity"),
+])
+def test_from_state_dict_errors(state_dict, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        RNN.from_state_dict(state_dict, **kwargs)
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"num_layers": 3, "bidirectional": True, "merge": "sum", "dtype": np.float64},
+    {"num_layers": 2, "bias": False, "nonlinearity": "relu", "batch_first": False,
+     "bidirectional": True},
+])
+def test_save_load_round_trip(tmp_path, kwargs):
+    rnn = RNN(INPUT, HIDDEN, seed=5, **kwargs)
+    path = tmp_path / "model"  # no suffix added
+    rnn.save(path)
+    assert path.exists()
+    with np.load(path, allow_pickle=False) as data:  # plain arrays and strings only
+        assert all(data[name].dtype.kind in "fU" for name in data.files)
+        assert set(data.files) - set(rnn.state_dict()) == {"fastrnn_rnn_config"}
+    loaded = RNN.load(str(path))
+    assert repr(loaded) == repr(rnn) and loaded._config() == rnn._config()
+    for name, value in rnn.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value)
+    x, _, lengths = draw_inputs(5, num_states=1, dtype=rnn.dtype,
+                                batch_first=rnn.batch_first, h0=False, lengths=True)
+    for a, b in zip(rnn(x, lengths=lengths), loaded(x, lengths=lengths), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_load_file_objects():
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, seed=0)
+    buffer = io.BytesIO()
+    rnn.save(buffer)
+    buffer.seek(0)
+    loaded = RNN.load(buffer, backend="numpy")
+    assert loaded.backend == "numpy"
+    np.testing.assert_array_equal(loaded.state_dict()["weight_ih_l1"],
+                                  rnn.state_dict()["weight_ih_l1"])
+
+
+def test_load_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "weights.npz", **RNN(INPUT, HIDDEN).state_dict())
+    with pytest.raises(ValueError, match="not a fastrnn.RNN file"):
+        RNN.load(tmp_path / "weights.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not a fastrnn.RNN file"):
+        RNN.load(tmp_path / "one.npy")
+    np.savez(tmp_path / "future.npz", fastrnn_rnn_config=np.array('{"format": 99}'))
+    with pytest.raises(ValueError, match="format 99"):
+        RNN.load(tmp_path / "future.npz")
+    rnn = RNN(INPUT, HIDDEN)
+    rnn.save(tmp_path / "model.npz")
+    with np.load(tmp_path / "model.npz") as data:
+        arrays = dict(data)
+    arrays.pop("weight_hh_l0")
+    np.savez(tmp_path / "broken.npz", **arrays)
+    with pytest.raises(KeyError, match="weight_hh_l0"):
+        RNN.load(tmp_path / "broken.npz")
+
+
+# -- arguments -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"input_size": 0}, ValueError, "input_size must be a positive int, got 0"),
+    ({"hidden_size": -1}, ValueError, "hidden_size"),
+    ({"hidden_size": 2.0}, TypeError, "hidden_size must be a positive int, got float"),
+    ({"num_layers": 0}, ValueError, "num_layers"),
+    ({"num_layers": True}, TypeError, "num_layers"),
+    ({"nonlinearity": "sigmoid"}, ValueError, "nonlinearity must be one of"),
+    ({"bias": 1}, TypeError, "bias must be a bool"),
+    ({"batch_first": None}, TypeError, "batch_first must be a bool"),
+    ({"bidirectional": "yes"}, TypeError, "bidirectional must be a bool"),
+    ({"merge": "mean"}, ValueError, "merge must be one of"),
+    ({"dtype": np.float16}, TypeError, "dtype must be float32 or float64, got float16"),
+    ({"dtype": "nonsense"}, TypeError, "dtype must be float32 or float64"),
+    ({"dtype": np.int32}, TypeError, "dtype must be float32 or float64"),
+    ({"seed": "abc"}, TypeError, "seed must be"),
+    ({"backend": "cuda"}, ValueError, "backend must be one of"),
+])
+def test_bad_constructor_args(kwargs, error, match):
+    args = {"input_size": INPUT, "hidden_size": HIDDEN} | kwargs
+    with pytest.raises(error, match=match):
+        RNN(**args)
+
+
+def good_call() -> dict:
+    rng = np.random.default_rng(0)
+    return {"x": rng.standard_normal((BATCH, STEPS, INPUT)).astype(np.float32),
+            "h0": np.zeros((4, BATCH, HIDDEN), np.float32),
+            "lengths": np.full(BATCH, STEPS)}
+
+
+@pytest.mark.parametrize(("change", "error", "match"), [
+    ({"x": np.zeros((BATCH, STEPS, INPUT))}, TypeError, "x must have the model's dtype float32"),
+    ({"x": np.zeros((BATCH, STEPS, INPUT), np.int64)}, TypeError, "x must have dtype float32"),
+    ({"x": np.zeros((BATCH, STEPS, INPUT, 1), np.float32)}, ValueError,
+     r"x must be 3-D.*\(4, 7, 3, 1\)"),
+    ({"x": np.zeros((BATCH, STEPS, INPUT + 1), np.float32)}, ValueError,
+     r"x must have 3 features.*\(4, 7, 4\)"),
+    ({"h0": np.zeros((2, BATCH, HIDDEN), np.float32)}, ValueError,
+     r"h0 must have shape \(4, 4, 5\).*got \(2, 4, 5\)"),
+    ({"h0": np.zeros((4, BATCH, HIDDEN))}, TypeError, "h0 must have the model's dtype float32"),
+    ({"h0": "zeros"}, TypeError, "h0 must have dtype float32 or float64"),
+    ({"lengths": np.full(BATCH, 2.0)}, TypeError, "lengths must be an integer array"),
+    ({"lengths": np.full(BATCH + 1, 2)}, ValueError, r"lengths must have shape \(4,\)"),
+    ({"lengths": np.array([1, 2, STEPS + 1, 0])}, ValueError, r"lengths must lie in \[0, 7\]"),
+    ({"lengths": np.array([1, -1, 2, 0])}, ValueError, r"lengths\[1\] = -1"),
+    ({"out": np.empty((BATCH, STEPS, HIDDEN), np.float32)}, ValueError,
+     r"out must have shape \(4, 7, 10\)"),
+    ({"out": np.empty((BATCH, STEPS, 2 * HIDDEN))}, ValueError, "dtype float32"),
+    ({"out": np.empty((BATCH, STEPS, 4 * HIDDEN), np.float32)[..., ::2]}, ValueError,
+     "C-contiguous"),
+    ({"threads": 0}, ValueError, "threads"),
+    ({"backend": "gpu"}, ValueError, "backend must be one of"),
+])
+def test_bad_call_args(change, error, match):
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, seed=0)
+    with pytest.raises(error, match=match):
+        rnn(**(good_call() | change))
+
+
+def test_out_overlapping_input_is_refused():
+    rnn = RNN(2 * HIDDEN, HIDDEN, bidirectional=True, seed=0)
+    x = np.zeros((BATCH, STEPS, 2 * HIDDEN), np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        rnn(x, out=x)
+
+
+def test_unbatched_h0_shape_error():
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, seed=0)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 5\).*unbatched"):
+        rnn(np.zeros((STEPS, INPUT), np.float32), np.zeros((2, 1, HIDDEN), np.float32))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_out_is_written_and_returned(backend, batch_first):
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, batch_first=batch_first,
+              seed=0, backend=backend)
+    x, h0, lengths = draw_inputs(2, num_states=4, dtype=np.float32, batch_first=batch_first,
+                                 h0=True, lengths=True)
+    expected_output, expected_h_n = rnn(x, h0, lengths)
+    out = np.full(expected_output.shape, np.nan, np.float32)
+    output, h_n = rnn(x, h0, lengths, out=out)
+    assert output is out
+    np.testing.assert_array_equal(out, expected_output)
+    np.testing.assert_array_equal(h_n, expected_h_n)
+    single = np.full((STEPS, 2 * HIDDEN), np.nan, np.float32)  # unbatched
+    sequence = x[0] if batch_first else x[:, 0]
+    output, h_n = rnn(sequence, h0[:, 0], out=single)
+    assert output is single and h_n.shape == (4, HIDDEN)
+    np.testing.assert_array_equal(single, rnn(sequence, h0[:, 0])[0])
+
+
+def test_inputs_unchanged(backend):
+    """Read-only, non-contiguous inputs work and are never modified."""
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, merge="sum", seed=0,
+              backend=backend)
+    rng = np.random.default_rng(6)
+    x = np.asfortranarray(rng.standard_normal((BATCH, STEPS, INPUT)).astype(np.float32))
+    h0 = rng.standard_normal((BATCH, 4, HIDDEN)).astype(np.float32).transpose(1, 0, 2)
+    lengths = np.array([STEPS, 1, 0, 4], dtype=np.int32)
+    for array in (x, h0, lengths):
+        array.setflags(write=False)
+    copies = [a.copy() for a in (x, h0, lengths)]
+    weights = rnn.state_dict()
+
+    output, h_n = rnn(x, h0, lengths)
+    expected = rnn(np.ascontiguousarray(x), np.ascontiguousarray(h0), lengths.astype(np.int64))
+
+    for array, before in zip((x, h0, lengths), copies, strict=True):
+        np.testing.assert_array_equal(array, before)
+    for name, value in rnn.state_dict().items():
+        np.testing.assert_array_equal(value, weights[name])
+    np.testing.assert_array_equal(output, expected[0])
+    np.testing.assert_array_equal(h_n, expected[1])
+
+
+def test_threads_and_backends_agree(forward_tolerance):
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
+    x, h0, lengths = draw_inputs(7, num_states=4, dtype=np.float64, batch_first=True, h0=True,
+                                 lengths=True)
+    output, h_n = rnn(x, h0, lengths, threads=1, backend="numpy")
+    for kwargs in ({"threads": 1}, {"threads": 2}, {"backend": "numba"}):
+        other_output, other_h_n = rnn.forward(x, h0, lengths, **kwargs)
+        check_close(other_output, output, forward_tolerance)
+        check_close(other_h_n, h_n, forward_tolerance)
+
+
+def test_astype(forward_tolerance):
+    rnn = RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, seed=0)
+    double = rnn.astype(np.float64)
+    assert double.dtype == np.float64 and rnn.dtype == np.float32
+    x, _, _ = draw_inputs(0, num_states=4, dtype=np.float32, batch_first=True, h0=False,
+                          lengths=False)
+    check_close(rnn(x)[0], double(x.astype(np.float64))[0], forward_tolerance)
+
+
+def test_repr():
+    assert repr(RNN(3, 5)) == "RNN(3, 5)"
+    assert repr(RNN(3, 5, 2, "relu", bidirectional=True, merge="sum", dtype=np.float64)) == (
+        "RNN(3, 5, num_layers=2, nonlinearity='relu', bidirectional=True, merge='sum', "
+        "dtype='float64')")
+    assert repr(RNN(3, 5, merge="sum")) == "RNN(3, 5)"  # merge is moot in one direction
