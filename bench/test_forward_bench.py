@@ -73,6 +73,7 @@ CASES = [
     for dtype in DTYPES
     for size in SIZES
     for name in IMPLEMENTATIONS
+    if IMPLEMENTATIONS[name].plain and DTYPES[dtype] in IMPLEMENTATIONS[name].dtypes
 ]
 
 
@@ -121,6 +122,16 @@ def test_forward(benchmark, request, name: str, dtype: str, size: tuple[int, int
                                err_msg=f"{name} disagrees with fastrnn-numpy")
     del output
 
+    batch, steps, input_size, hidden = size
+    benchmark.extra_info.update(
+        impl=name, dtype=dtype, B=batch, T=steps, I=input_size, H=hidden, flops=flops(size),
+    )
+    time_forward(benchmark, request, run, flops(size))
+
+
+def time_forward(benchmark, request, run, work: int) -> None:
+    """Time ``run`` (already warmed up and checked) with rounds planned from
+    its speed, and record its rate of ``work`` FLOPs in extra_info."""
     per_call = seconds_per_call(run)
     iterations = max(1, math.ceil(MIN_ROUND_TIME / per_call))
     max_time = float(request.config.getoption("benchmark_max_time"))
@@ -129,11 +140,6 @@ def test_forward(benchmark, request, name: str, dtype: str, size: tuple[int, int
     if rounds * iterations * per_call > max(SLOW_TIMED_SECONDS, max_time):
         rounds = max(SLOW_MIN_ROUNDS, int(SLOW_TIMED_SECONDS / (per_call * iterations)))
 
-    batch, steps, input_size, hidden = size
-    work = flops(size)  # 2*B*T*H*(I+H)
-    benchmark.extra_info.update(
-        impl=name, dtype=dtype, B=batch, T=steps, I=input_size, H=hidden, flops=work,
-    )
     planned = rounds * iterations * per_call
     deadline = time.perf_counter() + OVERRUN_FACTOR * planned + 1.0
 

@@ -2,13 +2,22 @@
 
 One registry of implementations (:data:`IMPLEMENTATIONS`) serves this report
 and the pytest-benchmark suite in ``bench/``: fastrnn's two backends, and
-PyTorch's ``nn.RNN`` and a JAX ``jit(lax.scan)`` when those are installed
-(``pip install -e ".[peers]"``). Each implementation's factory takes the NumPy
-problem ``(x, w_ih, w_hh, b_ih, b_hh)`` (x is (B, T, I), batch first) and
-returns a zero-argument callable that runs one forward pass, NumPy in and out,
-and returns the output (B, T, H). One-off set-up (building a module, copying
-weights) happens in the factory; everything a user pays per call happens in
-the callable.
+PyTorch's ``nn.RNN``, a JAX ``jit(lax.scan)`` and ReservoirPy's ``Reservoir``
+when those are installed (``pip install -e ".[peers]"``, ``pip install
+reservoirpy``). Each implementation's factory takes the NumPy problem ``(x,
+w_ih, w_hh, b_ih, b_hh)`` (x is (B, T, I), batch first) and ``leak=`` (None for
+the plain update) and returns a zero-argument callable that runs one forward
+pass, NumPy in and out, and returns the output (B, T, H). One-off set-up
+(building a module, copying weights) happens in the factory; everything a user
+pays per call happens in the callable.
+
+Two kinds of cases: the plain Elman update with dense weights (:data:`SIZES`),
+and echo-state reservoirs (:data:`RESERVOIR_CASES`): a leaky update with a
+sparse ``w_hh`` (SciPy CSR) scaled to a spectral radius. An implementation
+says which it runs (:class:`Impl`): ``reservoir="sparse"`` gets ``w_hh`` as
+the CSR matrix, ``"dense"`` gets the same weights as a dense array (the same
+states, at the dense cost), None skips the reservoir cases (PyTorch's
+``nn.RNN`` has no leak).
 
 The report times every implementation on the same seeded problem, checks each
 output against fastrnn's NumPy backend first (a wrong answer is never timed),
@@ -28,12 +37,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ._api import forward as fastrnn_forward
 
-Problem = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+# (x, w_ih, w_hh, b_ih, b_hh); w_hh is an ndarray or, for a reservoir, SciPy CSR.
+Problem = tuple[np.ndarray, np.ndarray, Any, np.ndarray, np.ndarray]
 Forward = Callable[[], np.ndarray]
 
 SIZES: list[tuple[int, int, int, int]] = [  # (B, T, I, H)
@@ -47,6 +58,28 @@ SIZES: list[tuple[int, int, int, int]] = [  # (B, T, I, H)
     (1, 10000, 1, 1000),  # a reservoir: one large state
 ]
 QUICK_SIZES = SIZES[:4]
+
+
+@dataclass(frozen=True)
+class ReservoirCase:
+    """An echo-state reservoir: a leaky update, ``w_hh`` sparse with the given
+    density, scaled to a spectral radius."""
+
+    size: tuple[int, int, int, int]  # (B, T, I, H)
+    density: float = 0.1
+    leak: float = 0.3
+    spectral_radius: float = 0.9
+
+    @property
+    def label(self) -> str:
+        return f"leak {self.leak:g}, sparse {self.density:g}"
+
+
+RESERVOIR_CASES: list[ReservoirCase] = [
+    ReservoirCase((1, 10000, 1, 100)),
+    ReservoirCase((1, 10000, 1, 1000)),
+]
+QUICK_RESERVOIR_CASES = RESERVOIR_CASES[:1]
 DTYPES = {"float32": np.float32, "float64": np.float64}
 TOLERANCE = {"float32": 1e-4, "float64": 1e-10}
 BASELINE = "fastrnn-numba"
@@ -57,6 +90,9 @@ REFERENCE = "fastrnn-numpy"
 class Impl:
     factory: Callable[..., Forward]
     requires: str | None = None  # module that must be importable
+    plain: bool = True  # runs the plain cases (SIZES)
+    reservoir: str | None = None  # reservoir cases: w_hh "sparse" (CSR), "dense", None: skipped
+    dtypes: tuple[str, ...] = ("float32", "float64")  # what it computes in
 
 
 def make_problem(batch: int, steps: int, input_size: int, hidden: int, dtype,
@@ -73,18 +109,47 @@ def make_problem(batch: int, steps: int, input_size: int, hidden: int, dtype,
     return x, w_ih, w_hh, b_ih, b_hh
 
 
+def make_reservoir_problem(case: ReservoirCase, dtype, seed: int = 0) -> tuple[Problem, float]:
+    """A seeded reservoir problem and its leak: x, w_ih and the biases as in
+    :func:`make_problem`; w_hh a SciPy CSR matrix, each entry non-zero with
+    probability ``case.density``, standard normal scaled by
+    1/sqrt(density * H), so that its spectral radius is close to 1 (the
+    circular law), then by ``case.spectral_radius``."""
+    import scipy.sparse
+
+    batch, steps, input_size, hidden = case.size
+    x, w_ih, _, b_ih, b_hh = make_problem(batch, steps, input_size, hidden, dtype, seed)
+    rng = np.random.default_rng(seed + 1)
+    mask = rng.random((hidden, hidden)) < case.density
+    values = rng.standard_normal((hidden, hidden))
+    scale = case.spectral_radius / math.sqrt(case.density * hidden)
+    dense = np.where(mask, values * scale, 0.0).astype(dtype)
+    return (x, w_ih, scipy.sparse.csr_matrix(dense), b_ih, b_hh), case.leak
+
+
+def reservoir_inputs(impl: Impl, problem: Problem) -> Problem:
+    """``problem`` as ``impl`` takes it: w_hh densified for a "dense" one."""
+    x, w_ih, w_hh, b_ih, b_hh = problem
+    if impl.reservoir == "dense":
+        w_hh = w_hh.toarray()
+    return x, w_ih, w_hh, b_ih, b_hh
+
+
 def _fastrnn(backend: str) -> Callable[..., Forward]:
-    def factory(x, w_ih, w_hh, b_ih, b_hh) -> Forward:
+    def factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
         def run() -> np.ndarray:
-            return fastrnn_forward(x, w_ih, w_hh, b_ih, b_hh, backend=backend)[0]
+            return fastrnn_forward(x, w_ih, w_hh, b_ih, b_hh, leak=leak, backend=backend)[0]
 
         return run
 
     return factory
 
 
-def _torch_factory(x, w_ih, w_hh, b_ih, b_hh) -> Forward:
+def _torch_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
     import torch
+
+    if leak is not None:
+        raise ValueError("torch.nn.RNN has no leak")
 
     hidden, input_size = w_ih.shape
     dtype = torch.float32 if x.dtype == np.float32 else torch.float64
@@ -133,15 +198,36 @@ def _jax():
             _, hs = lax.scan(step, h0, pre)
             return jnp.swapaxes(hs, 0, 1)
 
-        _jax_modules = (jnp, rnn)
+        @jax.jit
+        def leaky_rnn(x, w_ih, w_hh, bias, leak):
+            # The same, with the leaky update of echo state networks.
+            pre = jnp.swapaxes(x @ w_ih.T + bias, 0, 1)
+            w_hh_t = w_hh.T
+
+            def step(h, p):
+                h = (1 - leak) * h + leak * jnp.tanh(p + h @ w_hh_t)
+                return h, h
+
+            h0 = jnp.zeros((x.shape[0], w_hh.shape[0]), x.dtype)
+            _, hs = lax.scan(step, h0, pre)
+            return jnp.swapaxes(hs, 0, 1)
+
+        _jax_modules = (jnp, rnn, leaky_rnn)
     return _jax_modules
 
 
-def _jax_factory(x, w_ih, w_hh, b_ih, b_hh) -> Forward:
-    jnp, rnn = _jax()
+def _jax_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
+    jnp, rnn, leaky_rnn = _jax()
     weights = (jnp.asarray(w_ih), jnp.asarray(w_hh), jnp.asarray(b_ih + b_hh))
     if weights[0].dtype != x.dtype:
         raise RuntimeError(f"jax computes in {weights[0].dtype}, not {x.dtype}: x64 is off")
+    if leak is not None:
+        leak_arr = jnp.asarray(np.asarray(leak, x.dtype))
+
+        def run_leaky() -> np.ndarray:
+            return np.asarray(leaky_rnn(jnp.asarray(x), *weights, leak_arr).block_until_ready())
+
+        return run_leaky
 
     def run() -> np.ndarray:
         return np.asarray(rnn(jnp.asarray(x), *weights).block_until_ready())
@@ -149,12 +235,54 @@ def _jax_factory(x, w_ih, w_hh, b_ih, b_hh) -> Forward:
     return run
 
 
+def _reservoirpy_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
+    """ReservoirPy's ``Reservoir`` (0.4) with our weights. Its update is
+    ``s = (1 - lr) * s + lr * tanh(W @ s + Win @ u + bias)`` (no noise), so
+    ``W = w_hh`` (used as given, sparse or dense), ``Win = w_ih`` (no bias
+    column) and ``bias = b_ih + b_hh``. It runs one sequence at a time, from
+    the zero state (``reset()``), and computes in float64."""
+    from reservoirpy.nodes import Reservoir
+
+    if x.dtype != np.float64:
+        raise ValueError(f"reservoirpy computes in float64, not {x.dtype}")
+    batch, steps, _ = x.shape
+    hidden = w_ih.shape[0]
+    bias = np.zeros(hidden)
+    for b in (b_ih, b_hh):
+        if b is not None:
+            bias = bias + b
+    node = Reservoir(hidden, lr=1.0 if leak is None else leak, W=w_hh, Win=w_ih, bias=bias,
+                     activation="tanh")
+    node.initialize(x[0])
+
+    def run() -> np.ndarray:
+        output = np.empty((batch, steps, hidden))
+        for b in range(batch):
+            node.reset()
+            output[b] = node.run(x[b])
+        return output
+
+    return run
+
+
 IMPLEMENTATIONS: dict[str, Impl] = {
-    "fastrnn-numba": Impl(_fastrnn("numba"), requires="numba"),
-    "fastrnn-numpy": Impl(_fastrnn("numpy")),
-    "torch": Impl(_torch_factory, requires="torch"),
-    "jax": Impl(_jax_factory, requires="jax"),
+    "fastrnn-numba": Impl(_fastrnn("numba"), requires="numba", reservoir="sparse"),
+    "fastrnn-numpy": Impl(_fastrnn("numpy"), reservoir="sparse"),
+    "torch": Impl(_torch_factory, requires="torch"),  # nn.RNN: no leak
+    "jax": Impl(_jax_factory, requires="jax", reservoir="dense"),
+    "reservoirpy": Impl(_reservoirpy_factory, requires="reservoirpy", plain=False,
+                        reservoir="sparse", dtypes=("float64",)),
+    # fastrnn given the reservoir's w_hh as a dense array: what sparsity saves.
+    "fastrnn-numba-dense": Impl(_fastrnn("numba"), requires="numba", plain=False,
+                                reservoir="dense"),
 }
+RESERVOIR_NOTE = (
+    "Reservoir rows ({cases}): leaky update, w_hh a CSR matrix of that density "
+    "scaled to spectral radius 0.9; the same weights, leak and input for every "
+    "implementation, states checked against fastrnn-numpy first (float64 within 1e-10). "
+    "fastrnn-numba-dense and jax get that w_hh as a dense array (jax: the leaky "
+    "update in its lax.scan); torch's nn.RNN has no leak (-); reservoirpy is float64 only."
+)
 
 
 def available(name: str) -> bool:
@@ -162,9 +290,13 @@ def available(name: str) -> bool:
     return requires is None or importlib.util.find_spec(requires) is not None
 
 
-def flops(size: tuple[int, int, int, int]) -> int:
+def flops(size: tuple[int, int, int, int], recurrent_nnz: int | None = None) -> int:
+    """2·B·T·H·(I+H); with ``recurrent_nnz``, the work of a sparse w_hh:
+    2·B·T·(H·I + nnz)."""
     batch, steps, input_size, hidden = size
-    return 2 * batch * steps * hidden * (input_size + hidden)
+    if recurrent_nnz is None:
+        recurrent_nnz = hidden * hidden
+    return 2 * batch * steps * (hidden * input_size + recurrent_nnz)
 
 
 def time_call(run: Forward, budget: float) -> tuple[float, float, int]:
@@ -227,32 +359,65 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def _timed_case(results: list[dict], progress: _Progress, dtype_name: str,
+                case: dict, problem: Problem, names: list[str], budget: float,
+                leak: float | None = None) -> None:
+    """Check then time every implementation of ``names`` on one problem,
+    appending a result per implementation to ``results``."""
+    reference = IMPLEMENTATIONS[REFERENCE]
+    expected = reference.factory(*problem, leak=leak)()
+    for name in names:
+        impl = IMPLEMENTATIONS[name]
+        progress.step(f"{dtype_name} {case['size']} {case['kind']} {name}")
+        inputs = problem if leak is None else reservoir_inputs(impl, problem)
+        run = impl.factory(*inputs, leak=leak)
+        output = run()  # warm-up: compilation and tracing are not timed
+        np.testing.assert_allclose(output, expected, rtol=TOLERANCE[dtype_name],
+                                   atol=TOLERANCE[dtype_name],
+                                   err_msg=f"{name} disagrees with {REFERENCE}")
+        max_abs_diff = float(np.max(np.abs(output - expected), initial=0.0))
+        del output
+        median, fastest, calls = time_call(run, budget)
+        results.append({"dtype": dtype_name, **case, "impl": name, "median_s": median,
+                        "min_s": fastest, "calls": calls, "max_abs_diff": max_abs_diff})
+
+
 def run_report(sizes: list[tuple[int, int, int, int]], dtypes: list[str], names: list[str],
-               budget: float, matmul_sizes: tuple[int, ...]) -> dict:
-    """Time every (dtype, size, implementation); return the results as a dict."""
-    results = []
+               budget: float, matmul_sizes: tuple[int, ...],
+               reservoir_cases: list[ReservoirCase] | None = None) -> dict:
+    """Time every (dtype, case, implementation); return the results as a dict.
+
+    Each implementation runs the cases it supports (:class:`Impl`): the plain
+    ``sizes``, then the ``reservoir_cases``."""
+    reservoir_cases = reservoir_cases or []
+    results: list[dict] = []
     rates = {}
-    progress = _Progress(len(dtypes) * (len(sizes) * len(names) + 1))
+
+    def supports(name: str, dtype_name: str, reservoir: bool) -> bool:
+        impl = IMPLEMENTATIONS[name]
+        return dtype_name in impl.dtypes and (impl.reservoir is not None if reservoir
+                                              else impl.plain)
+
+    total = sum(1 + sum(supports(n, d, False) for n in names) * len(sizes)
+                + sum(supports(n, d, True) for n in names) * len(reservoir_cases)
+                for d in dtypes)
+    progress = _Progress(total)
     for dtype_name in dtypes:
         dtype = DTYPES[dtype_name]
         progress.step(f"{dtype_name} matmul rate")
         rates[dtype_name] = matmul_rate(dtype, matmul_sizes)
+        plain = [n for n in names if supports(n, dtype_name, False)]
         for size in sizes:
-            batch, steps, input_size, hidden = size
-            problem = make_problem(batch, steps, input_size, hidden, dtype)
-            expected = IMPLEMENTATIONS[REFERENCE].factory(*problem)()
-            for name in names:
-                progress.step(f"{dtype_name} {size} {name}")
-                run = IMPLEMENTATIONS[name].factory(*problem)
-                output = run()  # warm-up: compilation and tracing are not timed
-                np.testing.assert_allclose(output, expected, rtol=TOLERANCE[dtype_name],
-                                           atol=TOLERANCE[dtype_name],
-                                           err_msg=f"{name} disagrees with {REFERENCE}")
-                del output
-                median, fastest, calls = time_call(run, budget)
-                results.append({"dtype": dtype_name, "size": list(size), "impl": name,
-                                "median_s": median, "min_s": fastest, "calls": calls,
-                                "flops": flops(size)})
+            problem = make_problem(*size, dtype)
+            case = {"kind": "dense", "size": list(size), "flops": flops(size)}
+            _timed_case(results, progress, dtype_name, case, problem, plain, budget)
+        reservoir = [n for n in names if supports(n, dtype_name, True)]
+        for rcase in reservoir_cases:
+            problem, leak = make_reservoir_problem(rcase, dtype)
+            case = {"kind": "reservoir", "size": list(rcase.size), "label": rcase.label,
+                    "density": rcase.density, "leak": leak,
+                    "flops": flops(rcase.size, problem[2].nnz)}
+            _timed_case(results, progress, dtype_name, case, problem, reservoir, budget, leak)
     progress.close()
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -265,22 +430,27 @@ def run_report(sizes: list[tuple[int, int, int, int]], dtypes: list[str], names:
 
 def format_table(report: dict) -> str:
     """A Markdown table: medians (us), each peer as a multiple of fastrnn's
-    time, and fastrnn's rate against the machine's matmul rate."""
+    time, and fastrnn's rate against the machine's matmul rate (for a sparse
+    reservoir, the rate of the work done: 2·B·T·(H·I + nnz))."""
     names = list(dict.fromkeys(r["impl"] for r in report["results"]))
     peers = [n for n in names if n != BASELINE]
     head = ["dtype", "B, T, I, H"] + [f"{n} (us)" for n in names]
     head += [f"{p} / fastrnn" for p in peers] + ["fastrnn GFLOP/s", "of matmul rate"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
-    cells: dict[tuple[str, tuple], dict[str, float]] = {}
+    cells: dict[tuple[str, tuple, str], dict[str, float]] = {}
+    work: dict[tuple[str, tuple, str], int] = {}
     for r in report["results"]:
-        cells.setdefault((r["dtype"], tuple(r["size"])), {})[r["impl"]] = r["median_s"]
-    for (dtype, size), by_impl in cells.items():
+        key = (r["dtype"], tuple(r["size"]), r.get("label", ""))
+        cells.setdefault(key, {})[r["impl"]] = r["median_s"]
+        work[key] = r.get("flops", flops(tuple(r["size"])))
+    for key, by_impl in cells.items():
+        dtype, size, label = key
         base = by_impl.get(BASELINE)
-        row = [dtype, ", ".join(map(str, size))]
+        row = [dtype, ", ".join(map(str, size)) + (f" ({label})" if label else "")]
         row += [f"{by_impl[n] * 1e6:,.1f}" if n in by_impl else "-" for n in names]
         row += [f"{by_impl[p] / base:.2f}x" if base and p in by_impl else "-" for p in peers]
         if base:
-            rate = flops(size) / base
+            rate = work[key] / base
             row += [f"{rate / 1e9:.1f}", f"{rate / report['matmul_flops_per_s'][dtype]:.0%}"]
         else:
             row += ["-", "-"]
@@ -290,6 +460,10 @@ def format_table(report: dict) -> str:
     lines.append("")
     lines.append(f"NumPy square matmul rate in this run: {rates}. Peer / fastrnn > 1 means "
                  "fastrnn is faster.")
+    labels = list(dict.fromkeys(r["label"] for r in report["results"]
+                                if r.get("kind") == "reservoir"))
+    if labels:
+        lines.append(RESERVOIR_NOTE.format(cases="; ".join(labels)))
     return "\n".join(lines)
 
 
@@ -306,7 +480,9 @@ def plot(report: dict, path: str) -> bool:
     dtypes = list(dict.fromkeys(r["dtype"] for r in report["results"]))
     fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
     for ax, dtype in zip(axes[0], dtypes, strict=True):
-        rows = [r for r in report["results"] if r["dtype"] == dtype]
+        # The plain cases only: a sparse reservoir is another problem.
+        rows = [r for r in report["results"]
+                if r["dtype"] == dtype and r.get("kind", "dense") == "dense"]
         for name in dict.fromkeys(r["impl"] for r in rows):
             points = sorted((r["flops"], r["median_s"]) for r in rows if r["impl"] == name)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
@@ -346,12 +522,18 @@ def main(args) -> int:
     names = [n for n in IMPLEMENTATIONS if available(n)]
     missing = [n for n in IMPLEMENTATIONS if n not in names]
     budget = 0.2 if args.quick else args.budget
-    print(f"fastrnn comparison: {len(sizes)} sizes, {', '.join(dtypes)}; "
+    print(f"fastrnn comparison: {len(sizes)} sizes"
+          + ("" if args.sizes else " and reservoirs") + f", {', '.join(dtypes)}; "
           f"implementations: {', '.join(names)}"
-          + (f" (not installed: {', '.join(missing)}; pip install -e '.[peers]')"
+          + (f" (not installed: {', '.join(missing)}; pip install -e '.[peers]' reservoirpy)"
              if missing else ""), flush=True)
+    if args.sizes:
+        reservoir_cases = []
+    else:
+        reservoir_cases = QUICK_RESERVOIR_CASES if args.quick else RESERVOIR_CASES
     report = run_report(sizes, dtypes, names, budget,
-                        matmul_sizes=(1024,) if args.quick else (1024, 2048))
+                        matmul_sizes=(1024,) if args.quick else (1024, 2048),
+                        reservoir_cases=reservoir_cases)
     report["threads"] = os.environ.get("FASTRNN_NUM_THREADS", "default")
     table = format_table(report)
     print(table)
