@@ -45,13 +45,18 @@ def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths
     out_seq = None if out is None else (out if batch_first else out.transpose(1, 0, 2))
     batch, steps = seq.shape[:2]
     hidden = h_n.shape[1]
-    if lengths is None:
-        lengths = np.full(batch, steps, dtype=np.int64)
-    # Longest first (stable): the sequences still running at any step are a
-    # prefix, so each step works on state[:active] only.
-    order = np.argsort(-lengths, kind="stable")
-    ordered_lengths = lengths[order]
-    state = np.zeros((batch, hidden), h_n.dtype) if h0 is None else h0[order]
+    uniform = lengths is None  # every sequence T steps long: basic slicing only
+    if uniform:
+        order = ordered_lengths = None
+        state = np.zeros((batch, hidden), h_n.dtype) if h0 is None else h0.copy()
+        longest = steps if batch else 0
+    else:
+        # Longest first (stable): the sequences still running at any step are
+        # a prefix, so each step works on state[:active] only.
+        order = np.argsort(-lengths, kind="stable")
+        ordered_lengths = lengths[order]
+        state = np.zeros((batch, hidden), h_n.dtype) if h0 is None else h0[order]
+        longest = int(ordered_lengths[0]) if batch else 0
     bias = np.zeros(hidden, h_n.dtype)
     for b in (b_ih, b_hh):
         if b is not None:
@@ -60,29 +65,43 @@ def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths
     sparse = not isinstance(w_hh, np.ndarray)
     w_hh_t = None if sparse else w_hh.T
     keep = None if leak is None else 1 - leak
+    recurrent = np.empty((batch, hidden), h_n.dtype)
 
-    longest = int(ordered_lengths[0]) if batch else 0
     chunk = max(1, CHUNK_ELEMENTS // max(1, batch * hidden))
     for s0 in range(0, longest, chunk):
         s1 = min(longest, s0 + chunk)
-        running = int(np.count_nonzero(ordered_lengths > s0))
-        step_index = np.arange(s0, s1)
-        if reverse:
-            times = ordered_lengths[:running, None] - 1 - step_index
+        if uniform:
+            # The chunk's inputs, in the order the steps read them.
+            inputs = seq[:, steps - s1:steps - s0][:, ::-1] if reverse else seq[:, s0:s1]
+            running = batch
         else:
-            times = np.broadcast_to(step_index, (running, s1 - s0))
-        # Steps past a sequence's end are computed on a clipped index and
-        # never used.
-        times = np.clip(times, 0, steps - 1)
-        rows = order[:running, None]
-        pre = seq[rows, times] @ w_ih_t  # (running, s1 - s0, H)
+            running = int(np.count_nonzero(ordered_lengths > s0))
+            step_index = np.arange(s0, s1)
+            if reverse:
+                times = ordered_lengths[:running, None] - 1 - step_index
+            else:
+                times = np.broadcast_to(step_index, (running, s1 - s0))
+            # Steps past a sequence's end read a clipped index, never used.
+            times = np.clip(times, 0, steps - 1)
+            inputs = seq[order[:running, None], times]
+        # In place in the output when the steps fill it in order (the common
+        # case): no per-step copy, the state is a view of the last step.
+        in_place = uniform and not reverse and out_seq is not None
+        if in_place:
+            pre = out_seq[:, s0:s1]
+            np.matmul(inputs, w_ih_t, out=pre)
+        else:
+            pre = inputs @ w_ih_t  # (running, s1 - s0, H)
         pre += bias
         for k, s in enumerate(range(s0, s1)):
-            active = int(np.count_nonzero(ordered_lengths[:running] > s))
+            active = running if uniform else int(np.count_nonzero(ordered_lengths[:running] > s))
             h = state[:active]
-            recurrent = (w_hh @ h.T).T if sparse else h @ w_hh_t
             z = pre[:active, k]
-            z += recurrent
+            if sparse:
+                z += (w_hh @ h.T).T
+            else:
+                np.matmul(h, w_hh_t, out=recurrent[:active])
+                z += recurrent[:active]
             if relu:
                 np.maximum(z, 0, out=z)
             else:
@@ -90,9 +109,19 @@ def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths
             if keep is not None:
                 z *= leak
                 z += keep * h
+            if in_place:
+                state = z  # already in the output
+                continue
             state[:active] = z
-            if out_seq is not None:
+            if out_seq is None:
+                continue
+            if uniform:
+                out_seq[:, steps - 1 - s if reverse else s] = z
+            else:
                 out_seq[order[:active], times[:active, k]] = z
+    if uniform:
+        h_n[...] = state
+        return
     if out_seq is not None:
         for b in np.flatnonzero(lengths < steps):
             out_seq[b, lengths[b]:] = 0
