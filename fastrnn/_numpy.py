@@ -67,6 +67,14 @@ def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths
     keep = None if leak is None else 1 - leak
     recurrent = np.empty((batch, hidden), h_n.dtype)
 
+    # In place in the output when the steps fill a contiguous output in order
+    # (the common case): the input product of every step goes straight into
+    # it as one BLAS call, and each step then works on its own rows there.
+    in_place = uniform and not reverse and out is not None and out.flags.c_contiguous
+    if in_place:
+        rows = out.reshape(-1, hidden)
+        np.matmul(x.reshape(rows.shape[0], x.shape[-1]), w_ih_t, out=rows)
+        rows += bias
     chunk = max(1, CHUNK_ELEMENTS // max(1, batch * hidden))
     for s0 in range(0, longest, chunk):
         s1 = min(longest, s0 + chunk)
@@ -84,15 +92,14 @@ def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths
             # Steps past a sequence's end read a clipped index, never used.
             times = np.clip(times, 0, steps - 1)
             inputs = seq[order[:running, None], times]
-        # In place in the output when the steps fill it in order (the common
-        # case): no per-step copy, the state is a view of the last step.
-        in_place = uniform and not reverse and out_seq is not None
         if in_place:
-            pre = out_seq[:, s0:s1]
-            np.matmul(inputs, w_ih_t, out=pre)
+            pre = out_seq[:, s0:s1]  # already holds the input product
         else:
-            pre = inputs @ w_ih_t  # (running, s1 - s0, H)
-        pre += bias
+            # One 2-D product for the chunk (a 3-D matmul would run one small
+            # product per sequence).
+            pre = (inputs.reshape(-1, inputs.shape[-1]) @ w_ih_t).reshape(
+                running, s1 - s0, hidden)
+            pre += bias
         for k, s in enumerate(range(s0, s1)):
             active = running if uniform else int(np.count_nonzero(ordered_lengths[:running] > s))
             h = state[:active]
