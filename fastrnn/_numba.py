@@ -11,6 +11,10 @@ blocked, threads       the same with more work and B >= 2: each thread runs
                        every step for its share of the batch
 BLAS                   dense w_hh with H >= BLAS_MIN_HIDDEN (256), unless one
                        thread is allowed (threads=1, FASTRNN_NUM_THREADS=1)
+units split            sparse w_hh with B = 1, at least SPLIT_MIN_NONZEROS
+                       non-zeros and SPLIT_MIN_FMAS multiply-adds: each thread
+                       computes its share of the units every step, with a
+                       barrier between steps (fastrnn._units)
 =====================  ==========================================================
 
 Every path: samples are taken longest first, so the sequences still running
@@ -40,6 +44,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from . import _units
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows
@@ -55,6 +60,14 @@ BLAS_MIN_HIDDEN = 256
 # A forward is split across threads from this many multiply-adds on (about
 # 100 us of work): below it, handing work to a thread costs more than it saves.
 PARALLEL_MIN_FMAS = 2_000_000
+# One sequence with a sparse w_hh is split across threads by its units
+# (fastrnn._units) from this many non-zeros on: each step then ends with a
+# barrier, about 0.5 us here, which broke even near 4000 non-zeros (H = 200,
+# density 0.1) and gained 1.45x at 25 000 and 1.75x at 100 000.
+SPLIT_MIN_NONZEROS = 8192
+# ... and from this much work per call: starting the threads costs about
+# 100 us.
+SPLIT_MIN_FMAS = 20_000_000
 
 
 @njit(**KERNEL_JIT)
@@ -461,13 +474,22 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     # call compiles only what it needs (compilation takes seconds). This
     # wrapper is part of every call's latency: keep it short.
     batch, hidden = h_n.shape
+    limit = _THREADS if threads is None else threads
     if type(w_hh) is np.ndarray:
         dense, sparse = w_hh, None
         recurrent = hidden * hidden  # multiply-adds per sample and step
     else:  # canonical CSR (see _validate.as_sparse_csr)
         dense = None
-        sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
         recurrent = w_hh.nnz
+        if batch == 1 and w_hh.nnz >= SPLIT_MIN_NONZEROS and _units.AVAILABLE:
+            parts = min(limit, _cpu_count())
+            steps = x.shape[1] if batch_first else x.shape[0]
+            steps = steps if lengths is None else int(lengths[0])
+            if parts > 1 and steps * (x.shape[2] * hidden + recurrent) >= SPLIT_MIN_FMAS:
+                _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
+                               lengths, leak, reverse, parts)
+                return
+        sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
     if lengths is None:
         order = lens = None
         rows = x.shape[0] * x.shape[1]
@@ -476,7 +498,6 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         order = np.argsort(-lengths, kind="stable")
         lens = lengths[order]
         rows = int(lens.sum())
-    limit = _THREADS if threads is None else threads
     # BLAS runs on threads of its own; with one thread allowed, our kernel
     # runs on the caller's thread instead.
     if dense is not None and hidden >= BLAS_MIN_HIDDEN and limit > 1:
@@ -492,9 +513,9 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     # With lengths, thread p takes every parts-th sequence of the sorted
     # order, so that each gets a fair share of long and short ones.
     parts = min(limit, batch)
-    jobs = []
+    jobs: list[tuple[np.ndarray | None, np.ndarray | None, int, int]] = []
     for p in range(parts):
-        if order is None:
+        if order is None or lens is None:
             start, stop = batch * p // parts, batch * (p + 1) // parts
             jobs.append((None, None, start, stop - start))
         else:

@@ -1,0 +1,218 @@
+"""One sequence with a sparse w_hh split across threads by units (fastrnn._units).
+
+The path is taken for B = 1 with many non-zeros and long sequences; here its
+thresholds are lowered so that small problems take it, and every result is
+checked against the naive reference. Also: the thresholds as shipped, a part
+that fails (the others must not wait for it forever), and concurrent callers.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import naive
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+scipy_sparse = pytest.importorskip("scipy.sparse")
+
+import fastrnn  # noqa: E402
+from fastrnn import _numba, _units  # noqa: E402
+from fastrnn._api import run_layer  # noqa: E402
+
+DTYPES = (np.float32, np.float64)
+TIMEOUT = 120  # seconds: a deadlock fails the test instead of hanging the suite
+
+
+def _reservoir(hidden: int, dtype, density: float, seed: int = 3):
+    matrix = scipy_sparse.random(hidden, hidden, density=density, random_state=seed,
+                                 format="csr", dtype=np.float64)
+    scale = 1.5 / np.sqrt(max(density * hidden, 1.0))
+    return (matrix * scale).astype(dtype).tocsr()
+
+
+@pytest.fixture
+def forced(monkeypatch):
+    """Every sparse B = 1 call takes the split path, on 3 threads (an uneven
+    split, more threads than this machine's 2 cores); returns the list of
+    part counts the path was called with."""
+    monkeypatch.setattr(_numba, "SPLIT_MIN_NONZEROS", 0)
+    monkeypatch.setattr(_numba, "SPLIT_MIN_FMAS", 0)
+    monkeypatch.setattr(_numba, "_THREADS", 3)
+    monkeypatch.setattr(_numba, "_cpu_count", lambda: 3)
+    calls: list[int] = []
+    original = _units.forward
+
+    def spy(*args):
+        calls.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(_units, "forward", spy)
+    return calls
+
+
+def _problem(make_problem, hidden, dtype, density, *, steps=23, input_size=3, seed=7, **kw):
+    problem = make_problem(seed, batch=1, steps=steps, input_size=input_size,
+                           hidden_size=hidden, dtype=dtype, **kw)
+    problem["w_hh"] = _reservoir(hidden, dtype, density, seed)
+    return problem
+
+
+def _check(problem, assert_close, **options):
+    output, h_n = fastrnn.forward(**problem, backend="numba", **options)
+    expected_output, expected_h_n = naive.rnn(**problem, **options)
+    assert_close(output, expected_output)
+    assert_close(h_n, expected_h_n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize(("hidden", "density"), [(1, 1.0), (17, 0.3), (40, 0.1), (100, 0.05)])
+def test_split_matches_naive(forced, make_problem, assert_close, dtype, batch_first,
+                             nonlinearity, hidden, density):
+    problem = _problem(make_problem, hidden, dtype, density, batch_first=batch_first, h0=True)
+    _check(problem, assert_close, nonlinearity=nonlinearity)
+    assert forced == [3]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("leak", [0.3, "per-unit"])
+@pytest.mark.parametrize("length", [23, 11, 0])
+def test_split_leak_and_lengths(forced, make_problem, assert_close, dtype, leak, length):
+    problem = _problem(make_problem, 50, dtype, 0.1, h0=True)
+    if leak == "per-unit":
+        leak = np.linspace(0.05, 1.0, 50).astype(dtype)
+    _check(problem, assert_close, leak=leak, lengths=np.array([length]))
+    assert forced == [3]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_return_sequences_false_and_out(forced, make_problem, assert_close, dtype):
+    problem = _problem(make_problem, 64, dtype, 0.2)
+    expected_output, expected_h_n = naive.rnn(**problem, leak=0.5)
+    h_n = fastrnn.forward(**problem, leak=0.5, return_sequences=False, backend="numba")
+    assert_close(h_n, expected_h_n)
+    out = np.full((1, 23, 64), np.nan, dtype=dtype)
+    output, h_n = fastrnn.forward(**problem, leak=0.5, out=out, backend="numba")
+    assert output is out
+    assert_close(out, expected_output)
+    assert forced == [3, 3]
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_split_reverse_into_half_of_a_buffer(forced, make_problem, assert_close, batch_first):
+    # A bidirectional layer's reverse direction writes half of one buffer.
+    problem = _problem(make_problem, 33, np.float64, 0.2, batch_first=batch_first, h0=True)
+    buffer = np.full(problem["x"].shape[:2] + (66,), 7.0)
+    h_n = np.empty((1, 33))
+    lengths = np.array([15])
+    run_layer(problem["x"], problem["w_ih"], problem["w_hh"], problem["b_ih"], problem["b_hh"],
+              problem["h0"], buffer[..., 33:], h_n, relu=False, batch_first=batch_first,
+              lengths=lengths, reverse=True, backend="numba")
+    expected_output, expected_h_n = naive.rnn(**problem, lengths=lengths, reverse=True)
+    assert_close(buffer[..., 33:], expected_output)
+    assert_close(h_n, expected_h_n)
+    assert (buffer[..., :33] == 7.0).all()
+    assert forced == [3]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_split_empty_rows_no_input_and_empty_matrix(forced, make_problem, assert_close, dtype):
+    # Rows without non-zeros (a part may own only those), no input features,
+    # and a matrix with no non-zeros at all.
+    problem = _problem(make_problem, 48, dtype, 0.3, input_size=0)
+    dense = problem["w_hh"].toarray()
+    dense[8:40] = 0
+    problem["w_hh"] = scipy_sparse.csr_matrix(dense)
+    _check(problem, assert_close)
+    problem["w_hh"] = scipy_sparse.csr_matrix((48, 48), dtype=dtype)
+    _check(problem, assert_close)
+    assert forced == [3, 3]
+
+
+def test_split_units_boundaries():
+    # Multiples of the lanes (no cache line written by two threads), about
+    # equal non-zeros, and every unit owned once.
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 50, size=1000)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    for parts in (1, 2, 3, 7):
+        cuts = _units.split_units(indptr, 1000, 16, parts)
+        assert cuts[0] == 0 and cuts[-1] == 1000 and len(cuts) == parts + 1
+        assert all(a <= b for a, b in zip(cuts, cuts[1:], strict=False))
+        assert all(c % 16 == 0 for c in cuts[:-1])
+        shares = np.diff(indptr[cuts])
+        assert shares.max() - shares.min() <= 16 * 50 * 2
+    assert _units.split_units(indptr[:6], 5, 16, 3) == [0, 0, 0, 5]
+
+
+@pytest.mark.skipif(_numba._cpu_count() < 2, reason="the path needs two cores")
+def test_shipped_thresholds_take_the_path(monkeypatch, make_problem, assert_close):
+    # Defaults as a user runs them: 300 units at density 0.1 over 2500 steps.
+    calls = []
+    original = _units.forward
+    monkeypatch.setattr(_units, "forward", lambda *args: (calls.append(args[-1]),
+                                                          original(*args))[1])
+    problem = _problem(make_problem, 300, np.float64, 0.1, steps=2500, input_size=1)
+    _check(problem, assert_close, leak=0.3)
+    assert calls == [min(_numba._THREADS, _numba._cpu_count())]
+    calls.clear()
+    fastrnn.forward(**problem, leak=0.3, threads=1)
+    assert calls == []
+
+
+def _run_with_timeout(target):
+    result: dict = {}
+
+    def body():
+        try:
+            result["value"] = target()
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    thread = threading.Thread(target=body, daemon=True)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive(), "the call did not return: threads waiting for each other"
+    return result
+
+
+def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_problem):
+    original = _units._forward_part
+
+    def failing(*args):
+        if args[-3] == 2:  # part 2 of 3 fails before its first step
+            raise RuntimeError("part 2 failed")
+        return original(*args)
+
+    monkeypatch.setattr(_units, "_forward_part", failing)
+    problem = _problem(make_problem, 64, np.float64, 0.2, steps=500)
+    result = _run_with_timeout(lambda: fastrnn.forward(**problem, backend="numba"))
+    assert isinstance(result.get("error"), RuntimeError)
+    assert "part 2 failed" in str(result["error"])
+
+
+def test_concurrent_callers(forced, make_problem):
+    # Four callers, each splitting its sequence over 3 threads, on 2 cores:
+    # all finish, each with the result it gets alone.
+    problems = [_problem(make_problem, 80, np.float32, 0.1, steps=400, seed=s) for s in range(4)]
+    expected = [fastrnn.forward(**p, backend="numba") for p in problems]
+    results: list = [None] * 4
+
+    def call(k):
+        results[k] = fastrnn.forward(**problems[k], backend="numba")
+
+    def all_calls():
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert "error" not in _run_with_timeout(all_calls)
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert forced == [3] * 8
