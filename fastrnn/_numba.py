@@ -1,20 +1,22 @@
-"""Numba backend: the whole forward pass in compiled code, one of three paths.
+"""Numba backend: the whole forward pass in compiled code, one of four paths.
 
 Chosen in :func:`forward` (measured on the 2-core AVX-512 machine):
 
 =====================  ==========================================================
 path                   when
 =====================  ==========================================================
-blocked, one thread    dense H < BLAS_MIN_HIDDEN or sparse w_hh, with fewer
-                       than PARALLEL_MIN_FMAS multiply-adds, or B = 1
+units split            B = 1, dense w_hh with H >= SPLIT_MIN_HIDDEN or sparse
+                       with at least SPLIT_MIN_NONZEROS non-zeros, from
+                       SPLIT_MIN_FMAS multiply-adds on, more than one thread:
+                       each thread computes its share of the units every
+                       step, with a barrier between steps (fastrnn._units)
+blocked, one thread    otherwise dense H < BLAS_MIN_HIDDEN or sparse w_hh,
+                       with fewer than PARALLEL_MIN_FMAS multiply-adds, or B = 1
 blocked, threads       the same with more work and B >= 2: each thread runs
                        every step for its share of the batch
-BLAS                   dense w_hh with H >= BLAS_MIN_HIDDEN (256), unless one
-                       thread is allowed (threads=1, FASTRNN_NUM_THREADS=1)
-units split            sparse w_hh with B = 1, at least SPLIT_MIN_NONZEROS
-                       non-zeros and SPLIT_MIN_FMAS multiply-adds: each thread
-                       computes its share of the units every step, with a
-                       barrier between steps (fastrnn._units)
+BLAS                   otherwise dense w_hh with H >= BLAS_MIN_HIDDEN (256),
+                       unless one thread is allowed (threads=1,
+                       FASTRNN_NUM_THREADS=1)
 =====================  ==========================================================
 
 Every path: samples are taken longest first, so the sequences still running
@@ -60,11 +62,16 @@ BLAS_MIN_HIDDEN = 256
 # A forward is split across threads from this many multiply-adds on (about
 # 100 us of work): below it, handing work to a thread costs more than it saves.
 PARALLEL_MIN_FMAS = 2_000_000
-# One sequence with a sparse w_hh is split across threads by its units
-# (fastrnn._units) from this many non-zeros on: each step then ends with a
+# One sequence (B = 1) is split across threads by its units (fastrnn._units)
+# from this many non-zeros of a sparse w_hh on: each step then ends with a
 # barrier, about 0.5 us here, which broke even near 4000 non-zeros (H = 200,
-# density 0.1) and gained 1.45x at 25 000 and 1.75x at 100 000.
+# density 0.1) and gained 1.45x at 25 000 and 1.75x at 100 000 ...
 SPLIT_MIN_NONZEROS = 8192
+# ... or from this hidden size with a dense w_hh: each thread keeps its rows
+# in its own L2. Per step, against the paths otherwise taken: 1.1-1.2x at
+# H = 128, 1.7-2.2x at 256, 2.1-3.3x at 512, equal to BLAS from 1000 on (the
+# rows no longer fit: both stream them from L3).
+SPLIT_MIN_HIDDEN = 128
 # ... and from this much work per call: starting the threads costs about
 # 100 us.
 SPLIT_MIN_FMAS = 20_000_000
@@ -476,19 +483,23 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     batch, hidden = h_n.shape
     limit = _THREADS if threads is None else threads
     if type(w_hh) is np.ndarray:
-        dense, sparse = w_hh, None
         recurrent = hidden * hidden  # multiply-adds per sample and step
+        big = hidden >= SPLIT_MIN_HIDDEN
     else:  # canonical CSR (see _validate.as_sparse_csr)
-        dense = None
         recurrent = w_hh.nnz
-        if batch == 1 and w_hh.nnz >= SPLIT_MIN_NONZEROS and _units.AVAILABLE:
-            parts = min(limit, _cpu_count())
-            steps = x.shape[1] if batch_first else x.shape[0]
-            steps = steps if lengths is None else int(lengths[0])
-            if parts > 1 and steps * (x.shape[2] * hidden + recurrent) >= SPLIT_MIN_FMAS:
-                _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                               lengths, leak, reverse, parts)
-                return
+        big = recurrent >= SPLIT_MIN_NONZEROS
+    if batch == 1 and big and limit > 1 and _units.AVAILABLE:
+        parts = min(limit, _cpu_count())
+        steps = x.shape[1] if batch_first else x.shape[0]
+        steps = steps if lengths is None else int(lengths[0])
+        if parts > 1 and steps * (x.shape[2] * hidden + recurrent) >= SPLIT_MIN_FMAS:
+            _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths,
+                           leak, reverse, parts)
+            return
+    if type(w_hh) is np.ndarray:
+        dense, sparse = w_hh, None
+    else:
+        dense = None
         sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
     if lengths is None:
         order = lens = None

@@ -1,6 +1,7 @@
-"""One sequence with a sparse w_hh split across threads by units (fastrnn._units).
+"""One sequence split across threads by its units (fastrnn._units).
 
-The path is taken for B = 1 with many non-zeros and long sequences; here its
+The path is taken for B = 1 with a large dense w_hh or a sparse one with many
+non-zeros, and long sequences; here its
 thresholds are lowered so that small problems take it, and every result is
 checked against the naive reference. Also: the thresholds as shipped, a part
 that fails (the others must not wait for it forever), and concurrent callers.
@@ -26,6 +27,10 @@ TIMEOUT = 120  # seconds: a deadlock fails the test instead of hanging the suite
 
 
 def _reservoir(hidden: int, dtype, density: float, seed: int = 3):
+    """A sparse CSR w_hh, or a dense array when density is "dense"."""
+    if density == "dense":
+        rng = np.random.default_rng(seed)
+        return (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(dtype)
     matrix = scipy_sparse.random(hidden, hidden, density=density, random_state=seed,
                                  format="csr", dtype=np.float64)
     scale = 1.5 / np.sqrt(max(density * hidden, 1.0))
@@ -34,10 +39,11 @@ def _reservoir(hidden: int, dtype, density: float, seed: int = 3):
 
 @pytest.fixture
 def forced(monkeypatch):
-    """Every sparse B = 1 call takes the split path, on 3 threads (an uneven
-    split, more threads than this machine's 2 cores); returns the list of
-    part counts the path was called with."""
+    """Every B = 1 call takes the split path, on 3 threads (an uneven split,
+    more threads than this machine's 2 cores); returns the list of part
+    counts the path was called with."""
     monkeypatch.setattr(_numba, "SPLIT_MIN_NONZEROS", 0)
+    monkeypatch.setattr(_numba, "SPLIT_MIN_HIDDEN", 0)
     monkeypatch.setattr(_numba, "SPLIT_MIN_FMAS", 0)
     monkeypatch.setattr(_numba, "_THREADS", 3)
     monkeypatch.setattr(_numba, "_cpu_count", lambda: 3)
@@ -69,7 +75,8 @@ def _check(problem, assert_close, **options):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize(("hidden", "density"), [(1, 1.0), (17, 0.3), (40, 0.1), (100, 0.05)])
+@pytest.mark.parametrize(("hidden", "density"), [(1, 1.0), (17, 0.3), (40, 0.1), (100, 0.05),
+                                                 (1, "dense"), (17, "dense"), (70, "dense")])
 def test_split_matches_naive(forced, make_problem, assert_close, dtype, batch_first,
                              nonlinearity, hidden, density):
     problem = _problem(make_problem, hidden, dtype, density, batch_first=batch_first, h0=True)
@@ -80,8 +87,10 @@ def test_split_matches_naive(forced, make_problem, assert_close, dtype, batch_fi
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("leak", [0.3, "per-unit"])
 @pytest.mark.parametrize("length", [23, 11, 0])
-def test_split_leak_and_lengths(forced, make_problem, assert_close, dtype, leak, length):
-    problem = _problem(make_problem, 50, dtype, 0.1, h0=True)
+@pytest.mark.parametrize("density", [0.1, "dense"])
+def test_split_leak_and_lengths(forced, make_problem, assert_close, dtype, leak, length,
+                                density):
+    problem = _problem(make_problem, 50, dtype, density, h0=True)
     if leak == "per-unit":
         leak = np.linspace(0.05, 1.0, 50).astype(dtype)
     _check(problem, assert_close, leak=leak, lengths=np.array([length]))
@@ -89,8 +98,10 @@ def test_split_leak_and_lengths(forced, make_problem, assert_close, dtype, leak,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_split_return_sequences_false_and_out(forced, make_problem, assert_close, dtype):
-    problem = _problem(make_problem, 64, dtype, 0.2)
+@pytest.mark.parametrize("density", [0.2, "dense"])
+def test_split_return_sequences_false_and_out(forced, make_problem, assert_close, dtype,
+                                              density):
+    problem = _problem(make_problem, 64, dtype, density)
     expected_output, expected_h_n = naive.rnn(**problem, leak=0.5)
     h_n = fastrnn.forward(**problem, leak=0.5, return_sequences=False, backend="numba")
     assert_close(h_n, expected_h_n)
@@ -102,9 +113,12 @@ def test_split_return_sequences_false_and_out(forced, make_problem, assert_close
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
-def test_split_reverse_into_half_of_a_buffer(forced, make_problem, assert_close, batch_first):
+@pytest.mark.parametrize("density", [0.2, "dense"])
+def test_split_reverse_into_half_of_a_buffer(forced, make_problem, assert_close, batch_first,
+                                             density):
     # A bidirectional layer's reverse direction writes half of one buffer.
-    problem = _problem(make_problem, 33, np.float64, 0.2, batch_first=batch_first, h0=True)
+    problem = _problem(make_problem, 33, np.float64, density, batch_first=batch_first,
+                       h0=True)
     buffer = np.full(problem["x"].shape[:2] + (66,), 7.0)
     h_n = np.empty((1, 33))
     lengths = np.array([15])
@@ -149,17 +163,21 @@ def test_split_units_boundaries():
 
 
 @pytest.mark.skipif(_numba._cpu_count() < 2, reason="the path needs two cores")
-def test_shipped_thresholds_take_the_path(monkeypatch, make_problem, assert_close):
-    # Defaults as a user runs them: 300 units at density 0.1 over 2500 steps.
+@pytest.mark.parametrize(("hidden", "density", "steps"), [(300, 0.1, 2500), (128, "dense", 1300)])
+def test_shipped_thresholds_take_the_path(monkeypatch, make_problem, assert_close, hidden,
+                                          density, steps):
+    # Defaults as a user runs them: 300 units at density 0.1 over 2500 steps,
+    # 128 dense units over 1300 steps (just over SPLIT_MIN_FMAS each).
     calls = []
     original = _units.forward
     monkeypatch.setattr(_units, "forward", lambda *args: (calls.append(args[-1]),
                                                           original(*args))[1])
-    problem = _problem(make_problem, 300, np.float64, 0.1, steps=2500, input_size=1)
+    problem = _problem(make_problem, hidden, np.float64, density, steps=steps, input_size=1)
     _check(problem, assert_close, leak=0.3)
     assert calls == [min(_numba._THREADS, _numba._cpu_count())]
     calls.clear()
     fastrnn.forward(**problem, leak=0.3, threads=1)
+    fastrnn.forward(**problem, leak=0.3, lengths=np.array([steps // 2]))  # too little work
     assert calls == []
 
 
@@ -188,7 +206,7 @@ def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_probl
         return original(*args)
 
     monkeypatch.setattr(_units, "_forward_part", failing)
-    problem = _problem(make_problem, 64, np.float64, 0.2, steps=500)
+    problem = _problem(make_problem, 64, np.float64, "dense", steps=500)
     result = _run_with_timeout(lambda: fastrnn.forward(**problem, backend="numba"))
     assert isinstance(result.get("error"), RuntimeError)
     assert "part 2 failed" in str(result["error"])
