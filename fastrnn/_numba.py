@@ -46,7 +46,6 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from . import _units
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows
@@ -72,6 +71,8 @@ SPLIT_MIN_NONZEROS = 8192
 # H = 128, 1.7-2.2x at 256, 2.1-3.3x at 512, equal to BLAS from 1000 on (the
 # rows no longer fit: both stream them from L3).
 SPLIT_MIN_HIDDEN = 128
+# The split's barrier yields the core with sched_yield (POSIX).
+_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 # ... and from this much work per call: starting the threads costs about
 # 100 us.
 SPLIT_MIN_FMAS = 20_000_000
@@ -488,7 +489,11 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     else:  # canonical CSR (see _validate.as_sparse_csr)
         recurrent = w_hh.nnz
         big = recurrent >= SPLIT_MIN_NONZEROS
-    if batch == 1 and big and limit > 1 and _units.AVAILABLE:
+    if batch == 1 and big and limit > 1 and _SPLIT_AVAILABLE:
+        # Imported here: compiling or loading its kernels is part of a first
+        # call's latency, which most programs never need.
+        from . import _units
+
         parts = min(limit, _cpu_count())
         steps = x.shape[1] if batch_first else x.shape[0]
         steps = steps if lengths is None else int(lengths[0])

@@ -28,7 +28,6 @@ negligible cost.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
@@ -41,9 +40,6 @@ from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows
 from ._simd import vadd, vfma, vgather, vload, vstore, vzero
 from ._sync import FLAG_STRIDE, store_release, wait_all
 
-# The barrier yields the core with sched_yield (POSIX); elsewhere this path
-# is not taken.
-AVAILABLE = hasattr(os, "sched_yield")
 # The hoisted input product of a chunk of steps: about this many elements,
 # so that it is read back from cache.
 CHUNK_ELEMENTS = 32 * 1024
