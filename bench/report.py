@@ -91,15 +91,22 @@ def forward_table(benches: list[dict], stat: str = "median",
     return lines
 
 
+
+def _info_item(key: str, value) -> str:
+    # Seconds (keys ending in _s) in ms; rates (_per_s) as they are.
+    if key.endswith("_per_s"):
+        return f"{key} {value:,.0f}"
+    if key.endswith("_s"):
+        return f"{key} {value * 1e3:.1f} ms"
+    return f"{key} {value}"
+
 def other_table(benches: list[dict]) -> list[str]:
     lines = ["| group | test | case | median (ms) | min (ms) | rounds | child-measured |",
              "|---|---|---|---:|---:|---:|---|"]
     for bench in sorted(benches, key=lambda b: (b["group"] or "", b["stats"]["median"])):
         info = dict(bench.get("extra_info") or {})
         case = info.pop("case", "")
-        inner = ", ".join(
-            f"{k} {v * 1e3:.1f} ms" if k.endswith("_s") else f"{k} {v}" for k, v in info.items()
-        )
+        inner = ", ".join(_info_item(k, v) for k, v in info.items())
         stats = bench["stats"]
         lines.append(
             f"| {bench['group']} | {bench['name']} | {case} | {stats['median'] * 1e3:.1f} "
