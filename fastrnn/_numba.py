@@ -410,26 +410,34 @@ def _sell_pack(indptr, indices, data, hidden, zero_column):
 
 
 @njit(**KERNEL_JIT)
-def _sparse_product(state, active, sparse, sorted_acc, acc):
-    # acc[i, :H] = w_hh @ state[i] for the running samples, over the
-    # non-zeros only: per slice of rows, a vector of lanes accumulates one
-    # gathered state value per row and non-zero (two accumulators: two
-    # chains of gathers in flight); the sums are then put back in row order.
+def sell_product(state, i, sparse, sorted_acc, k):
+    # sorted_acc[k] = w_hh @ state[i] over the non-zeros only, in the packed
+    # row order (row r of the result is matrix row order[r]): per slice of
+    # rows, a vector of lanes accumulates one gathered state value per row
+    # and non-zero (two accumulators: two chains of gathers in flight).
     slice_start, order, values, columns = sparse
     lanes = values.shape[1]
+    for s in range(slice_start.shape[0] - 1):
+        a = vzero(sorted_acc)
+        b = vzero(sorted_acc)
+        q = slice_start[s]
+        end = slice_start[s + 1]
+        while q + 1 < end:
+            a = vfma(vload(values, q, 0), vgather(state, i, columns, q * lanes), a)
+            b = vfma(vload(values, q + 1, 0), vgather(state, i, columns, (q + 1) * lanes), b)
+            q += 2
+        if q < end:
+            a = vfma(vload(values, q, 0), vgather(state, i, columns, q * lanes), a)
+        vstore(sorted_acc, k, s * lanes, vadd(a, b))
+
+
+@njit(**KERNEL_JIT)
+def _sparse_product(state, active, sparse, sorted_acc, acc):
+    # acc[i, :H] = w_hh @ state[i] for the running samples, over the
+    # non-zeros only, put back in row order.
+    order = sparse[1]
     for i in range(active):
-        for s in range(slice_start.shape[0] - 1):
-            a = vzero(acc)
-            b = vzero(acc)
-            q = slice_start[s]
-            end = slice_start[s + 1]
-            while q + 1 < end:
-                a = vfma(vload(values, q, 0), vgather(state, i, columns, q * lanes), a)
-                b = vfma(vload(values, q + 1, 0), vgather(state, i, columns, (q + 1) * lanes), b)
-                q += 2
-            if q < end:
-                a = vfma(vload(values, q, 0), vgather(state, i, columns, q * lanes), a)
-            vstore(sorted_acc, i, s * lanes, vadd(a, b))
+        sell_product(state, i, sparse, sorted_acc, i)
         for r in range(order.shape[0]):
             acc[i, order[r]] = sorted_acc[i, r]
 

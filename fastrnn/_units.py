@@ -37,7 +37,8 @@ from numba import njit
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows
-from ._simd import vadd, vfma, vgather, vload, vstore, vzero
+from ._numba import _sell_pack, sell_product
+from ._simd import vfma, vload, vstore, vzero
 from ._sync import FLAG_STRIDE, store_release, wait_all
 
 # The hoisted input product of a chunk of steps: about this many elements,
@@ -89,23 +90,10 @@ def _matvec_rows(w, rows, states, cur, scratch, acc):
 
 @njit(**KERNEL_JIT)
 def _sparse_rows(states, cur, sparse, product, acc):
-    # acc[j] = (row j of this part's w_hh) . states[cur], over the non-zeros
-    # (see _numba._sparse_product): by slice into `product`, in the packed
-    # row order, then put back in unit order.
-    slice_start, order, values, columns = sparse
-    lanes = values.shape[1]
-    for sl in range(slice_start.shape[0] - 1):
-        a = vzero(product)
-        b = vzero(product)
-        q = slice_start[sl]
-        end = slice_start[sl + 1]
-        while q + 1 < end:
-            a = vfma(vload(values, q, 0), vgather(states, cur, columns, q * lanes), a)
-            b = vfma(vload(values, q + 1, 0), vgather(states, cur, columns, (q + 1) * lanes), b)
-            q += 2
-        if q < end:
-            a = vfma(vload(values, q, 0), vgather(states, cur, columns, q * lanes), a)
-        vstore(product, 0, sl * lanes, vadd(a, b))
+    # acc[j] = (row j of this part's w_hh) . states[cur], over the non-zeros:
+    # into `product` in the packed row order, then put back in unit order.
+    sell_product(states, cur, sparse, product, 0)
+    order = sparse[1]
     for r in range(order.shape[0]):
         acc[order[r]] = product[0, r]
 
@@ -215,8 +203,6 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     """One sequence (batch of 1) on ``parts`` threads (the caller's and
     parts - 1 started here); w_hh a dense array or a canonical CSR matrix.
     Same contract as ``_numba.forward`` otherwise."""
-    from ._numba import _sell_pack
-
     hidden = h_n.shape[1]
     steps_total = x.shape[1] if batch_first else x.shape[0]
     steps = steps_total if lengths is None else int(lengths[0])
