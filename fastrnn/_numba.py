@@ -491,15 +491,17 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     # wrapper is part of every call's latency: keep it short.
     batch, hidden = h_n.shape
     limit = _THREADS if threads is None else threads
-    if type(w_hh) is np.ndarray:
+    # w_hh: an ndarray, or a canonical CSR matrix (see _validate.as_sparse_csr).
+    dense = w_hh if type(w_hh) is np.ndarray else None
+    if dense is not None:
         recurrent = hidden * hidden  # multiply-adds per sample and step
         big = hidden >= SPLIT_MIN_HIDDEN
-    else:  # canonical CSR (see _validate.as_sparse_csr)
+    else:
         recurrent = w_hh.nnz
         big = recurrent >= SPLIT_MIN_NONZEROS
     if batch == 1 and big and limit > 1 and _SPLIT_AVAILABLE:
-        # Imported here: compiling or loading its kernels is part of a first
-        # call's latency, which most programs never need.
+        # Imported here: most programs never take this path, so they need
+        # not pay for importing it (and defining its kernels) at start-up.
         from . import _units
 
         parts = min(limit, _cpu_count())
@@ -509,10 +511,8 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths,
                            leak, reverse, parts)
             return
-    if type(w_hh) is np.ndarray:
-        dense, sparse = w_hh, None
-    else:
-        dense = None
+    sparse = None
+    if dense is None:
         sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
     if lengths is None:
         order = lens = None
