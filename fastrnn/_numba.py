@@ -1,22 +1,21 @@
-"""Numba backend: the whole forward pass in compiled code, one of four paths.
+"""Numba backend: the whole forward pass in compiled code, one of three paths.
 
 Chosen in :func:`forward` (measured on the 2-core AVX-512 machine):
 
 =====================  ==========================================================
 path                   when
 =====================  ==========================================================
-units split            B = 1, dense w_hh with H >= SPLIT_MIN_HIDDEN or sparse
-                       with at least SPLIT_MIN_NONZEROS non-zeros, from
-                       SPLIT_MIN_FMAS multiply-adds on, more than one thread:
-                       each thread computes its share of the units every
-                       step, with a barrier between steps (fastrnn._units)
-blocked, one thread    otherwise dense H < BLAS_MIN_HIDDEN or sparse w_hh,
-                       with fewer than PARALLEL_MIN_FMAS multiply-adds, or B = 1
-blocked, threads       the same with more work and B >= 2: each thread runs
+units split            more than one thread allowed, from SPLIT_MIN_FMAS
+                       multiply-adds on, and either B = 1 with a dense w_hh of
+                       H >= SPLIT_MIN_HIDDEN or a sparse one with at least
+                       SPLIT_MIN_NONZEROS non-zeros, or 2 <= B < 4 x threads
+                       with a dense H >= BATCH_SPLIT_MIN_HIDDEN: each thread
+                       computes its share of the units every step, with a
+                       barrier between steps (fastrnn._units)
+blocked, threads       otherwise B >= 2 from PARALLEL_MIN_FMAS multiply-adds
+                       on, more than one thread allowed: each thread runs
                        every step for its share of the batch
-BLAS                   otherwise dense w_hh with H >= BLAS_MIN_HIDDEN (256),
-                       unless one thread is allowed (threads=1,
-                       FASTRNN_NUM_THREADS=1)
+blocked, one thread    everything else
 =====================  ==========================================================
 
 Every path: samples are taken longest first, so the sequences still running
@@ -26,13 +25,16 @@ a chunk of steps at a time into a fixed-size buffer (still in cache when the
 recurrence reads it back; no buffer grows with T, so return_sequences=False
 runs in O(B*H + chunk) memory); nothing is allocated per step.
 
-Blocked: both products run in our register-blocked AVX-512 kernel
-(fastrnn._gemm), not BLAS: per-step BLAS calls cost microseconds at small
-sizes, and BLAS threads that keep spinning after a call would fight ours for
-the cores. A sparse w_hh (CSR) replaces the recurrent product with a
-gather-and-sum over its non-zeros. BLAS: SciPy's BLAS (Numba's np.dot) for
-both products, on all cores; our kernel has no cache blocking for weights
-that outgrow L2. Importing this module imports Numba; the NumPy backend never
+Both products run in our register-blocked AVX-512 kernel (fastrnn._gemm) on
+weights packed in panels, never BLAS: per-step BLAS calls cost microseconds at
+small sizes, OpenBLAS threads that keep spinning after a call fight ours for
+the cores, and the packed kernel ran at about a core's full rate even with
+the weights streamed from L3 (float32 (32, 50, 1024, 1024): 197 GFLOP/s on
+two threads, against 142 for the per-step BLAS path this replaced). The
+threads of the blocked path share one packed copy of the weights: two
+private copies of H = 1024 float64 weights (16 MB each) overflowed L3. A
+sparse w_hh (CSR) replaces the recurrent product with a gather-and-sum over
+its non-zeros. Importing this module imports Numba; the NumPy backend never
 does.
 """
 
@@ -48,16 +50,12 @@ from numba import njit
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
-from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows
+from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
 from ._simd import vadd, vfma, vgather, vload, vstore, vzero
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
 CHUNK_ELEMENTS = 32 * 1024
-# The same for the BLAS path: fewer, larger calls.
-BLAS_CHUNK_ELEMENTS = 1 << 20
-# From this hidden size on, BLAS runs the products (see _forward_blas).
-BLAS_MIN_HIDDEN = 256
 # A forward is split across threads from this many multiply-adds on (about
 # 100 us of work): below it, handing work to a thread costs more than it saves.
 PARALLEL_MIN_FMAS = 2_000_000
@@ -76,16 +74,11 @@ _SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 # ... and from this much work per call: starting the threads costs about
 # 100 us.
 SPLIT_MIN_FMAS = 20_000_000
-
-
-@njit(**KERNEL_JIT)
-def _pack_transposed(w, packed):
-    # (H, K) -> packed (K, width), zero-padded beyond H: row k holds every
-    # output unit's weight for input k.
-    h_out, inner = w.shape
-    for k in range(inner):
-        for j in range(h_out):
-            packed[k, j] = w[j, k]
+# A batch too small to give each thread a block of 4 samples (B < 4 x
+# threads) is split by units from this dense hidden size on: split by samples,
+# its threads would run the latency-bound one-sample product (float32 B = 4,
+# H = 512: 173 GFLOP/s by units, 98 by samples).
+BATCH_SPLIT_MIN_HIDDEN = 256
 
 
 @njit(**KERNEL_JIT)
@@ -100,14 +93,41 @@ def _add_biases(bias, b_ih, b_hh):
 
 
 @njit(**JIT)
+def _pack_weights(w_ih, w_hh, weights):
+    # weights: (I + H, width) rows (I rows for a sparse w_hh), zeroed <-
+    # w_ih.T, then w_hh.T, each packed for _gemm.matmul_rows.
+    hidden, input_size = w_ih.shape
+    lanes = ALIGN_BYTES // weights.itemsize
+    vectors = weights.shape[1] // lanes
+    pack_columns(w_ih, 0, hidden, weights[:input_size].reshape(input_size * vectors, lanes))
+    if w_hh is not None:
+        pack_columns(w_hh, 0, hidden,
+                     weights[input_size:input_size + hidden].reshape(hidden * vectors, lanes))
+
+
+@njit(**JIT)
+def _packed_weights(w_ih, w_hh, like):
+    # The packed weights of _pack_weights in a buffer of their own, for
+    # threads that share them (one copy in L3, not one per thread).
+    hidden, input_size = w_ih.shape
+    lanes = ALIGN_BYTES // like.itemsize
+    used = hidden if w_hh is not None else hidden + 1  # as in _forward_range
+    width = (used + lanes - 1) // lanes * lanes
+    weights = aligned_zeros(input_size + hidden, width, like)
+    _pack_weights(w_ih, w_hh, weights)
+    return weights
+
+
+@njit(**JIT)
 def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
-                   lens, leak, reverse, b_start, count):
+                   lens, leak, reverse, b_start, count, weights):
     # Our blocked kernel (dense w_hh) or the sparse product (w_hh None,
     # sparse = _sell_pack's tuple) for `count` samples, all their steps: samples order[0..count)
     # (sorted by length, longest first; lens their lengths) or, with order
     # None, b_start.. (every sequence T steps long). x: (B, T, I) if
     # batch_first else (T, B, I), any layout; out: x's layout with H
-    # features, or None.
+    # features, or None. weights: _packed_weights(w_ih, w_hh), or None to
+    # pack them here.
     n1, n2, input_size = x.shape
     hidden = h_n.shape[1]
     steps_total = n2 if batch_first else n1
@@ -130,27 +150,32 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     #   acc     count rows  the recurrent product
     #   pre     chunk*count the input product (+ biases) of a chunk of steps,
     #                       step-major, only the running samples' rows
-    #   w_ih_p  I rows      w_ih.T, padded;  w_hh_p  H rows  w_hh.T, padded
-    #                       (dense), or the sparse product's rows in its
-    #                       order, count rows (sparse)
+    #   sorted  count rows  the sparse product in its row order (sparse only)
     #   bias, leak, keep    1 row each
+    #   weights I + H rows  w_ih.T and w_hh.T packed (_pack_weights), unless
+    #                       given
     pre_rows = chunk * count
-    packed = input_size + (hidden if w_hh is not None else count)
-    work = aligned_zeros(2 * count + pre_rows + packed + 3, width, h_n)
+    sorted_rows = count if w_hh is None else 0
+    weight_rows = input_size + (hidden if w_hh is not None else 0)
+    tail = 2 * count + pre_rows + sorted_rows
+    work = aligned_zeros(tail + 3 + (weight_rows if weights is None else 0), width, h_n)
     state = work[:count]
     _load_state(state, h0, order, b_start)
     if longest > 0:
         acc = work[count:2 * count]
         pre = work[2 * count:2 * count + pre_rows]
-        first = 2 * count + pre_rows
-        w_ih_p = work[first:first + input_size]
-        w_hh_p = work[first + input_size:first + packed]
-        tail = first + packed
+        sorted_acc = work[2 * count + pre_rows:tail]
         bias, leak_row, keep = work[tail], work[tail + 1], work[tail + 2]
         _prepare_rows(bias, leak_row, keep, b_ih, b_hh, leak)
-        _pack_transposed(w_ih, w_ih_p)
-        if w_hh is not None:
-            _pack_transposed(w_hh, w_hh_p)
+        if weights is None:
+            packed = work[tail + 3:]
+            _pack_weights(w_ih, w_hh, packed)
+        else:
+            packed = weights
+        vectors = packed.shape[1] // lanes
+        w_ih_p = packed[:input_size].reshape(input_size * vectors, lanes)
+        w_hh_p = packed[input_size:weight_rows].reshape((weight_rows - input_size) * vectors,
+                                                        lanes)
         gathered = np.empty((pre_rows, input_size), dtype=h_n.dtype)
         row_start = np.empty(chunk, dtype=np.int64)
         active = count
@@ -163,7 +188,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
             for s in range(s0, s1):
                 active = _running(lens, active, s)
                 if sparse is not None:
-                    _sparse_product(state, active, sparse, w_hh_p, acc)
+                    _sparse_product(state, active, sparse, sorted_acc, acc)
                 else:
                     matmul_rows(state, active, hidden, w_hh_p, acc)
                 # _activate_step, written out: at H = 8 the call (some 60
@@ -184,63 +209,6 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
                         _store(out, state, i, b_start + i if order is None else order[i],
                                _time(s, i, lens, steps_total, reverse), hidden, batch_first)
     _finish(out, h_n, state, order, lens, b_start, steps_total, batch_first)
-
-
-@njit(**JIT)
-def _forward_blas(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, order, lens,
-                  leak, reverse):
-    # Large hidden sizes: BLAS (SciPy's, through Numba's np.dot) for the
-    # hoisted input product and one product per step, on all cores; only
-    # the activation is ours. Our blocked kernel has no cache blocking for
-    # weights that outgrow L2. w_ih and w_hh are C-contiguous. Same
-    # arguments as _forward_range, for the whole batch.
-    n1, n2, input_size = x.shape
-    count, hidden = h_n.shape
-    steps_total = n2 if batch_first else n1
-    longest = _longest(lens, count, steps_total)
-    chunk = max(1, min(longest, BLAS_CHUNK_ELEMENTS // max(1, count * hidden)))
-    pre_rows = chunk * count
-    work = np.zeros((2 * count + pre_rows + 3, hidden), dtype=h_n.dtype)
-    state = work[:count]
-    _load_state(state, h0, order, 0)
-    if longest > 0:
-        pre = work[2 * count:2 * count + pre_rows]
-        tail = 2 * count + pre_rows
-        bias, leak_row, keep = work[tail], work[tail + 1], work[tail + 2]
-        _prepare_rows(bias, leak_row, keep, b_ih, b_hh, leak)
-        acc_flat = np.empty(count * hidden, dtype=h_n.dtype)
-        gathered = np.empty((pre_rows, input_size), dtype=h_n.dtype)
-        row_start = np.empty(chunk, dtype=np.int64)
-        # Small float32 batches: OpenBLAS ran w_hh @ state.T (H x B) at 191
-        # GFLOP/s where state @ w_hh.T ran at 135 (B=32, H=1024). Reading the
-        # product transposed cost more than it saved at B=128; float64 showed
-        # no gap.
-        transposed = h_n.itemsize == 4 and count <= 32
-        active = count
-        for s0 in range(0, longest, chunk):
-            s1 = min(longest, s0 + chunk)
-            rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, 0,
-                           steps_total, reverse, batch_first)
-            if input_size > 0:
-                np.dot(gathered[:rows], w_ih.T, pre[:rows])
-            else:
-                pre[:rows] = 0
-            _add_bias(pre, rows, bias, hidden)
-            for s in range(s0, s1):
-                active = _running(lens, active, s)
-                if transposed:
-                    acc_t = acc_flat[:hidden * active].reshape(hidden, active)
-                    np.dot(w_hh, state[:active].T, acc_t)
-                    _activate_step(pre, row_start[s - s0], acc_t.T, state, active, hidden,
-                                   relu, leak, leak_row, keep, out, order, lens, 0, s,
-                                   steps_total, reverse, batch_first)
-                else:
-                    acc = acc_flat[:active * hidden].reshape(active, hidden)
-                    np.dot(state[:active], w_hh.T, acc)
-                    _activate_step(pre, row_start[s - s0], acc, state, active, hidden, relu,
-                                   leak, leak_row, keep, out, order, lens, 0, s, steps_total,
-                                   reverse, batch_first)
-    _finish(out, h_n, state, order, lens, 0, steps_total, batch_first)
 
 
 @njit(**KERNEL_JIT)
@@ -336,28 +304,6 @@ def _time(s, i, lens, steps_total, reverse):
     if lens is None:
         return steps_total - 1 - s
     return lens[i] - 1 - s
-
-
-@njit(**KERNEL_JIT)
-def _activate_step(pre, base, acc, state, active, hidden, relu, leak, leak_row, keep, out,
-                   order, lens, b_start, s, steps_total, reverse, batch_first):
-    # h_t = act(pre-activation + recurrent product), leaky if asked, written
-    # to the state that the next step's product reads and to the output.
-    # Plain 2-D indexing, no row slices: a slice costs a reference-count
-    # update, which at H = 8 was most of the step.
-    for i in range(active):
-        r = base + i
-        if relu:
-            for j in range(hidden):
-                state[i, j] = _leaky(_relu(pre[r, j] + acc[i, j]), state[i, j], leak, leak_row,
-                                     keep, j)
-        else:
-            for j in range(hidden):
-                state[i, j] = _leaky(_tanh(pre[r, j] + acc[i, j]), state[i, j], leak, leak_row,
-                                     keep, j)
-        if out is not None:
-            _store(out, state, i, b_start + i if order is None else order[i],
-                   _time(s, i, lens, steps_total, reverse), hidden, batch_first)
 
 
 @njit(**dict(KERNEL_JIT, inline="always"))
@@ -499,21 +445,6 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     else:
         recurrent = w_hh.nnz
         big = recurrent >= SPLIT_MIN_NONZEROS
-    if batch == 1 and big and limit > 1 and _SPLIT_AVAILABLE:
-        # Imported here: most programs never take this path, so they need
-        # not pay for importing it (and defining its kernels) at start-up.
-        from . import _units
-
-        parts = min(limit, _cpu_count())
-        steps = x.shape[1] if batch_first else x.shape[0]
-        steps = steps if lengths is None else int(lengths[0])
-        if parts > 1 and steps * (x.shape[2] * hidden + recurrent) >= SPLIT_MIN_FMAS:
-            _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths,
-                           leak, reverse, parts)
-            return
-    sparse = None
-    if dense is None:
-        sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
     if lengths is None:
         order = lens = None
         rows = x.shape[0] * x.shape[1]
@@ -522,21 +453,33 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         order = np.argsort(-lengths, kind="stable")
         lens = lengths[order]
         rows = int(lens.sum())
-    # BLAS runs on threads of its own; with one thread allowed, our kernel
-    # runs on the caller's thread instead.
-    if dense is not None and hidden >= BLAS_MIN_HIDDEN and limit > 1:
-        _forward_blas(x, np.ascontiguousarray(w_ih), np.ascontiguousarray(dense), b_ih, b_hh,
-                      h0, out, h_n, relu, batch_first, order, lens, leak, reverse)
-        return
-    if batch < 2 or limit < 2 or rows * (x.shape[2] * hidden + recurrent) < PARALLEL_MIN_FMAS:
+    work = rows * (x.shape[2] * hidden + recurrent)  # multiply-adds of the call
+    if limit > 1 and work >= SPLIT_MIN_FMAS and _SPLIT_AVAILABLE:
+        parts = min(limit, _cpu_count())
+        if parts > 1 and (big if batch == 1 else dense is not None
+                          and hidden >= BATCH_SPLIT_MIN_HIDDEN and batch < 4 * parts):
+            # Imported here: most programs never take this path, so they
+            # need not pay for importing it (and defining its kernels) at
+            # start-up.
+            from . import _units
+
+            _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
+                           lens, leak, reverse, parts)
+            return
+    sparse = None
+    if dense is None:
+        sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
+    if batch < 2 or limit < 2 or work < PARALLEL_MIN_FMAS:
         _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                       order, lens, leak, reverse, 0, batch)
+                       order, lens, leak, reverse, 0, batch, None)
         return
     # Samples are independent: each thread runs every step for its share of
-    # the batch (the kernels release the GIL), with no per-step hand-off.
-    # With lengths, thread p takes every parts-th sequence of the sorted
-    # order, so that each gets a fair share of long and short ones.
+    # the batch (the kernels release the GIL), with no per-step hand-off,
+    # all reading one packed copy of the weights. With lengths, thread p
+    # takes every parts-th sequence of the sorted order, so that each gets
+    # a fair share of long and short ones.
     parts = min(limit, batch)
+    weights = _packed_weights(w_ih, dense, h_n)
     jobs: list[tuple[np.ndarray | None, np.ndarray | None, int, int]] = []
     for p in range(parts):
         if order is None or lens is None:
@@ -548,11 +491,11 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     pool = _thread_pool()
     futures = [
         pool.submit(_forward_range, x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu,
-                    batch_first, job_order, job_lens, leak, reverse, start, count)
+                    batch_first, job_order, job_lens, leak, reverse, start, count, weights)
         for job_order, job_lens, start, count in jobs[1:]
     ]
     job_order, job_lens, start, count = jobs[0]
     _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                   job_order, job_lens, leak, reverse, start, count)
+                   job_order, job_lens, leak, reverse, start, count, weights)
     for future in futures:
         future.result()

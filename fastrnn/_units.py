@@ -1,23 +1,39 @@
-"""One sequence on several threads: its hidden units split between them.
+"""Several threads on one forward: the hidden units split between them.
 
-A single sequence (B = 1) cannot be split over its batch, nor over time; its
-hidden units can. Thread ``p`` of ``parts`` owns units ``cuts[p]..cuts[p+1]``,
-a contiguous run with about the same share of w_hh as the others': equal
-rows of a dense w_hh, kept in the thread's own buffer (and so in its own L2
-from step to step, when it fits), or equal non-zeros of a sparse one, packed
-for the gathers as in ``_numba._sell_pack``. Every step it computes its
-units' new state from the whole previous state, then publishes the step;
+The batch can be split across threads (``_numba``'s blocked path), but one
+sequence cannot, nor can time; the hidden units always can. Thread ``p`` of
+``parts`` owns units ``cuts[p]..cuts[p+1]``, a contiguous run with about the
+same share of w_hh as the others': equal rows of a dense w_hh, kept in the
+thread's own buffer (and so in its own L2 from step to step, when it fits),
+or equal non-zeros of a sparse one, packed for the gathers as in
+``_numba._sell_pack``. Every step it computes its units' new state, for every
+running sample, from the whole previous state, then publishes the step;
 before the next step it waits for every thread (``_sync.wait_all``), which
 costs about half a microsecond here.
 
-The state is double-buffered in ``states`` (2 rows): step ``s`` reads row
-``s % 2`` and writes row ``(s + 1) % 2``, so one barrier per step suffices (a
-thread overwrites a row only after every thread has finished reading it).
-Column H of each row is the gathers' padding column, always zero. The cuts
+This also suits a batch once w_hh outgrows a core's L2 (dense H >= 256
+here): split by units, each thread reads only its share of w_hh each step,
+and both products run in our register-blocked kernel at about a core's full
+rate, instead of per-step BLAS calls with their own thread pool.
+
+The products, by case (all into ``acc``, this thread's units only):
+
+- one sample, dense: each of this thread's rows of w_hh dotted with the
+  state (rows read front to back, as the prefetchers like);
+- several samples, dense: ``_gemm.matmul_rows`` of the states and this
+  thread's columns of w_hh.T (4 samples x 4 vectors of units per block);
+- sparse: the SELL-C-sigma gathers of ``_numba.sell_product``, per sample.
+
+The state is double-buffered in ``state_a`` and ``state_b`` ((B, >= H + 1)
+each): step ``s`` reads one and writes the other, so one barrier per step
+suffices (a thread overwrites a buffer only after every thread has finished
+reading it). Column H is the gathers' padding column, always zero. The cuts
 are multiples of a cache line, so no two threads ever write one line of the
 state or the output: when the threads' units were interleaved (the packed
 order of the whole matrix), writes to shared lines cost a third of the
-speed-up.
+speed-up. As on every path, samples are taken longest first, so the running
+ones are a prefix of the batch; a sample's final state stays in the buffer
+its last step wrote.
 
 The threads are started per call, not taken from a pool: every part must run
 at once, and a pool shared with concurrent callers could hold back some
@@ -36,19 +52,19 @@ from numba import njit
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
-from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows
-from ._numba import _sell_pack, sell_product
+from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
+from ._numba import _gather, _longest, _running, _sell_pack, _time, sell_product
 from ._simd import vfma, vload, vstore, vzero
 from ._sync import FLAG_STRIDE, store_release, wait_all
 
-# The hoisted input product of a chunk of steps: about this many elements,
-# so that it is read back from cache.
+# The hoisted input product of a chunk of steps: about this many elements
+# per thread, so that it is read back from cache.
 CHUNK_ELEMENTS = 32 * 1024
 
 
 @njit(**KERNEL_JIT)
-def _matvec_rows(w, rows, states, cur, scratch, acc):
-    # acc[j] = w[j] . states[cur] for j < rows: w (rows, Hp) holds this
+def _matvec_rows(w, rows, state, scratch, acc):
+    # acc[0, j] = w[j] . state[0] for j < rows: w (rows, Hp) holds this
     # part's rows of w_hh, zero-padded to Hp (a multiple of the lanes), and is
     # read front to back, as the prefetchers like. Four rows at a time; each
     # row's vector of partial sums is then added up through `scratch`.
@@ -61,7 +77,7 @@ def _matvec_rows(w, rows, states, cur, scratch, acc):
         a2 = vzero(acc)
         a3 = vzero(acc)
         for k in range(0, padded, lanes):
-            v = vload(states, cur, k)
+            v = vload(state, 0, k)
             a0 = vfma(vload(w, j, k), v, a0)
             a1 = vfma(vload(w, j + 1, k), v, a1)
             a2 = vfma(vload(w, j + 2, k), v, a2)
@@ -74,65 +90,83 @@ def _matvec_rows(w, rows, states, cur, scratch, acc):
             total = scratch[r, 0]
             for q in range(1, lanes):
                 total += scratch[r, q]
-            acc[j + r] = total
+            acc[0, j + r] = total
         j += 4
     while j < rows:
         a0 = vzero(acc)
         for k in range(0, padded, lanes):
-            a0 = vfma(vload(w, j, k), vload(states, cur, k), a0)
+            a0 = vfma(vload(w, j, k), vload(state, 0, k), a0)
         vstore(scratch, 0, 0, a0)
         total = scratch[0, 0]
         for q in range(1, lanes):
             total += scratch[0, q]
-        acc[j] = total
+        acc[0, j] = total
         j += 1
 
 
 @njit(**KERNEL_JIT)
-def _sparse_rows(states, cur, sparse, product, acc):
-    # acc[j] = (row j of this part's w_hh) . states[cur], over the non-zeros:
+def _sparse_rows(state, active, sparse, product, acc):
+    # acc[i, j] = (row j of this part's w_hh) . state[i], over the non-zeros:
     # into `product` in the packed row order, then put back in unit order.
-    sell_product(states, cur, sparse, product, 0)
     order = sparse[1]
-    for r in range(order.shape[0]):
-        acc[order[r]] = product[0, r]
+    for i in range(active):
+        sell_product(state, i, sparse, product, i)
+        for r in range(order.shape[0]):
+            acc[i, order[r]] = product[i, r]
 
 
 @njit(**JIT)
-def _forward_part(x, w_ih, b_ih, b_hh, leak, u0, u1, dense, sparse, states, out, relu,
-                  batch_first, steps, reverse, part, parts, flags):
-    # Steps 0..steps-1 of sample 0 of x ((1, T, I) if batch_first else
-    # (T, 1, I)) for units u0..u1-1, whose rows of w_hh are those of `dense`
-    # (the whole (H, H) array) or `sparse` (_sell_pack of those rows only).
-    # Returns False if another part aborted.
-    hidden = 0 if dense is None else dense.shape[1]
-    lanes = ALIGN_BYTES // states.itemsize
-    input_size = x.shape[2]
+def _forward_part(x, w_ih, b_ih, b_hh, leak, u0, u1, dense, sparse, state_a, state_b, out,
+                  relu, batch_first, order, lens, reverse, part, parts, flags):
+    # Every step of the B samples (the rows of state_a) for units u0..u1-1,
+    # whose rows of w_hh are those of `dense` (the whole (H, H) array) or
+    # `sparse` (_sell_pack of those rows only). Samples order[i] (longest
+    # first, lens their lengths) or, with order None, sample i (every one T
+    # steps long). Returns False if another part aborted.
+    n1, n2, input_size = x.shape
+    steps_total = n2 if batch_first else n1
+    count = state_a.shape[0]
+    hidden = w_ih.shape[0]
+    lanes = ALIGN_BYTES // state_a.itemsize
     mine = u1 - u0
     width = max(lanes, (mine + lanes - 1) // lanes * lanes)
-    chunk = max(1, min(steps, CHUNK_ELEMENTS // width))
-    # pre: chunk rows (input product + biases); w_ih_p: I rows (w_ih.T for
-    # these units); scratch: 4 rows; product, acc, bias, leak_row, keep:
-    # 1 row each.
-    work = aligned_zeros(chunk + input_size + 4 + 5, width, states)
-    pre = work[:chunk]
-    w_ih_p = work[chunk:chunk + input_size]
-    tail = chunk + input_size
+    longest = _longest(lens, count, steps_total)
+    chunk = max(1, min(longest, CHUNK_ELEMENTS // max(1, count * width)))
+    rowwise = dense is not None and count == 1
+    # One workspace, rows of `width`: pre (chunk * B rows: input product +
+    # biases), acc (B rows), w_ih_p (I rows: w_ih.T for these units,
+    # packed), w_hh_p (H rows: w_hh.T for these units, packed; dense, B > 1), product (B
+    # rows: the sparse product in packed order), scratch (4), bias,
+    # leak_row, keep (1 each).
+    pre_rows = chunk * count
+    packed = hidden if dense is not None and not rowwise else 0
+    products = count if sparse is not None else 0
+    first = pre_rows + count
+    tail = first + input_size + packed + products
+    work = aligned_zeros(tail + 7, width, state_a)
+    pre = work[:pre_rows]
+    acc = work[pre_rows:first]
+    w_ih_p = work[first:first + input_size]
+    w_hh_p = work[first + input_size:first + input_size + packed]
+    product = work[first + input_size + packed:tail]
     scratch = work[tail:tail + 4]
-    product = work[tail + 4:tail + 5]
-    acc, bias = work[tail + 5], work[tail + 6]
-    leak_row, keep = work[tail + 7], work[tail + 8]
-    # Dense: this part's rows of w_hh, each padded to a whole number of
-    # vectors. They stay in this thread's L2 from step to step when they fit.
+    bias, leak_row, keep = work[tail + 4], work[tail + 5], work[tail + 6]
+    # One sample, dense: this part's rows of w_hh, each padded to a whole
+    # number of vectors, for _matvec_rows.
     padded = (hidden + lanes - 1) // lanes * lanes
-    w_hh_p = aligned_zeros(mine if dense is not None else 0, padded, states)
+    w_rows = aligned_zeros(mine if rowwise else 0, padded, state_a)
+    vectors = width // lanes
     if dense is not None:
-        for j in range(mine):
-            for k in range(hidden):
-                w_hh_p[j, k] = dense[u0 + j, k]
+        if rowwise:
+            for j in range(mine):
+                for k in range(hidden):
+                    w_rows[j, k] = dense[u0 + j, k]
+        else:
+            w_hh_p = w_hh_p.reshape(hidden * vectors, lanes)
+            pack_columns(dense, u0, u1, w_hh_p)
+    w_ih_p = w_ih_p.reshape(input_size * vectors, lanes)
+    pack_columns(w_ih, u0, u1, w_ih_p)
     for j in range(mine):
-        for k in range(input_size):
-            w_ih_p[k, j] = w_ih[u0 + j, k]
         if b_ih is not None:
             bias[j] += b_ih[u0 + j]
         if b_hh is not None:
@@ -140,46 +174,72 @@ def _forward_part(x, w_ih, b_ih, b_hh, leak, u0, u1, dense, sparse, states, out,
         if leak is not None:
             leak_row[j] = leak[u0 + j]
             keep[j] = 1 - leak[u0 + j]
-    gathered = np.empty((chunk, input_size), dtype=states.dtype)
-    for s0 in range(0, steps, chunk):
-        s1 = min(steps, s0 + chunk)
-        for s in range(s0, s1):
-            t = steps - 1 - s if reverse else s
-            for k in range(input_size):
-                gathered[s - s0, k] = x[0, t, k] if batch_first else x[t, 0, k]
-        matmul_rows(gathered, s1 - s0, input_size, w_ih_p, pre)
-        for c in range(s1 - s0):
+    gathered = np.empty((pre_rows, input_size), dtype=state_a.dtype)
+    row_start = np.empty(chunk, dtype=np.int64)
+    active = count
+    for s0 in range(0, longest, chunk):
+        s1 = min(longest, s0 + chunk)
+        rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, 0, steps_total,
+                       reverse, batch_first)
+        matmul_rows(gathered, rows, input_size, w_ih_p, pre)
+        for r in range(rows):
             for j in range(mine):
-                pre[c, j] += bias[j]
+                pre[r, j] += bias[j]
         for s in range(s0, s1):
+            active = _running(lens, active, s)
             if not wait_all(flags, parts, s):
                 return False
-            cur = s % 2
-            nxt = 1 - cur
-            if sparse is None:
-                _matvec_rows(w_hh_p, mine, states, cur, scratch, acc)
+            cur, nxt = (state_a, state_b) if s % 2 == 0 else (state_b, state_a)
+            if sparse is not None:
+                _sparse_rows(cur, active, sparse, product, acc)
+            elif rowwise:
+                _matvec_rows(w_rows, mine, cur, scratch, acc)
             else:
-                _sparse_rows(states, cur, sparse, product, acc)
-            c = s - s0
-            if relu:
-                for j in range(mine):
-                    states[nxt, u0 + j] = _relu(pre[c, j] + acc[j])
-            else:
-                for j in range(mine):
-                    states[nxt, u0 + j] = _tanh(pre[c, j] + acc[j])
-            if leak is not None:
-                for j in range(mine):
-                    states[nxt, u0 + j] = (keep[j] * states[cur, u0 + j]
-                                           + leak_row[j] * states[nxt, u0 + j])
-            if out is not None:
-                t = steps - 1 - s if reverse else s
-                for j in range(mine):
+                matmul_rows(cur, active, hidden, w_hh_p, acc)
+            base = row_start[s - s0]
+            for i in range(active):
+                r = base + i
+                if relu:
+                    for j in range(mine):
+                        nxt[i, u0 + j] = _relu(pre[r, j] + acc[i, j])
+                else:
+                    for j in range(mine):
+                        nxt[i, u0 + j] = _tanh(pre[r, j] + acc[i, j])
+                if leak is not None:
+                    for j in range(mine):
+                        nxt[i, u0 + j] = keep[j] * cur[i, u0 + j] + leak_row[j] * nxt[i, u0 + j]
+                if out is not None:
+                    b = i if order is None else order[i]
+                    t = _time(s, i, lens, steps_total, reverse)
                     if batch_first:
-                        out[0, t, u0 + j] = states[nxt, u0 + j]
+                        for j in range(mine):
+                            out[b, t, u0 + j] = nxt[i, u0 + j]
                     else:
-                        out[t, 0, u0 + j] = states[nxt, u0 + j]
+                        for j in range(mine):
+                            out[t, b, u0 + j] = nxt[i, u0 + j]
             store_release(flags, part * FLAG_STRIDE, s + 1)
     return True
+
+
+@njit(**KERNEL_JIT)
+def _finish(out, h_n, state_a, state_b, order, lens, steps_total, batch_first):
+    # Each sample's final state (in the buffer its last step wrote: state_a
+    # after an even number of steps) into h_n, and zeros in the output past
+    # its length, as PyTorch's padded output.
+    hidden = h_n.shape[1]
+    for i in range(state_a.shape[0]):
+        b = i if order is None else order[i]
+        steps = steps_total if lens is None else lens[i]
+        final = state_a if steps % 2 == 0 else state_b
+        for j in range(hidden):
+            h_n[b, j] = final[i, j]
+        if out is not None:
+            for t in range(steps, steps_total):
+                for j in range(hidden):
+                    if batch_first:
+                        out[b, t, j] = 0
+                    else:
+                        out[t, b, j] = 0
 
 
 def split_units(indptr: np.ndarray, hidden: int, lanes: int, parts: int) -> list[int]:
@@ -198,14 +258,15 @@ def split_units(indptr: np.ndarray, hidden: int, lanes: int, parts: int) -> list
 
 def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
-            h_n: np.ndarray, relu: bool, batch_first: bool, lengths: np.ndarray | None,
-            leak: np.ndarray | None, reverse: bool, parts: int) -> None:
-    """One sequence (batch of 1) on ``parts`` threads (the caller's and
-    parts - 1 started here); w_hh a dense array or a canonical CSR matrix.
-    Same contract as ``_numba.forward`` otherwise."""
-    hidden = h_n.shape[1]
+            h_n: np.ndarray, relu: bool, batch_first: bool, order: np.ndarray | None,
+            lens: np.ndarray | None, leak: np.ndarray | None, reverse: bool,
+            parts: int) -> None:
+    """The whole batch on ``parts`` threads (the caller's and parts - 1
+    started here); w_hh a dense array or a canonical CSR matrix. ``order``
+    and ``lens``: the samples longest first and their lengths (None: every
+    sequence runs T steps). Same contract as ``_numba.forward`` otherwise."""
+    batch, hidden = h_n.shape
     steps_total = x.shape[1] if batch_first else x.shape[0]
-    steps = steps_total if lengths is None else int(lengths[0])
     lanes = ALIGN_BYTES // h_n.itemsize
     dense = w_hh if isinstance(w_hh, np.ndarray) else None
     packs: list[Any] = [None] * parts
@@ -219,17 +280,19 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             rows = slice(w_hh.indptr[u0], w_hh.indptr[u1])
             packs[p] = _sell_pack(indptr, w_hh.indices[rows], w_hh.data[rows], u1 - u0, hidden)
     # Column H is the padding column of the gathers: always zero.
-    states = aligned_zeros(2, (hidden + 1 + lanes - 1) // lanes * lanes, h_n)
+    columns = (hidden + 1 + lanes - 1) // lanes * lanes
+    state_a = aligned_zeros(batch, columns, h_n)
+    state_b = aligned_zeros(batch, columns, h_n)
     if h0 is not None:
-        states[0, :hidden] = h0[0]
+        state_a[:, :hidden] = h0 if order is None else h0[order]
     flags = np.zeros((parts + 1) * FLAG_STRIDE, dtype=np.int64)
     failures: list[BaseException] = []
 
     def run(part: int) -> None:
         try:
             _forward_part(x, w_ih, b_ih, b_hh, leak, cuts[part], cuts[part + 1], dense,
-                          packs[part], states, out, relu, batch_first, steps, reverse, part,
-                          parts, flags)
+                          packs[part], state_a, state_b, out, relu, batch_first, order, lens,
+                          reverse, part, parts, flags)
         except BaseException as exc:  # the other parts must not wait for this one
             failures.append(exc)
             flags[parts * FLAG_STRIDE] = 1
@@ -250,9 +313,4 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             worker.join()
     if failures:
         raise failures[0]
-    h_n[0] = states[steps % 2, :hidden]
-    if out is not None and steps < steps_total:
-        if batch_first:
-            out[0, steps:] = 0
-        else:
-            out[steps:, 0] = 0
+    _finish(out, h_n, state_a, state_b, order, lens, steps_total, batch_first)

@@ -29,9 +29,7 @@ Threads
 thread (of a ``distributed`` worker, or of Dask's default local thread pool)
 uses one thread, because that worker already runs one task per thread it was
 given (a ``LocalCluster`` gives its workers one thread per core between
-them), so more would oversubscribe the cores; ``distributed``'s nanny
-likewise starts workers with ``OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1``, which
-caps BLAS (the H >= 256 path). A task on the main thread (``scheduler=
+them), so more would oversubscribe the cores. A task on the main thread (``scheduler=
 "synchronous"``) uses :func:`fastrnn.forward`'s default (``FASTRNN_NUM_THREADS``,
 else every core). ``threads=k`` makes every task use at most k threads, e.g.
 when each worker has fewer threads than cores.

@@ -458,21 +458,6 @@ def test_cluster_workers_do_not_oversubscribe(client, make_problem, forward_tole
     assert views == [(1, 1, "1"), (1, 1, "1")]
 
 
-def test_cluster_blas_threads_capped(client):
-    # The H >= 256 path runs BLAS: distributed's nanny starts workers with
-    # OPENBLAS_NUM_THREADS=1, so BLAS does not multiply the worker's threads.
-    pytest.importorskip("threadpoolctl")
-
-    def blas_threads():
-        from threadpoolctl import threadpool_info
-
-        import fastrnn._numba  # noqa: F401  (loads SciPy's BLAS)
-        return sorted({pool["num_threads"] for pool in threadpool_info()
-                       if pool["user_api"] == "blas"})
-
-    assert list(client.run(blas_threads).values()) == [[1], [1]]
-
-
 def test_cluster_errors_travel_back(client, lazy_problem):
     problem, lazy = lazy_problem
     bad = problem["lengths"].copy()

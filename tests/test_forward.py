@@ -66,7 +66,7 @@ def test_textbook_example(backend):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("with_h0", [False, True])
 @pytest.mark.parametrize("batch_first", [True, False])
-@pytest.mark.parametrize("hidden_size", [4, 300])  # 300: the Numba backend's BLAS path
+@pytest.mark.parametrize("hidden_size", [4, 300])  # 300: several panels, a ragged last one
 def test_zero_steps(backend, check_forward, make_problem, dtype, with_h0, batch_first,
                     hidden_size):
     problem = make_problem(1, batch=3, steps=0, hidden_size=hidden_size, dtype=dtype,
@@ -104,7 +104,7 @@ def test_zero_batch(backend, check_forward, make_problem, dtype, batch_first, hi
     [(1, 1), (1, 5), (5, 1), (3, 16), (7, 17), (16, 130), (5, 300)],
 )
 def test_sizes(backend, check_forward, make_problem, dtype, input_size, hidden_size):
-    # 130 is no multiple of any vector width; 300 takes the Numba backend's BLAS path.
+    # 130 is no multiple of any vector width; 300 is several panels of the blocked product.
     problem = make_problem(4, batch=3, steps=9, input_size=input_size,
                            hidden_size=hidden_size, dtype=dtype, h0=True)
     check_forward(problem, backend)

@@ -2,10 +2,11 @@
 
 fastrnn._numba chooses a path by size (see its module docstring): the
 register-blocked kernel on one thread, the same kernel with the batch split
-across threads, and BLAS products from BLAS_MIN_HIDDEN on. The public tests
-reach every path only at sizes too large for a quick suite, so here each one
-is forced at small sizes, including the blocked product's remainders (rows not
-a multiple of 4, widths not a multiple of 4 vectors).
+across threads, and the units split (fastrnn._units, tested in
+tests/test_units.py). The public tests reach every path only at sizes too large
+for a quick suite, so here each one is forced at small sizes, including the
+blocked product's remainders (rows not a multiple of 4, widths not a multiple
+of 4 vectors) and the packing of the weights into panels.
 """
 
 from __future__ import annotations
@@ -15,9 +16,21 @@ import pytest
 
 pytest.importorskip("numba")
 
+import naive  # noqa: E402
+
+import fastrnn  # noqa: E402
 from fastrnn import _gemm, _numba  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
+
+
+def _packed(w, u0, u1, dtype):
+    # w[u0:u1].T packed into panels, as the kernels read it.
+    lanes = _gemm.ALIGN_BYTES // np.dtype(dtype).itemsize
+    vectors = -(-(u1 - u0) // lanes)
+    packed = _gemm.aligned_zeros(vectors * w.shape[1], lanes, np.zeros(1, dtype))
+    _gemm.pack_columns(w, u0, u1, packed)
+    return packed, vectors * lanes
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -29,16 +42,36 @@ def test_matmul_rows_matches_numpy(dtype, rows, inner, vectors):
     width = vectors * lanes
     rng = np.random.default_rng(rows * 1000 + inner * 10 + vectors)
     z = rng.standard_normal((rows, inner + 3)).astype(dtype)  # extra columns are ignored
-    like = np.zeros(1, dtype)
-    w = _gemm.aligned_zeros(inner, width, like)
-    w[:] = rng.standard_normal((inner, width))
-    acc = _gemm.aligned_zeros(rows, width, like)
+    w = rng.standard_normal((width, inner)).astype(dtype)  # (units, inner), as w_hh
+    packed, packed_width = _packed(w, 0, width, dtype)
+    assert packed_width == width
+    acc = _gemm.aligned_zeros(rows, width, np.zeros(1, dtype))
     acc[:] = np.nan  # every entry must be overwritten
-    assert w.ctypes.data % _gemm.ALIGN_BYTES == 0 and acc.ctypes.data % _gemm.ALIGN_BYTES == 0
-    _gemm.matmul_rows(z, rows, inner, w, acc)
-    expected = z[:, :inner].astype(np.float64) @ w.astype(np.float64)
+    assert packed.ctypes.data % _gemm.ALIGN_BYTES == 0
+    assert acc.ctypes.data % _gemm.ALIGN_BYTES == 0
+    _gemm.matmul_rows(z, rows, inner, packed, acc)
+    expected = z[:, :inner].astype(np.float64) @ w.T.astype(np.float64)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(acc, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("u0", "u1"), [(0, 5), (16, 83), (8, 8), (3, 300)])
+@pytest.mark.parametrize("fortran", [False, True])
+def test_pack_columns_of_a_slice_of_units(dtype, u0, u1, fortran):
+    # A thread of the units split packs its own units u0..u1 of w (any
+    # layout); lanes past u1 stay zero, so their products are zero.
+    rng = np.random.default_rng(u0 * 7 + u1)
+    w = rng.standard_normal((300, 37)).astype(dtype)
+    w = np.asfortranarray(w) if fortran else w
+    packed, width = _packed(w, u0, u1, dtype)
+    z = rng.standard_normal((6, 37)).astype(dtype)
+    acc = _gemm.aligned_zeros(6, width, np.zeros(1, dtype))
+    _gemm.matmul_rows(z, 6, 37, packed, acc)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    expected = z.astype(np.float64) @ w[u0:u1].T.astype(np.float64)
+    np.testing.assert_allclose(acc[:, :u1 - u0], expected, rtol=tolerance, atol=tolerance)
+    assert not acc[:, u1 - u0:].any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -65,19 +98,25 @@ def test_threaded_split(monkeypatch, check_forward, make_problem, dtype, batch_f
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch_first", [True, False])
-@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
-@pytest.mark.parametrize("h0", [True, False])
-def test_blas_path(check_forward, make_problem, dtype, batch_first, nonlinearity, h0):
-    hidden = _numba.BLAS_MIN_HIDDEN + 3
-    problem = make_problem(32, batch=3, steps=6, input_size=5, hidden_size=hidden, dtype=dtype,
-                           batch_first=batch_first, h0=h0)
-    check_forward(problem, "numba", nonlinearity=nonlinearity)
+@pytest.mark.parametrize("lengths", [None, [6, 0, 3, 6, 1, 5, 2, 6, 4, 4, 1]])
+def test_threaded_split_large_hidden(monkeypatch, assert_close, make_problem, dtype,
+                                     batch_first, lengths):
+    # Hidden sizes of several panels and a ragged last one, the batch
+    # split across threads that share one packed copy of the weights.
+    monkeypatch.setattr(_numba, "PARALLEL_MIN_FMAS", 0)
+    monkeypatch.setattr(_numba, "SPLIT_MIN_FMAS", 10**18)
+    monkeypatch.setattr(_numba, "_THREADS", 3)
+    problem = make_problem(32, batch=11, steps=6, input_size=5, hidden_size=259, dtype=dtype,
+                           batch_first=batch_first, h0=True)
+    output, h_n = fastrnn.forward(**problem, lengths=lengths, backend="numba")
+    expected_output, expected_h_n = naive.rnn(**problem, lengths=lengths)
+    assert_close(output, expected_output)
+    assert_close(h_n, expected_h_n)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_blas_path_no_input_features(check_forward, make_problem, dtype):
-    problem = make_problem(33, batch=2, steps=4, input_size=0,
-                           hidden_size=_numba.BLAS_MIN_HIDDEN, dtype=dtype)
+def test_no_input_features(check_forward, make_problem, dtype):
+    problem = make_problem(33, batch=2, steps=4, input_size=0, hidden_size=70, dtype=dtype)
     check_forward(problem, "numba")
 
 

@@ -2,7 +2,7 @@
 return_sequences, threads and the reverse direction (through run_layer).
 
 Every case is checked against tests/naive.py's per-sample, per-step loop.
-Hidden size 4 runs the Numba backend's blocked kernel, 300 its BLAS path;
+Hidden size 4 runs the Numba backend's blocked kernel, 300 several panels of it;
 (16, 120, 16, 64) is enough work for the batch to be split across threads.
 """
 
@@ -18,9 +18,9 @@ from fastrnn._api import run_layer
 scipy_sparse = pytest.importorskip("scipy.sparse")
 
 DTYPES = (np.float32, np.float64)
-# (batch, steps, input_size, hidden_size): blocked kernel, BLAS path, threads
+# (batch, steps, input_size, hidden_size): blocked kernel, wide, threads
 SHAPES = [(5, 7, 3, 4), (3, 6, 5, 300), (16, 120, 16, 64)]
-SHAPE_IDS = ["blocked", "blas", "threaded"]
+SHAPE_IDS = ["blocked", "wide", "threaded"]
 
 
 def _lengths(batch: int, steps: int, seed: int = 0) -> np.ndarray:

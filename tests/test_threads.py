@@ -1,9 +1,10 @@
 """fastrnn.forward called from many Python threads at once.
 
 * 8 threads making many calls, on problems that take every kernel path (the
-  one-thread blocked kernel, the threaded batch split, BLAS for H >= 256, the
-  sparse recurrent product, the NumPy backend), both dtypes, with and without
-  lengths: every result equals, bit for bit, the serial call's.
+  one-thread blocked kernel, the threaded batch split, the units split of a
+  small batch with H >= 256, the sparse recurrent product, the NumPy
+  backend), both dtypes, with and without lengths: every result equals, bit
+  for bit, the serial call's.
 * The compiled kernels release the GIL: another Python thread keeps running
   while one runs.
 * A fresh process whose 8 threads all make their first call at once (kernels
@@ -55,7 +56,8 @@ def _case(make_problem, seed, *, batch, steps, input_size, hidden_size, dtype=np
 
 
 # name -> forward's keyword arguments. "threaded" sizes are above the Numba
-# kernel's PARALLEL_MIN_FMAS (B >= 2), "blas" at BLAS_MIN_HIDDEN.
+# kernel's PARALLEL_MIN_FMAS (B >= 2); "units-split" cases above SPLIT_MIN_FMAS
+# with B < 4 x threads and H >= BATCH_SPLIT_MIN_HIDDEN.
 CASE_SPECS = {
     "small-f32": dict(batch=3, steps=20, input_size=4, hidden_size=8, dtype=np.float32),
     "small-f64": dict(batch=3, steps=20, input_size=4, hidden_size=8),
@@ -72,8 +74,10 @@ CASE_SPECS = {
     "threaded-time-major": dict(batch=10, steps=200, input_size=16, hidden_size=32,
                                 batch_first=False),
     "sparse": dict(batch=6, steps=100, input_size=8, hidden_size=32, sparse=True),
-    "blas-f32": dict(batch=4, steps=10, input_size=8, hidden_size=256, dtype=np.float32),
-    "blas-f64-lengths": dict(batch=5, steps=10, input_size=8, hidden_size=256, lengths=True),
+    "units-split-f32": dict(batch=4, steps=100, input_size=8, hidden_size=256,
+                            dtype=np.float32),
+    "units-split-f64-lengths": dict(batch=5, steps=150, input_size=8, hidden_size=256,
+                                    lengths=True),
     "numpy-backend": dict(batch=4, steps=20, input_size=4, hidden_size=8, lengths=True,
                           backend="numpy"),
     "h_n-only": dict(batch=10, steps=200, input_size=16, hidden_size=32,
@@ -143,7 +147,7 @@ def test_concurrent_calls_with_out(cases):
 @pytest.mark.parametrize(
     "size",
     [(1, 1_000_000, 4, 8), (4, 100_000, 16, 32), (2, 5_000, 64, 256)],
-    ids=["one-thread", "threaded", "blas"],
+    ids=["one-thread", "threaded", "units-split"],
 )
 def test_kernels_release_the_gil(make_problem, size):
     # While one thread is inside a long forward, the main thread keeps
@@ -273,9 +277,10 @@ def test_callers_threads_do_not_oversubscribe(tmp_path, threads, env, pool_expec
         assert pool == 0
 
 
-def test_threads_1_keeps_the_blas_path_on_the_calling_thread(tmp_path):
+def test_threads_1_keeps_a_large_call_on_the_calling_thread(tmp_path):
     # CPU time per thread of the process (/proc/self/task/*/stat) over calls
-    # with threads=1: other threads (BLAS's) should use next to none.
+    # with threads=1: other threads (fastrnn's, or any library's) should use
+    # next to none.
     if not Path("/proc/self/task").is_dir():
         pytest.skip("needs /proc/self/task")
     out = _run_child("""
@@ -293,7 +298,7 @@ def test_threads_1_keeps_the_blas_path_on_the_calling_thread(tmp_path):
                 found[int(tid)] = int(fields[11]) + int(fields[12])  # utime + stime
             return found
 
-        case = problem(2, 32, 50, 256, 1024, np.float32)  # BLAS path, ~20 ms a call
+        case = problem(2, 32, 50, 256, 1024, np.float32)  # ~20 ms a call
         fastrnn.forward(**case, threads=1)
         me = threading.get_native_id()
         before = ticks()

@@ -1,10 +1,11 @@
-"""One sequence split across threads by its units (fastrnn._units).
+"""A forward split across threads by its units (fastrnn._units).
 
 The path is taken for B = 1 with a large dense w_hh or a sparse one with many
-non-zeros, and long sequences; here its
-thresholds are lowered so that small problems take it, and every result is
-checked against the naive reference. Also: the thresholds as shipped, a part
-that fails (the others must not wait for it forever), and concurrent callers.
+non-zeros, and for small batches (B < 4 x threads) with a large dense w_hh,
+when there is enough work; here its thresholds are lowered so that small
+problems take it, and every result is checked against the naive reference.
+Also: the thresholds as shipped, a part that fails (the others must not wait
+for it forever), and concurrent callers.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ def _reservoir(hidden: int, dtype, density: float, seed: int = 3):
 
 @pytest.fixture
 def forced(monkeypatch):
-    """Every B = 1 call takes the split path, on 3 threads (an uneven split,
-    more threads than this machine's 2 cores); returns the list of part
-    counts the path was called with."""
+    """Every B = 1 call, and every dense call with B < 12, takes the split
+    path, on 3 threads (an uneven split, more threads than this machine's 2
+    cores); returns the list of part counts the path was called with."""
     monkeypatch.setattr(_numba, "SPLIT_MIN_NONZEROS", 0)
     monkeypatch.setattr(_numba, "SPLIT_MIN_HIDDEN", 0)
+    monkeypatch.setattr(_numba, "BATCH_SPLIT_MIN_HIDDEN", 0)
     monkeypatch.setattr(_numba, "SPLIT_MIN_FMAS", 0)
     monkeypatch.setattr(_numba, "_THREADS", 3)
     monkeypatch.setattr(_numba, "_cpu_count", lambda: 3)
@@ -81,6 +83,47 @@ def test_split_matches_naive(forced, make_problem, assert_close, dtype, batch_fi
                              nonlinearity, hidden, density):
     problem = _problem(make_problem, hidden, dtype, density, batch_first=batch_first, h0=True)
     _check(problem, assert_close, nonlinearity=nonlinearity)
+    assert forced == [3]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize(("batch", "hidden"), [(2, 1), (5, 17), (11, 70), (3, 130)])
+def test_split_batch_matches_naive(forced, make_problem, assert_close, dtype, batch_first,
+                                   nonlinearity, batch, hidden):
+    # Several samples: each thread's units of every sample, through the
+    # blocked product of the states and its packed columns of w_hh.T.
+    problem = make_problem(batch * 100 + hidden, batch=batch, steps=13, input_size=4,
+                           hidden_size=hidden, dtype=dtype, batch_first=batch_first, h0=True)
+    _check(problem, assert_close, nonlinearity=nonlinearity)
+    assert forced == [3]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("out", [False, True])
+def test_split_batch_lengths_leak_reverse(forced, make_problem, assert_close, dtype, reverse,
+                                          out):
+    # Lengths in any order (0 and T included): the running samples are a
+    # prefix of the sorted batch, and each one's final state is in the
+    # buffer its last step wrote.
+    problem = make_problem(41, batch=7, steps=9, input_size=3, hidden_size=45, dtype=dtype,
+                           h0=True)
+    lengths = np.array([3, 9, 0, 9, 1, 6, 4])
+    leak = np.linspace(0.1, 1.0, 45).astype(dtype)
+    buffer = np.full((7, 9, 90), 7.0, dtype=dtype) if out else None
+    h_n = np.empty((7, 45), dtype=dtype)
+    run_layer(problem["x"], problem["w_ih"], problem["w_hh"], problem["b_ih"],
+              problem["b_hh"], problem["h0"], None if buffer is None else buffer[..., :45],
+              h_n, relu=False, batch_first=True, lengths=lengths, leak=leak, reverse=reverse,
+              backend="numba")
+    expected_output, expected_h_n = naive.rnn(**problem, lengths=lengths, leak=leak,
+                                              reverse=reverse)
+    assert_close(h_n, expected_h_n)
+    if buffer is not None:
+        assert_close(buffer[..., :45], expected_output)
+        assert (buffer[..., 45:] == 7.0).all()
     assert forced == [3]
 
 
