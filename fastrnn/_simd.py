@@ -6,7 +6,8 @@ A register-blocked micro-kernel (several samples times several vectors of
 output units, accumulated over the inner dimension) needs its accumulators in
 registers, so they are written here as explicit LLVM vector values:
 ``<16 x float>`` or ``<8 x double>``, one AVX-512 register each. Only what the
-kernels use is defined: load, store, broadcast, fused multiply-add and gather.
+kernels use is defined: load, store, broadcast, fused multiply-add, gather,
+and a prefetch for writing.
 
 On a CPU without AVX-512, LLVM splits each vector into narrower ones; the
 code stays correct, only slower.
@@ -201,5 +202,30 @@ def vgather(typingctx, values, row, indices, pos):
             name)
         return builder.call(gather, [pointers, ir.Constant(ir.IntType(32), itemsize), mask,
                                      ir.Constant(vector_type, None)])
+
+    return signature, codegen
+
+
+@intrinsic
+def prefetch_write(typingctx, array, row, col):
+    """Ask for the cache line holding ``array[row, col]`` (a C-contiguous 2-D
+    float array) for writing (llvm.prefetch, x86 ``prefetchw``): the line is
+    fetched, and other cores' copies invalidated, before the stores that need
+    it. A hint: it never faults, and does nothing where unsupported."""
+    if not _is_float_matrix(array):
+        return None
+    signature = types.void(array, types.intp, types.intp)
+
+    def codegen(context, builder, sig, args):
+        pointer = builder.bitcast(_element_pointer(context, builder, sig, args),
+                                  ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(prefetch, [pointer, ir.Constant(i32, 1), ir.Constant(i32, 3),
+                                ir.Constant(i32, 1)])
+        return context.get_dummy_value()
 
     return signature, codegen
