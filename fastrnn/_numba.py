@@ -211,6 +211,14 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     _finish(out, h_n, state, order, lens, b_start, steps_total, batch_first)
 
 
+@njit(**JIT)
+def _forward_plain(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
+    # _forward_range for the whole batch, dense w_hh, no lengths, leak or
+    # reverse.
+    _forward_range(x, w_ih, w_hh, None, b_ih, b_hh, h0, out, h_n, relu, batch_first, None, None,
+                   None, False, 0, h_n.shape[0], None)
+
+
 @njit(**KERNEL_JIT)
 def _load_state(state, h0, order, b_start):
     # The initial state of the samples, in their order (zeros without h0).
@@ -436,9 +444,17 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     # call compiles only what it needs (compilation takes seconds). This
     # wrapper is part of every call's latency: keep it short.
     batch, hidden = h_n.shape
-    limit = _THREADS if threads is None else threads
     # w_hh: an ndarray, or a canonical CSR matrix (see _validate.as_sparse_csr).
     dense = w_hh if type(w_hh) is np.ndarray else None
+    if (lengths is None and leak is None and not reverse and dense is not None
+            and x.shape[0] * x.shape[1] * hidden * (x.shape[2] + hidden)
+            < min(PARALLEL_MIN_FMAS, SPLIT_MIN_FMAS)):
+        # Too little work for threads, whatever they are: straight to the
+        # one-thread kernel, through a call of few arguments (Numba's
+        # dispatch costs some 50 ns an argument).
+        _forward_plain(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+        return
+    limit = _THREADS if threads is None else threads
     if dense is not None:
         recurrent = hidden * hidden  # multiply-adds per sample and step
         big = hidden >= SPLIT_MIN_HIDDEN

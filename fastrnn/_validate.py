@@ -62,6 +62,38 @@ def _wrong_shape(name: str, array: np.ndarray, expected: tuple[int, ...],
     return ValueError(f"{name} must have shape {expected} {meaning}, got {array.shape}")
 
 
+def plain_shapes(x: Any, w_ih: Any, w_hh: Any, b_ih: Any,
+                 b_hh: Any) -> tuple[int, int, int] | None:
+    """(B, T, H) when the arrays of a call are already what every backend
+    takes: x a (B, T, I) or unbatched (T, I) ndarray of float32 or float64,
+    w_ih (H, I) and w_hh (H, H) dense ndarrays and the biases (H,) ndarrays
+    or None, all of x's dtype (B = -1 for unbatched x). None otherwise: the
+    caller then runs :func:`validate_forward`, which accepts or explains
+    every other case. A handful of comparisons, for the calls whose whole
+    forward takes microseconds."""
+    if type(x) is not np.ndarray or type(w_ih) is not np.ndarray or type(w_hh) is not np.ndarray:
+        return None
+    dtype = x.dtype
+    if (dtype is not FLOAT32 and dtype is not FLOAT64) or w_ih.dtype is not dtype:
+        return None
+    shape = x.shape
+    hidden, inputs = w_ih.shape if w_ih.ndim == 2 else (0, -1)
+    if hidden < 1 or inputs != shape[-1] or w_hh.dtype is not dtype or w_hh.shape != (hidden,
+                                                                                       hidden):
+        return None
+    if b_ih is not None and (type(b_ih) is not np.ndarray or b_ih.dtype is not dtype
+                             or b_ih.shape != (hidden,)):
+        return None
+    if b_hh is not None and (type(b_hh) is not np.ndarray or b_hh.dtype is not dtype
+                             or b_hh.shape != (hidden,)):
+        return None
+    if len(shape) == 3:
+        return shape[0], shape[1], hidden
+    if len(shape) == 2:
+        return -1, shape[0], hidden
+    return None
+
+
 def validate_forward(
     x: Any,
     w_ih: Any,
