@@ -125,17 +125,17 @@ def forward(
         if shapes is not None:
             batch, steps, hidden = shapes
             compute = get_backend(backend)
-            dtype = x.dtype  # type: ignore[union-attr]
+            given: np.ndarray = x  # type: ignore[assignment]  (plain_shapes checked it)
             if batch >= 0:
-                output = np.empty((batch, steps, hidden), dtype)
-                h_n = np.empty((batch, hidden), dtype)
-                compute(x, w_ih, w_hh, b_ih, b_hh, None, output, h_n, nonlinearity == "relu",
+                output = np.empty((batch, steps, hidden), given.dtype)
+                h_n = np.empty((batch, hidden), given.dtype)
+                compute(given, w_ih, w_hh, b_ih, b_hh, None, output, h_n, nonlinearity == "relu",
                         True, None, None, False, None)
                 return output, h_n
-            output = np.empty((1, steps, hidden), dtype)
-            h_n = np.empty((1, hidden), dtype)
-            compute(x[np.newaxis], w_ih, w_hh, b_ih, b_hh, None, output,  # type: ignore[index]
-                    h_n, nonlinearity == "relu", True, None, None, False, None)
+            output = np.empty((1, steps, hidden), given.dtype)
+            h_n = np.empty((1, hidden), given.dtype)
+            compute(given[np.newaxis], w_ih, w_hh, b_ih, b_hh, None, output, h_n,
+                    nonlinearity == "relu", True, None, None, False, None)
             return output[0], h_n[0]
     (x_arr, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, h0_arr, output, relu, batch_first_,
      unbatched, output_shape, batch, hidden, lengths_arr, leak_arr) = validate_forward(
