@@ -125,7 +125,7 @@ def forward(
         if shapes is not None:
             batch, steps, hidden = shapes
             compute = get_backend(backend)
-            given: np.ndarray = x  # type: ignore[assignment]  (plain_shapes checked it)
+            given: np.ndarray = x  # type: ignore[assignment]
             if batch >= 0:
                 output = np.empty((batch, steps, hidden), given.dtype)
                 h_n = np.empty((batch, hidden), given.dtype)
