@@ -5,6 +5,9 @@ textbook-size forward (B=1, T=10, I=4, H=8, float32) with backend="numba".
   folder each round), so every kernel is compiled;
 * warm: the same cache folder, filled by an untimed first process, so the
   kernels load from disk;
+* warm, without SciPy: the same in a child where importing SciPy fails, as
+  where it is not installed (fastrnn does not need it; where it is installed,
+  Numba imports scipy.linalg when it loads the first kernel);
 * import: ``import fastrnn`` alone (which does not import Numba);
 * python: an interpreter that imports nothing, the floor under all three.
 
@@ -44,6 +47,20 @@ t3 = time.perf_counter()
 assert out.shape == (1, 10, 8) and bool(np.isfinite(out).all())
 print(json.dumps({"import_s": t1 - t0, "first_forward_s": t3 - t2}))
 """
+
+# The child of CHILD_FORWARD in an interpreter where "import scipy" fails,
+# as where SciPy is not installed.
+CHILD_NO_SCIPY = """
+import importlib.abc, sys
+
+class NoSciPy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "scipy" or name.startswith("scipy."):
+            raise ImportError(f"{name} is blocked in this child")
+        return None
+
+sys.meta_path.insert(0, NoSciPy())
+""" + CHILD_FORWARD
 
 CHILD_IMPORT = """
 import json, sys, time
@@ -118,6 +135,20 @@ def test_warm_cache(benchmark, tmp_cache):
     benchmark.pedantic(target, rounds=5, iterations=1, warmup_rounds=1)
     record(benchmark, "warm cache: import + first forward, loading cached kernels",
            reports[1:])
+
+
+def test_warm_cache_without_scipy(benchmark, tmp_cache):
+    """As test_warm_cache, where SciPy cannot be imported."""
+    benchmark.group = GROUP
+    env = child_env(str(tmp_cache))
+    run_child(CHILD_FORWARD, env)  # fills the cache, untimed
+    reports: list[dict] = []
+
+    def target():
+        reports.append(run_child(CHILD_NO_SCIPY, env))
+
+    benchmark.pedantic(target, rounds=5, iterations=1, warmup_rounds=1)
+    record(benchmark, "warm cache, SciPy not installed: import + first forward", reports[1:])
 
 
 def test_import_only(benchmark, tmp_cache):

@@ -529,6 +529,10 @@ def main(args) -> int:
              if missing else ""), flush=True)
     if args.sizes:
         reservoir_cases = []
+    elif importlib.util.find_spec("scipy") is None:
+        # The reservoirs' w_hh is a SciPy sparse matrix.
+        print("reservoir cases skipped: SciPy is not installed (pip install scipy)")
+        reservoir_cases = []
     else:
         reservoir_cases = QUICK_RESERVOIR_CASES if args.quick else RESERVOIR_CASES
     report = run_report(sizes, dtypes, names, budget,
