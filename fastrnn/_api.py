@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._backends import get_backend
-from ._validate import plain_shapes, validate_forward
+from ._backends import _UNKNOWN, _small, get_backend, get_small
+from ._validate import plain_arrays, plain_shapes_agree, validate_forward
+
+_empty = np.empty  # a global lookup fewer per plain call
 
 
 def forward(
@@ -120,23 +122,31 @@ def forward(
             and (nonlinearity == "tanh" or nonlinearity == "relu")):
         # The plain call, checked in a few comparisons: at the textbook size
         # the whole forward takes a few microseconds, and the full validation
-        # would be half of it.
-        shapes = plain_shapes(x, w_ih, w_hh, b_ih, b_hh)
-        if shapes is not None:
-            batch, steps, hidden = shapes
-            compute = get_backend(backend)
+        # would be half of it. Anything these checks do not accept goes on to
+        # validate_forward, which accepts it or says what is wrong.
+        plain = plain_arrays(x, w_ih, w_hh, b_ih, b_hh)
+        if plain is not None:
+            batch, steps, hidden, dtype = plain
             given: np.ndarray = x  # type: ignore[assignment]
-            if batch >= 0:
-                output = np.empty((batch, steps, hidden), given.dtype)
-                h_n = np.empty((batch, hidden), given.dtype)
-                compute(given, w_ih, w_hh, b_ih, b_hh, None, output, h_n, nonlinearity == "relu",
-                        True, None, None, False, None)
-                return output, h_n
-            output = np.empty((1, steps, hidden), given.dtype)
-            h_n = np.empty((1, hidden), given.dtype)
-            compute(given[np.newaxis], w_ih, w_hh, b_ih, b_hh, None, output, h_n,
-                    nonlinearity == "relu", True, None, None, False, None)
-            return output[0], h_n[0]
+            if batch < 0:  # unbatched: one sequence
+                given = given[np.newaxis]
+            rows = batch if batch >= 0 else 1
+            small = _small.get(backend, _UNKNOWN)
+            if small is _UNKNOWN:
+                small = get_small(backend)
+            if small is not None and rows <= 1 and hidden <= small[1]:
+                output = _empty((rows, steps, hidden), dtype)
+                h_n = _empty((rows, hidden), dtype)
+                # The kernel compares the shapes itself (False: they
+                # disagree, and validate_forward below explains how).
+                if small[0](given, w_ih, w_hh, b_ih, b_hh, output, h_n, nonlinearity == "relu"):
+                    return (output, h_n) if batch >= 0 else (output[0], h_n[0])
+            elif plain_shapes_agree(given, w_ih, w_hh, b_ih, b_hh):  # type: ignore[arg-type]
+                output = _empty((rows, steps, hidden), dtype)
+                h_n = _empty((rows, hidden), dtype)
+                get_backend(backend)(given, w_ih, w_hh, b_ih, b_hh, None, output, h_n,
+                                     nonlinearity == "relu", True, None, None, False, None)
+                return (output, h_n) if batch >= 0 else (output[0], h_n[0])
     (x_arr, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, h0_arr, output, relu, batch_first_,
      unbatched, output_shape, batch, hidden, lengths_arr, leak_arr) = validate_forward(
         x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity, batch_first, out, lengths, leak,

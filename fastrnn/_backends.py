@@ -19,6 +19,10 @@ BACKENDS = {
 CHOICES = ("auto",) + tuple(BACKENDS)
 
 _loaded: dict[str, BackendForward] = {}
+# backend -> (forward_small, SMALL_MAX_HIDDEN) of its module, or None when it
+# has no kernel of its own for one small plain sequence (see get_small).
+_small: dict[str, tuple[BackendForward, int] | None] = {}
+_UNKNOWN: tuple[BackendForward, int] = (lambda *args: None, -1)  # not in _small yet
 _numba_missing: str | None = None  # why "auto" fell back, once known
 _auto_lock = threading.Lock()
 
@@ -53,6 +57,22 @@ def get_backend(backend: str) -> BackendForward:
                 "install it with `pip install numba`, or use backend='numpy'"
             ) from exc
     return _load(backend)
+
+
+def get_small(backend: str) -> tuple[BackendForward, int] | None:
+    """``(forward_small, max_hidden)`` of ``backend``'s module, when it has a
+    kernel of its own for the plain call of one sequence (B = 1) of at most
+    ``max_hidden`` units: ``forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n,
+    relu)``, x (1, T, I), no h0, every other option at its default. None
+    otherwise (then ``get_backend(backend)`` runs it)."""
+    if backend in _small:
+        return _small[backend]
+    forward = get_backend(backend)
+    module = importlib.import_module(forward.__module__)
+    small = getattr(module, "forward_small", None)
+    found = None if small is None else (small, module.SMALL_MAX_HIDDEN)
+    _small[backend] = found
+    return found
 
 
 def _auto() -> BackendForward:

@@ -51,11 +51,19 @@ from numba import njit
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
-from ._simd import vadd, vfma, vgather, vload, vstore, vzero
+from ._simd import vadd, vfma, vgather, vload, vsplat, vstore, vzero
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
 CHUNK_ELEMENTS = 32 * 1024
+# One sequence (B = 1) of a plain call (dense w_hh; no lengths, leak or
+# reverse) runs _forward_small up to this hidden size. Against
+# _forward_range, inside the kernel (float32 / float64 us): (T, I, H) =
+# (10, 4, 8) 0.73 / 0.79 against 1.12 / 1.28; (1000, 4, 8) 28.9 / 45.8
+# against 61.2 / 77.2; (100, 16, 32) 11.3 / 20.0 against 12.8 / 19.2; from
+# H = 64 or B = 4 on, _forward_range wins ((200, 8, 64): 48 / 102 against
+# 39 / 86).
+SMALL_MAX_HIDDEN = 32
 # A forward is split across threads from this many multiply-adds on (about
 # 100 us of work): below it, handing work to a thread costs more than it saves.
 PARALLEL_MIN_FMAS = 2_000_000
@@ -212,11 +220,100 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
 
 
 @njit(**JIT)
-def _forward_plain(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
-    # _forward_range for the whole batch, dense w_hh, no lengths, leak or
-    # reverse.
-    _forward_range(x, w_ih, w_hh, None, b_ih, b_hh, h0, out, h_n, relu, batch_first, None, None,
-                   None, False, 0, h_n.shape[0], None)
+def _forward_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
+    # The whole batch, dense w_hh, no lengths, leak or reverse, for the
+    # smallest problems (see SMALL_MAX_HIDDEN), where _forward_range's
+    # set-up (a chunked input product, a gather, the packing of two
+    # matrices) and its per-step overhead cost more than the arithmetic: one
+    # sample at a time, each step one product of the joint row [x_t, h] with
+    # [w_ih | w_hh].T, packed as one matrix of I + H rows.
+    hidden, input_size = w_ih.shape
+    lanes = ALIGN_BYTES // h_n.itemsize
+    vectors = (hidden + lanes - 1) // lanes
+    inner = input_size + hidden
+    joint = (inner + lanes - 1) // lanes
+    # Rows of `lanes` values: acc (the product), bias, the joint row, and
+    # the packed weights (`inner` rows a vector of units).
+    work = aligned_zeros(2 * vectors + joint + vectors * inner, lanes, h_n)
+    _run_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, work, vectors,
+               joint)
+
+
+@njit(**KERNEL_JIT)
+def _run_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, work, vectors,
+               joint):
+    n1, n2, input_size = x.shape
+    batch, steps = (n1, n2) if batch_first else (n2, n1)
+    hidden = w_ih.shape[0]
+    lanes = ALIGN_BYTES // h_n.itemsize
+    inner = input_size + hidden
+    acc = work[:vectors].reshape(1, vectors * lanes)
+    bias = work[vectors:2 * vectors].reshape(1, vectors * lanes)
+    z = work[2 * vectors:2 * vectors + joint].reshape(1, joint * lanes)
+    packed = work[2 * vectors + joint:]
+    for v in range(vectors):
+        # Row v * inner + k: units v * lanes.. of column k of [w_ih | w_hh].
+        first = v * lanes
+        count = min(lanes, hidden - first)
+        for k in range(input_size):
+            for lane in range(count):
+                packed[v * inner + k, lane] = w_ih[first + lane, k]
+        for k in range(hidden):
+            for lane in range(count):
+                packed[v * inner + input_size + k, lane] = w_hh[first + lane, k]
+    _add_biases(bias[0], b_ih, b_hh)
+    for b in range(batch):
+        for j in range(hidden):
+            z[0, input_size + j] = 0 if h0 is None else h0[b, j]
+        for t in range(steps):
+            for k in range(input_size):
+                z[0, k] = x[b, t, k] if batch_first else x[t, b, k]
+            for v in range(vectors):
+                # Two chains of multiply-adds: one sample is bound by their
+                # latency.
+                base = v * inner
+                a0 = vload(bias, 0, v * lanes)
+                a1 = vzero(work)
+                k = 0
+                while k + 2 <= inner:
+                    a0 = vfma(vload(packed, base + k, 0), vsplat(z[0, k]), a0)
+                    a1 = vfma(vload(packed, base + k + 1, 0), vsplat(z[0, k + 1]), a1)
+                    k += 2
+                if k < inner:
+                    a0 = vfma(vload(packed, base + k, 0), vsplat(z[0, k]), a0)
+                vstore(acc, 0, v * lanes, vadd(a0, a1))
+            if relu:
+                for j in range(hidden):
+                    z[0, input_size + j] = _relu(acc[0, j])
+            else:
+                for j in range(hidden):
+                    z[0, input_size + j] = _tanh(acc[0, j])
+            if out is not None:
+                for j in range(hidden):
+                    if batch_first:
+                        out[b, t, j] = z[0, input_size + j]
+                    else:
+                        out[t, b, j] = z[0, input_size + j]
+        for j in range(hidden):
+            h_n[b, j] = z[0, input_size + j]
+
+
+@njit(**JIT)
+def forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n, relu):
+    """The plain call (:func:`fastrnn._api.forward`'s fast path) of one small
+    sequence (B = 1, H <= SMALL_MAX_HIDDEN; any B computes correctly): x
+    (B, T, I) batch first, no h0, every other option at its default. Fewer
+    arguments than the backend contract, for a shorter dispatch (Numba's
+    costs some 50 ns an argument). The caller has checked the types and
+    dimensions only: the shapes are compared here, in compiled code, and a
+    mismatch returns False before anything is read."""
+    hidden, input_size = w_ih.shape
+    if (hidden < 1 or x.shape[2] != input_size or w_hh.shape[0] != hidden
+            or w_hh.shape[1] != hidden or (b_ih is not None and b_ih.shape[0] != hidden)
+            or (b_hh is not None and b_hh.shape[0] != hidden)):
+        return False
+    _forward_small(x, w_ih, w_hh, b_ih, b_hh, None, out, h_n, relu, True)
+    return True
 
 
 @njit(**KERNEL_JIT)
@@ -446,13 +543,12 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     batch, hidden = h_n.shape
     # w_hh: an ndarray, or a canonical CSR matrix (see _validate.as_sparse_csr).
     dense = w_hh if type(w_hh) is np.ndarray else None
-    if (lengths is None and leak is None and not reverse and dense is not None
-            and x.shape[0] * x.shape[1] * hidden * (x.shape[2] + hidden)
-            < min(PARALLEL_MIN_FMAS, SPLIT_MIN_FMAS)):
-        # Too little work for threads, whatever they are: straight to the
-        # one-thread kernel, through a call of few arguments (Numba's
-        # dispatch costs some 50 ns an argument).
-        _forward_plain(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+    if (batch == 1 and hidden <= SMALL_MAX_HIDDEN and hidden < SPLIT_MIN_HIDDEN
+            and lengths is None and leak is None and not reverse and dense is not None):
+        # One small sequence: no thread helps (the units split starts at
+        # H = SPLIT_MIN_HIDDEN); a kernel of its own, through a call of
+        # fewer arguments (Numba's dispatch costs some 50 ns an argument).
+        _forward_small(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
         return
     limit = _THREADS if threads is None else threads
     if dense is not None:

@@ -62,36 +62,50 @@ def _wrong_shape(name: str, array: np.ndarray, expected: tuple[int, ...],
     return ValueError(f"{name} must have shape {expected} {meaning}, got {array.shape}")
 
 
-def plain_shapes(x: Any, w_ih: Any, w_hh: Any, b_ih: Any,
-                 b_hh: Any) -> tuple[int, int, int] | None:
-    """(B, T, H) when the arrays of a call are already what every backend
-    takes: x a (B, T, I) or unbatched (T, I) ndarray of float32 or float64,
-    w_ih (H, I) and w_hh (H, H) dense ndarrays and the biases (H,) ndarrays
-    or None, all of x's dtype (B = -1 for unbatched x). None otherwise: the
-    caller then runs :func:`validate_forward`, which accepts or explains
-    every other case. A handful of comparisons, for the calls whose whole
-    forward takes microseconds."""
-    if type(x) is not np.ndarray or type(w_ih) is not np.ndarray or type(w_hh) is not np.ndarray:
+_NDARRAY = np.ndarray
+
+
+def plain_arrays(x: Any, w_ih: Any, w_hh: Any, b_ih: Any,
+                 b_hh: Any) -> tuple[int, int, int, np.dtype] | None:
+    """(B, T, H, dtype) when the arrays of a call have the types every
+    backend takes: x a 3-D (B, T, I) or unbatched 2-D (T, I) ndarray of
+    float32 or float64, w_ih and w_hh 2-D dense ndarrays and the biases 1-D
+    ndarrays or None, all of x's dtype (B = -1 for unbatched x); their shapes
+    are not compared (see :func:`plain_shapes_agree`). None otherwise: the
+    caller then runs :func:`validate_forward`, which accepts or explains every
+    other case. A handful of comparisons, for the calls whose whole forward
+    takes microseconds."""
+    if type(x) is not _NDARRAY or type(w_ih) is not _NDARRAY or type(w_hh) is not _NDARRAY:
         return None
     dtype = x.dtype
-    if (dtype is not FLOAT32 and dtype is not FLOAT64) or w_ih.dtype is not dtype:
+    if ((dtype is not FLOAT32 and dtype is not FLOAT64) or w_ih.dtype is not dtype
+            or w_hh.dtype is not dtype or w_hh.ndim != 2):
+        return None
+    if b_ih is not None and (type(b_ih) is not _NDARRAY or b_ih.dtype is not dtype
+                             or b_ih.ndim != 1):
+        return None
+    if b_hh is not None and (type(b_hh) is not _NDARRAY or b_hh.dtype is not dtype
+                             or b_hh.ndim != 1):
         return None
     shape = x.shape
-    hidden, inputs = w_ih.shape if w_ih.ndim == 2 else (0, -1)
-    if hidden < 1 or inputs != shape[-1] or w_hh.dtype is not dtype or w_hh.shape != (hidden,
-                                                                                       hidden):
-        return None
-    if b_ih is not None and (type(b_ih) is not np.ndarray or b_ih.dtype is not dtype
-                             or b_ih.shape != (hidden,)):
-        return None
-    if b_hh is not None and (type(b_hh) is not np.ndarray or b_hh.dtype is not dtype
-                             or b_hh.shape != (hidden,)):
+    w_shape = w_ih.shape
+    if len(w_shape) != 2:
         return None
     if len(shape) == 3:
-        return shape[0], shape[1], hidden
+        return shape[0], shape[1], w_shape[0], dtype
     if len(shape) == 2:
-        return -1, shape[0], hidden
+        return -1, shape[0], w_shape[0], dtype
     return None
+
+
+def plain_shapes_agree(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray,
+                       b_ih: np.ndarray | None, b_hh: np.ndarray | None) -> bool:
+    """Whether the shapes of :func:`plain_arrays`' arrays agree: w_ih (H, I)
+    with H >= 1 and I x's last axis, w_hh (H, H), the biases (H,)."""
+    hidden, inputs = w_ih.shape
+    return (hidden >= 1 and inputs == x.shape[-1] and w_hh.shape == (hidden, hidden)
+            and (b_ih is None or b_ih.shape[0] == hidden)
+            and (b_hh is None or b_hh.shape[0] == hidden))
 
 
 def validate_forward(

@@ -527,6 +527,7 @@ def main(args) -> int:
           f"implementations: {', '.join(names)}"
           + (f" (not installed: {', '.join(missing)}; pip install -e '.[peers]' reservoirpy)"
              if missing else ""), flush=True)
+    reservoir_cases: list[ReservoirCase]
     if args.sizes:
         reservoir_cases = []
     elif importlib.util.find_spec("scipy") is None:

@@ -141,3 +141,88 @@ def test_bad_thread_setting_is_named(setting):
 def test_thread_setting(setting, expected):
     assert _numba._thread_count(setting) == expected
     assert _numba._thread_count(None) == _numba._thread_count("") >= 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize(("batch", "input_size", "hidden"),
+                         [(1, 4, 8), (1, 0, 5), (1, 1, 1), (1, 7, 17), (1, 3, 32), (3, 5, 40)])
+def test_small_kernel_matches_naive(assert_close, make_problem, dtype, batch_first,
+                                    nonlinearity, batch, input_size, hidden):
+    # _forward_small, called directly: one sample at a time, the joint
+    # product of [x_t, h] (any B, any H compute correctly, though only one
+    # sequence of H <= SMALL_MAX_HIDDEN takes it).
+    problem = make_problem(40 + hidden, batch=batch, steps=11, input_size=input_size,
+                           hidden_size=hidden, dtype=dtype, batch_first=batch_first, h0=True)
+    x = problem["x"]
+    out = np.full(x.shape[:2] + (hidden,), np.nan, dtype=dtype)
+    h_n = np.full((batch, hidden), np.nan, dtype=dtype)
+    _numba._forward_small(x, problem["w_ih"], problem["w_hh"], problem["b_ih"],
+                          problem["b_hh"], problem["h0"], out, h_n, nonlinearity == "relu",
+                          batch_first)
+    expected_output, expected_h_n = naive.rnn(**problem, nonlinearity=nonlinearity)
+    assert_close(out, expected_output)
+    assert_close(h_n, expected_h_n)
+
+
+@pytest.mark.parametrize("wrong", ["x", "w_hh rows", "w_hh columns", "b_ih", "b_hh", "hidden 0"])
+def test_forward_small_refuses_shapes_that_disagree(make_problem, wrong):
+    # The plain call checks types and dimensions in Python and leaves the
+    # shapes to forward_small's compiled check: False, nothing read or
+    # written.
+    problem = make_problem(41, batch=1, steps=6, input_size=4, hidden_size=8,
+                           dtype=np.float32)
+    x, w_ih, w_hh = problem["x"], problem["w_ih"], problem["w_hh"]
+    b_ih, b_hh = problem["b_ih"], problem["b_hh"]
+    if wrong == "x":
+        x = np.zeros((1, 6, 5), np.float32)
+    elif wrong == "w_hh rows":
+        w_hh = np.zeros((9, 8), np.float32)
+    elif wrong == "w_hh columns":
+        w_hh = np.zeros((8, 7), np.float32)
+    elif wrong == "b_ih":
+        b_ih = np.zeros(9, np.float32)
+    elif wrong == "b_hh":
+        b_hh = np.zeros(7, np.float32)
+    else:
+        w_ih = np.zeros((0, 4), np.float32)
+    out = np.full((1, 6, 8), 7.0, np.float32)
+    h_n = np.full((1, 8), 7.0, np.float32)
+    assert _numba.forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n, False) is False
+    assert (out == 7.0).all() and (h_n == 7.0).all()
+    with pytest.raises(ValueError, match="must have shape|at least 1"):
+        fastrnn.forward(x, w_ih, w_hh, b_ih, b_hh)
+
+
+def test_plain_textbook_call_takes_the_small_kernel(monkeypatch, assert_close, make_problem):
+    from fastrnn import _backends
+
+    calls = []
+    original = _numba.forward_small
+    assert _backends.get_small("numba") == (original, _numba.SMALL_MAX_HIDDEN)
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+
+    for name in ("auto", "numba"):  # as get_small finds it, for this test only
+        monkeypatch.setitem(_backends._small, name, (spy, _numba.SMALL_MAX_HIDDEN))
+    problem = make_problem(42, batch=1, steps=10, input_size=4, hidden_size=8,
+                           dtype=np.float32)
+    expected_output, expected_h_n = naive.rnn(**problem)
+    output, h_n = fastrnn.forward(**problem)
+    assert_close(output, expected_output)
+    assert_close(h_n, expected_h_n)
+    unbatched = {**problem, "x": problem["x"][0]}
+    output, h_n = fastrnn.forward(**unbatched)
+    assert output.shape == (10, 8) and h_n.shape == (8,)
+    assert_close(output, expected_output[0])
+    fastrnn.forward(**problem, backend="numba")
+    assert calls == [(1, 10, 4)] * 3
+    # Anything else takes the general path: two sequences, a larger H, an
+    # option.
+    fastrnn.forward(**make_problem(43, batch=2, steps=3, input_size=4, hidden_size=8))
+    fastrnn.forward(**make_problem(44, batch=1, steps=3, input_size=4, hidden_size=33))
+    fastrnn.forward(**problem, nonlinearity="relu", leak=0.5)
+    assert calls == [(1, 10, 4)] * 3
