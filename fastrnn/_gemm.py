@@ -74,26 +74,23 @@ def pack_columns(w, u0, u1, packed):
     """``packed`` (zeroed, ``vectors * K`` rows of ``lanes``) <- W = w[u0:u1].T
     in panels, for :func:`matmul_rows`; w is (H, K) in any layout."""
     inner = w.shape[1]
-    # A constant (the itemsize is known when compiling): no division by a
-    # run-time value per element, which made packing two 1024 x 1024 float64
-    # matrices take 7 ms.
-    lanes = ALIGN_BYTES // packed.itemsize
+    lanes = ALIGN_BYTES // packed.itemsize  # a constant: no division at run time
     vectors = (u1 - u0 + lanes - 1) // lanes
     full = vectors // 4 * 4
-    for v in range(vectors):
+    # Row by row of w (read front to back: 0.69 ms for a 1024 x 1024 float32
+    # matrix, where writing each packed row whole, from `lanes` rows of w
+    # 4 KB apart, took 1.42 ms).
+    for j in range(u1 - u0):
+        v = j // lanes
+        lane = j - v * lanes
         # Vector v's row for k: its panel's start + 4k + v % 4 in a full
-        # panel, start + k in the last one. Each row is written whole, from
-        # one column of `lanes` rows of w (still in L1 for the next k).
+        # panel, start + k in the last one.
         if v < full:
             start, stride = (v - v % 4) * inner + v % 4, 4
         else:
             start, stride = v * inner, 1
-        first = u0 + v * lanes
-        count = min(lanes, u1 - first)
         for k in range(inner):
-            row = start + stride * k
-            for lane in range(count):
-                packed[row, lane] = w[first + lane, k]
+            packed[start + stride * k, lane] = w[u0 + j, k]
 
 
 @njit(**KERNEL_JIT)
