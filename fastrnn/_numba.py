@@ -233,20 +233,29 @@ def _forward_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
     inner = input_size + hidden
     joint = (inner + lanes - 1) // lanes
     # Rows of `lanes` values: acc (the product), bias, the joint row, and
-    # the packed weights (`inner` rows a vector of units).
-    work = aligned_zeros(2 * vectors + joint + vectors * inner, lanes, h_n)
-    _run_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, work, vectors,
-               joint)
+    # the packed weights (`inner` rows a vector of units). Allocated here,
+    # viewed and zeroed in _run_small, which has no reference counts to
+    # update for each view (np.zeros and the views here: 0.1 us more).
+    rows = 2 * vectors + joint + vectors * inner
+    buffer = np.empty(rows * lanes + lanes, dtype=h_n.dtype)
+    _run_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, rows,
+               vectors, joint)
 
 
 @njit(**KERNEL_JIT)
-def _run_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, work, vectors,
-               joint):
+def _run_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, rows,
+               vectors, joint):
     n1, n2, input_size = x.shape
     batch, steps = (n1, n2) if batch_first else (n2, n1)
     hidden = w_ih.shape[0]
     lanes = ALIGN_BYTES // h_n.itemsize
     inner = input_size + hidden
+    offset = ((ALIGN_BYTES - buffer.ctypes.data % ALIGN_BYTES) % ALIGN_BYTES) // h_n.itemsize
+    work = buffer[offset:offset + rows * lanes].reshape(rows, lanes)
+    # Zeros in the padding lanes too: garbage there could be subnormal,
+    # which slows the multiply-adds on some CPUs.
+    for r in range(rows):
+        vstore(work, r, 0, vzero(work))
     acc = work[:vectors].reshape(1, vectors * lanes)
     bias = work[vectors:2 * vectors].reshape(1, vectors * lanes)
     z = work[2 * vectors:2 * vectors + joint].reshape(1, joint * lanes)
