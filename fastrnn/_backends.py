@@ -6,6 +6,7 @@ import importlib
 import threading
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 # forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first): see _numpy.forward
 BackendForward = Callable[..., None]
@@ -18,11 +19,17 @@ BACKENDS = {
 }
 CHOICES = ("auto",) + tuple(BACKENDS)
 
+# name -> the function of its module that runs the plain call of one small
+# sequence, where it has one (see get_small); its limit is the module's
+# SMALL_MAX_HIDDEN.
+SMALL_KERNELS = {
+    "numba": "forward_small",
+}
+
 _loaded: dict[str, BackendForward] = {}
-# backend -> (forward_small, SMALL_MAX_HIDDEN) of its module, or None when it
-# has no kernel of its own for one small plain sequence (see get_small).
+# backend (as the caller names it, "auto" included) -> get_small's answer
 _small: dict[str, tuple[BackendForward, int] | None] = {}
-_UNKNOWN: tuple[BackendForward, int] = (lambda *args: None, -1)  # not in _small yet
+_UNKNOWN: Any = object()  # a backend not in _small yet
 _numba_missing: str | None = None  # why "auto" fell back, once known
 _auto_lock = threading.Lock()
 
@@ -65,13 +72,18 @@ def get_small(backend: str) -> tuple[BackendForward, int] | None:
     ``max_hidden`` units: ``forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n,
     relu)``, x (1, T, I), no h0, every other option at its default. None
     otherwise (then ``get_backend(backend)`` runs it)."""
-    if backend in _small:
-        return _small[backend]
-    forward = get_backend(backend)
-    module = importlib.import_module(forward.__module__)
-    small = getattr(module, "forward_small", None)
-    found = None if small is None else (small, module.SMALL_MAX_HIDDEN)
-    _small[backend] = found
+    found = _small.get(backend, _UNKNOWN)
+    if found is not _UNKNOWN:
+        return found
+    get_backend(backend)  # checks the name, imports the module, resolves "auto"
+    name = auto_backend_name() if backend == "auto" else backend
+    kernel = SMALL_KERNELS.get(name)
+    if kernel is not None:
+        module = importlib.import_module(BACKENDS[name])
+        found = (getattr(module, kernel), module.SMALL_MAX_HIDDEN)
+    else:
+        found = None
+    _small[backend] = found  # the same answer whichever thread writes it
     return found
 
 
