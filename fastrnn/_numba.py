@@ -1,10 +1,14 @@
-"""Numba backend: the whole forward pass in compiled code, one of three paths.
+"""Numba backend: the whole forward pass in compiled code, one of four paths.
 
 Chosen in :func:`forward` (measured on the 2-core AVX-512 machine):
 
 =====================  ==========================================================
 path                   when
 =====================  ==========================================================
+one small sequence     B = 1, dense H <= SMALL_MAX_HIDDEN, no lengths, leak or
+                       reverse: _forward_small, one joint product of [x_t, h]
+                       a step (also reached from fastrnn.forward's plain call
+                       through forward_small)
 units split            more than one thread allowed, from SPLIT_MIN_FMAS
                        multiply-adds on, and either B = 1 with a dense w_hh of
                        H >= SPLIT_MIN_HIDDEN or a sparse one with at least

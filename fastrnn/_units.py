@@ -3,7 +3,7 @@
 The batch can be split across threads (``_numba``'s blocked path), but one
 sequence cannot, nor can time; the hidden units always can. Thread ``p`` of
 ``parts`` owns units ``cuts[p]..cuts[p+1]``, a contiguous run with about the
-same share of w_hh as the others': equal rows of a dense w_hh, kept in the
+same share of w_hh as the others': equal rows of a dense w_hh, packed in the
 thread's own buffer (and so in its own L2 from step to step, when it fits),
 or equal non-zeros of a sparse one, packed for the gathers as in
 ``_numba._sell_pack``. Every step it computes its units' new state, for every
@@ -11,10 +11,10 @@ running sample, from the whole previous state, then publishes the step;
 before the next step it waits for every thread (``_sync.wait_all``), which
 costs about half a microsecond here.
 
-This also suits a batch once w_hh outgrows a core's L2 (dense H >= 256
-here): split by units, each thread reads only its share of w_hh each step,
-and both products run in our register-blocked kernel at about a core's full
-rate, instead of per-step BLAS calls with their own thread pool.
+It also serves a batch too small to give every thread blocks of 4 samples
+(2 <= B < 4 x threads) once H >= 256: split by samples, each thread would run
+the latency-bound one-sample product (float32 B = 4, H = 512: 98 GFLOP/s);
+split by units, each runs 4-sample blocks over its share of w_hh (173).
 
 The recurrent product, into ``acc`` for this thread's units only: dense,
 ``_gemm.matmul_rows`` of the states and this thread's columns of w_hh.T,
