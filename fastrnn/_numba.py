@@ -220,7 +220,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
                     if out is not None:
                         _store(out, state, i, b_start + i if order is None else order[i],
                                _time(s, i, lens, steps_total, reverse), hidden, batch_first)
-    _finish(out, h_n, state, order, lens, b_start, steps_total, batch_first)
+    _finish(out, h_n, state, state, order, lens, b_start, steps_total, batch_first)
 
 
 @njit(**JIT)
@@ -396,21 +396,25 @@ def _add_bias(pre, rows, bias, hidden):
 
 
 @njit(**KERNEL_JIT)
-def _finish(out, h_n, state, order, lens, b_start, steps_total, batch_first):
-    # Zero the output past each sequence's end (as PyTorch's padded output)
-    # and store the final states.
+def _finish(out, h_n, state_a, state_b, order, lens, b_start, steps_total, batch_first):
+    # Each sample's final state into h_n, and zeros in the output past its
+    # length (as PyTorch's padded output). A double-buffered state
+    # (fastrnn._units) holds it in the buffer its last step wrote: state_a
+    # after an even number of steps; a single one is passed as both.
     hidden = h_n.shape[1]
-    for i in range(state.shape[0]):
+    for i in range(state_a.shape[0]):
         b = b_start + i if order is None else order[i]
-        if out is not None and lens is not None:
-            for t in range(lens[i], steps_total):
+        steps = steps_total if lens is None else lens[i]
+        final = state_a if steps % 2 == 0 else state_b
+        for j in range(hidden):
+            h_n[b, j] = final[i, j]
+        if out is not None:
+            for t in range(steps, steps_total):
                 for j in range(hidden):
                     if batch_first:
                         out[b, t, j] = 0
                     else:
                         out[t, b, j] = 0
-        for j in range(hidden):
-            h_n[b, j] = state[i, j]
 
 
 @njit(**KERNEL_JIT)

@@ -53,7 +53,7 @@ from numba import njit
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
-from ._numba import _gather, _longest, _running, _sell_pack, _time, sell_product
+from ._numba import _add_bias, _finish, _gather, _longest, _running, _sell_pack, _time, sell_product
 from ._simd import prefetch_write
 from ._sync import FLAG_STRIDE, store_release, wait_all
 
@@ -129,9 +129,7 @@ def _forward_part(x, w_ih, b_ih, b_hh, leak, u0, u1, dense, sparse, state_a, sta
         rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, 0, steps_total,
                        reverse, batch_first)
         matmul_rows(gathered, rows, input_size, w_ih_p, pre)
-        for r in range(rows):
-            for j in range(mine):
-                pre[r, j] += bias[j]
+        _add_bias(pre, rows, bias, mine)
         for s in range(s0, s1):
             active = _running(lens, active, s)
             if not wait_all(flags, parts, s):
@@ -178,27 +176,6 @@ def _forward_part(x, w_ih, b_ih, b_hh, leak, u0, u1, dense, sparse, state_a, sta
                         for j in range(mine):
                             out[t, b, u0 + j] = nxt[i, u0 + j]
     return True
-
-
-@njit(**KERNEL_JIT)
-def _finish(out, h_n, state_a, state_b, order, lens, steps_total, batch_first):
-    # Each sample's final state (in the buffer its last step wrote: state_a
-    # after an even number of steps) into h_n, and zeros in the output past
-    # its length, as PyTorch's padded output.
-    hidden = h_n.shape[1]
-    for i in range(state_a.shape[0]):
-        b = i if order is None else order[i]
-        steps = steps_total if lens is None else lens[i]
-        final = state_a if steps % 2 == 0 else state_b
-        for j in range(hidden):
-            h_n[b, j] = final[i, j]
-        if out is not None:
-            for t in range(steps, steps_total):
-                for j in range(hidden):
-                    if batch_first:
-                        out[b, t, j] = 0
-                    else:
-                        out[t, b, j] = 0
 
 
 def split_units(indptr: np.ndarray, hidden: int, lanes: int, parts: int) -> list[int]:
@@ -272,4 +249,4 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             worker.join()
     if failures:
         raise failures[0]
-    _finish(out, h_n, state_a, state_b, order, lens, steps_total, batch_first)
+    _finish(out, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first)
