@@ -2,21 +2,24 @@
 
 ``matmul_rows(z, rows, inner, packed, acc)`` computes ``acc[:rows] = z[:rows,
 :inner] @ W`` for a (K, Hp) matrix W (Hp a multiple of the vector width)
-held in ``packed`` by :func:`pack_columns`: in panels of 4 vectors of columns,
-each panel's K rows stored one after another (row k of a panel is 4 vectors,
-side by side), and a last panel of 1-3 vectors stored vector by vector. Each
+held in ``packed`` by :func:`pack_columns`: in panels of ``PANEL`` vectors of
+columns, each panel's K rows stored one after another (row k of a panel is
+``PANEL`` vectors, side by side), and a last, shorter panel stored vector by
+vector. Each
 panel is then one sequential run of memory: when the weights come from L3 the
 hardware prefetchers stream it, where rows of the unpacked W^T, one 4 KB page
 apart for H = 1024, stopped them at every row (float64, H = 1024: 38 against
 52 GFLOP/s on one core).
 
-Blocks of 4 rows x 4 vectors keep 16 accumulators in AVX-512 registers; each
-step of the inner loop loads 4 weight vectors, broadcasts 4 inputs and issues
-16 fused multiply-adds. A single row (B = 1: the latency-bound case) splits
+Blocks of 4 rows x ``PANEL`` vectors keep their accumulators in registers
+(the vector width and ``PANEL`` follow the CPU Numba compiles for, see
+``_simd.TARGET``: 4 x 4 on AVX-512, 4 x 2 on AVX2); each step of the inner
+loop loads ``PANEL`` weight vectors, broadcasts 4 inputs and issues 4 x
+``PANEL`` multiply-adds. A single row (B = 1: the latency-bound case) splits
 the inner loop in two halves with separate accumulators, so two independent
 dependency chains run per vector. ``packed`` and ``acc`` are 64-byte aligned
 (see :func:`aligned_zeros`): unaligned 64-byte loads split cache lines and
-halve the speed here.
+halved the speed on AVX-512.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from ._simd import vadd, vfma, vload, vsplat, vstore, vzero
+from ._simd import TARGET, VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
 
 
 def _cache_available() -> bool:
@@ -56,7 +59,14 @@ JIT: dict[str, Any] = dict(cache=_cache_available(), nogil=True, error_model="nu
 # reference counting (_nrt=False): otherwise every array passed between these
 # small functions costs atomic increments and decrements in the hot loop.
 KERNEL_JIT: dict[str, Any] = dict(JIT, _nrt=False)
+# Buffers start on a cache line: unaligned vector loads that split cache
+# lines halved the speed of the product on AVX-512.
 ALIGN_BYTES = 64
+# Vectors of units per panel of packed weights, and so per register block
+# (4 samples x PANEL vectors of accumulators, PANEL weight vectors and one
+# broadcast input live at once): 4 x 4 fills 32 AVX-512 (or NEON)
+# registers; with 16 (AVX2, AVX, SSE) 4 x 2 fits.
+PANEL = 4 if TARGET.registers >= 32 else 2
 
 
 @njit(**JIT)
@@ -74,28 +84,36 @@ def pack_columns(w, u0, u1, packed):
     """``packed`` (zeroed, ``vectors * K`` rows of ``lanes``) <- W = w[u0:u1].T
     in panels, for :func:`matmul_rows`; w is (H, K) in any layout."""
     inner = w.shape[1]
-    lanes = ALIGN_BYTES // packed.itemsize  # a constant: no division at run time
+    lanes = VECTOR_BYTES // packed.itemsize  # a constant: no division at run time
     vectors = (u1 - u0 + lanes - 1) // lanes
-    full = vectors // 4 * 4
+    full = vectors // PANEL * PANEL
     # Row by row of w (read front to back: 0.69 ms for a 1024 x 1024 float32
     # matrix, where writing each packed row whole, from `lanes` rows of w
     # 4 KB apart, took 1.42 ms).
     for j in range(u1 - u0):
         v = j // lanes
         lane = j - v * lanes
-        # Vector v's row for k: its panel's start + 4k + v % 4 in a full
-        # panel, start + k in the last one.
+        # Vector v's row for k: its panel's start + PANEL k + v % PANEL in a
+        # full panel, start + k in the last one.
         if v < full:
-            start, stride = (v - v % 4) * inner + v % 4, 4
+            start, stride = (v - v % PANEL) * inner + v % PANEL, PANEL
         else:
             start, stride = v * inner, 1
         for k in range(inner):
             packed[start + stride * k, lane] = w[u0 + j, k]
 
 
+# Vectors after the first of a panel, each clamped into the panel: a
+# panel of fewer than 4 vectors loads a row it already has instead of one
+# past its end (LLVM merges the loads, and drops the multiply-adds whose
+# accumulators are never stored).
+_V1, _V2, _V3 = min(1, PANEL - 1), min(2, PANEL - 1), min(3, PANEL - 1)
+
+
 @njit(**KERNEL_JIT)
-def _rows4_vecs4(z, r, inner, w, base, acc, j):
-    lanes = ALIGN_BYTES // acc.itemsize
+def _rows4_panel(z, r, inner, w, base, acc, j):
+    # Rows r..r+3 x one panel of PANEL vectors: 4 * PANEL accumulators.
+    lanes = VECTOR_BYTES // acc.itemsize
     j1 = j + lanes
     j2 = j + 2 * lanes
     j3 = j + 3 * lanes
@@ -119,11 +137,11 @@ def _rows4_vecs4(z, r, inner, w, base, acc, j):
     r2 = r + 2
     r3 = r + 3
     for k in range(inner):
-        q = base + 4 * k
+        q = base + PANEL * k
         w0 = vload(w, q, 0)
-        w1 = vload(w, q + 1, 0)
-        w2 = vload(w, q + 2, 0)
-        w3 = vload(w, q + 3, 0)
+        w1 = vload(w, q + _V1, 0)
+        w2 = vload(w, q + _V2, 0)
+        w3 = vload(w, q + _V3, 0)
         s = vsplat(z[r, k])
         a00 = vfma(w0, s, a00)
         a01 = vfma(w1, s, a01)
@@ -145,28 +163,31 @@ def _rows4_vecs4(z, r, inner, w, base, acc, j):
         a32 = vfma(w2, s, a32)
         a33 = vfma(w3, s, a33)
     vstore(acc, r, j, a00)
-    vstore(acc, r, j1, a01)
-    vstore(acc, r, j2, a02)
-    vstore(acc, r, j3, a03)
     vstore(acc, r1, j, a10)
-    vstore(acc, r1, j1, a11)
-    vstore(acc, r1, j2, a12)
-    vstore(acc, r1, j3, a13)
     vstore(acc, r2, j, a20)
-    vstore(acc, r2, j1, a21)
-    vstore(acc, r2, j2, a22)
-    vstore(acc, r2, j3, a23)
     vstore(acc, r3, j, a30)
-    vstore(acc, r3, j1, a31)
-    vstore(acc, r3, j2, a32)
-    vstore(acc, r3, j3, a33)
+    if PANEL > 1:
+        vstore(acc, r, j1, a01)
+        vstore(acc, r1, j1, a11)
+        vstore(acc, r2, j1, a21)
+        vstore(acc, r3, j1, a31)
+    if PANEL > 2:
+        vstore(acc, r, j2, a02)
+        vstore(acc, r1, j2, a12)
+        vstore(acc, r2, j2, a22)
+        vstore(acc, r3, j2, a32)
+    if PANEL > 3:
+        vstore(acc, r, j3, a03)
+        vstore(acc, r1, j3, a13)
+        vstore(acc, r2, j3, a23)
+        vstore(acc, r3, j3, a33)
 
 
 @njit(**KERNEL_JIT)
-def _rows1_vecs4(z, r, inner, w, base, acc, j):
+def _rows1_panel(z, r, inner, w, base, acc, j):
     # One row: the chain of dependent adds, not throughput, bounds the time,
-    # so even and odd k accumulate separately (8 chains instead of 4).
-    lanes = ALIGN_BYTES // acc.itemsize
+    # so even and odd k accumulate separately (2 * PANEL chains).
+    lanes = VECTOR_BYTES // acc.itemsize
     j1 = j + lanes
     j2 = j + 2 * lanes
     j3 = j + 3 * lanes
@@ -181,33 +202,38 @@ def _rows1_vecs4(z, r, inner, w, base, acc, j):
     half = inner // 2
     for i in range(half):
         k = 2 * i
-        q = base + 4 * k
+        q = base + PANEL * k
         s = vsplat(z[r, k])
         a0 = vfma(vload(w, q, 0), s, a0)
-        a1 = vfma(vload(w, q + 1, 0), s, a1)
-        a2 = vfma(vload(w, q + 2, 0), s, a2)
-        a3 = vfma(vload(w, q + 3, 0), s, a3)
+        a1 = vfma(vload(w, q + _V1, 0), s, a1)
+        a2 = vfma(vload(w, q + _V2, 0), s, a2)
+        a3 = vfma(vload(w, q + _V3, 0), s, a3)
+        q += PANEL
         s = vsplat(z[r, k + 1])
-        b0 = vfma(vload(w, q + 4, 0), s, b0)
-        b1 = vfma(vload(w, q + 5, 0), s, b1)
-        b2 = vfma(vload(w, q + 6, 0), s, b2)
-        b3 = vfma(vload(w, q + 7, 0), s, b3)
+        b0 = vfma(vload(w, q, 0), s, b0)
+        b1 = vfma(vload(w, q + _V1, 0), s, b1)
+        b2 = vfma(vload(w, q + _V2, 0), s, b2)
+        b3 = vfma(vload(w, q + _V3, 0), s, b3)
     if inner % 2:
         k = inner - 1
-        q = base + 4 * k
+        q = base + PANEL * k
         s = vsplat(z[r, k])
         a0 = vfma(vload(w, q, 0), s, a0)
-        a1 = vfma(vload(w, q + 1, 0), s, a1)
-        a2 = vfma(vload(w, q + 2, 0), s, a2)
-        a3 = vfma(vload(w, q + 3, 0), s, a3)
+        a1 = vfma(vload(w, q + _V1, 0), s, a1)
+        a2 = vfma(vload(w, q + _V2, 0), s, a2)
+        a3 = vfma(vload(w, q + _V3, 0), s, a3)
     vstore(acc, r, j, vadd(a0, b0))
-    vstore(acc, r, j1, vadd(a1, b1))
-    vstore(acc, r, j2, vadd(a2, b2))
-    vstore(acc, r, j3, vadd(a3, b3))
+    if PANEL > 1:
+        vstore(acc, r, j1, vadd(a1, b1))
+    if PANEL > 2:
+        vstore(acc, r, j2, vadd(a2, b2))
+    if PANEL > 3:
+        vstore(acc, r, j3, vadd(a3, b3))
 
 
 @njit(**KERNEL_JIT)
 def _rows4_vecs1(z, r, inner, w, base, acc, j):
+    # The last panel's vectors, one at a time.
     a0 = vzero(acc)
     a1 = vzero(acc)
     a2 = vzero(acc)
@@ -247,20 +273,20 @@ def _rows1_vecs1(z, r, inner, w, base, acc, j):
 def matmul_rows(z, rows, inner, packed, acc):
     """acc[:rows] = z[:rows, :inner] @ W, W packed by :func:`pack_columns`
     with as many vectors as acc is wide (see module docstring)."""
-    lanes = ALIGN_BYTES // acc.itemsize
+    lanes = VECTOR_BYTES // acc.itemsize
     vectors = acc.shape[1] // lanes
-    full = vectors // 4 * 4
+    full = vectors // PANEL * PANEL
     v = 0
     while v < full:
         base = v * inner
         r = 0
         while r + 4 <= rows:
-            _rows4_vecs4(z, r, inner, packed, base, acc, v * lanes)
+            _rows4_panel(z, r, inner, packed, base, acc, v * lanes)
             r += 4
         while r < rows:
-            _rows1_vecs4(z, r, inner, packed, base, acc, v * lanes)
+            _rows1_panel(z, r, inner, packed, base, acc, v * lanes)
             r += 1
-        v += 4
+        v += PANEL
     while v < vectors:
         base = v * inner
         r = 0

@@ -55,6 +55,7 @@ from numba import njit
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
+from ._simd import VECTOR_BYTES
 from ._simd import vadd, vfma, vgather, vload, vsplat, vstore, vzero
 
 # The hoisted input product of one chunk of time steps is kept near this
@@ -109,7 +110,7 @@ def _pack_weights(w_ih, w_hh, weights):
     # weights: (I + H, width) rows (I rows for a sparse w_hh), zeroed <-
     # w_ih.T, then w_hh.T, each packed for _gemm.matmul_rows.
     hidden, input_size = w_ih.shape
-    lanes = ALIGN_BYTES // weights.itemsize
+    lanes = VECTOR_BYTES // weights.itemsize
     vectors = weights.shape[1] // lanes
     pack_columns(w_ih, 0, hidden, weights[:input_size].reshape(input_size * vectors, lanes))
     if w_hh is not None:
@@ -122,7 +123,7 @@ def _packed_weights(w_ih, w_hh, like):
     # The packed weights of _pack_weights in a buffer of their own, for
     # threads that share them (one copy in L3, not one per thread).
     hidden, input_size = w_ih.shape
-    lanes = ALIGN_BYTES // like.itemsize
+    lanes = VECTOR_BYTES // like.itemsize
     used = hidden if w_hh is not None else hidden + 1  # as in _forward_range
     width = (used + lanes - 1) // lanes * lanes
     weights = aligned_zeros(input_size + hidden, width, like)
@@ -143,7 +144,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     n1, n2, input_size = x.shape
     hidden = h_n.shape[1]
     steps_total = n2 if batch_first else n1
-    lanes = ALIGN_BYTES // h_n.itemsize
+    lanes = VECTOR_BYTES // h_n.itemsize
     # The sparse product reads column H of the state for its padding: one
     # more column, always zero.
     used = hidden if w_hh is not None else hidden + 1
@@ -232,7 +233,7 @@ def _forward_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
     # sample at a time, each step one product of the joint row [x_t, h] with
     # [w_ih | w_hh].T, packed as one matrix of I + H rows.
     hidden, input_size = w_ih.shape
-    lanes = ALIGN_BYTES // h_n.itemsize
+    lanes = VECTOR_BYTES // h_n.itemsize
     vectors = (hidden + lanes - 1) // lanes
     inner = input_size + hidden
     joint = (inner + lanes - 1) // lanes
@@ -252,7 +253,7 @@ def _run_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffe
     n1, n2, input_size = x.shape
     batch, steps = (n1, n2) if batch_first else (n2, n1)
     hidden = w_ih.shape[0]
-    lanes = ALIGN_BYTES // h_n.itemsize
+    lanes = VECTOR_BYTES // h_n.itemsize
     inner = input_size + hidden
     offset = ((ALIGN_BYTES - buffer.ctypes.data % ALIGN_BYTES) % ALIGN_BYTES) // h_n.itemsize
     work = buffer[offset:offset + rows * lanes].reshape(rows, lanes)
@@ -457,7 +458,7 @@ def _sell_pack(indptr, indices, data, hidden, zero_column):
     # NaN). Returns (slice_start, order, values, columns): slice s is rows
     # slice_start[s]..slice_start[s+1] of values; order[r] is the matrix row
     # at sorted position r.
-    lanes = ALIGN_BYTES // data.itemsize
+    lanes = VECTOR_BYTES // data.itemsize
     counts = indptr[1:] - indptr[:-1]
     order = np.argsort(-counts, kind="mergesort")
     slices = (hidden + lanes - 1) // lanes

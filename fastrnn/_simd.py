@@ -1,26 +1,81 @@
-"""512-bit SIMD vectors for Numba kernels.
+"""SIMD vectors for Numba kernels, as wide as the CPU Numba compiles for.
 
 LLVM's auto-vectoriser keeps a loop's accumulators in memory when the loop
 over output units is innermost, and on this CPU it prefers 256-bit vectors.
 A register-blocked micro-kernel (several samples times several vectors of
 output units, accumulated over the inner dimension) needs its accumulators in
 registers, so they are written here as explicit LLVM vector values:
-``<16 x float>`` or ``<8 x double>``, one AVX-512 register each. Only what the
-kernels use is defined: load, store, broadcast, fused multiply-add, gather,
-and a prefetch for writing.
+one register each: ``<16 x float>`` on AVX-512, ``<8 x float>`` on AVX2/AVX,
+``<4 x float>`` on SSE and NEON. Only what the kernels use is defined: load,
+store, broadcast, multiply-add, gather, and a prefetch for writing.
 
-On a CPU without AVX-512, LLVM splits each vector into narrower ones; the
-code stays correct, only slower.
+The width is read once from the CPU Numba compiles for (:data:`TARGET`,
+which honours ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``): vectors wider than
+the registers are split by LLVM into halves, and a register block sized for
+32 AVX-512 registers then spills on AVX2's 16 (405 stack references in the
+4 x 4 block against 93: slower than NumPy at every product-bound size).
 """
 
 from __future__ import annotations
 
+import platform
+import re
+from dataclasses import dataclass
+
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-VECTOR_BITS = 512
+
+@dataclass(frozen=True)
+class Target:
+    """What the CPU that Numba compiles for offers the kernels."""
+
+    name: str  # LLVM's CPU name, e.g. "znver3", "haswell", "x86-64-v2"
+    vector_bits: int  # the widest float vector register: 512, 256 or 128
+    registers: int  # vector registers: 32 (AVX-512, AArch64) or 16 (x86 otherwise)
+    fma: bool  # whether a multiply-add is one instruction (fused)
+
+
+# A multiply-add of two 16-float vectors, compiled by the target machine
+# Numba uses: the registers in its assembly say how wide the vectors are,
+# and whether the multiply-add became one instruction says if there is FMA.
+_PROBE = """
+declare <16 x float> @llvm.fmuladd.v16f32(<16 x float>, <16 x float>, <16 x float>)
+define <16 x float> @probe(<16 x float> %a, <16 x float> %b, <16 x float> %c) {
+  %r = call <16 x float> @llvm.fmuladd.v16f32(<16 x float> %a, <16 x float> %b, <16 x float> %c)
+  ret <16 x float> %r
+}
+"""
+
+
+def _probe_target() -> Target:
+    # Numba's own target machine: it honours NUMBA_CPU_NAME and
+    # NUMBA_CPU_FEATURES (the CPU name alone keeps the host's features).
+    from numba.core.registry import cpu_target
+
+    codegen = cpu_target.target_context.codegen()
+    module = llvm.parse_assembly(_PROBE)
+    module.triple = llvm.get_process_triple()
+    assembly = codegen._tm.emit_assembly(module).lower()
+    name = codegen._get_host_cpu_name()
+    arm = platform.machine().lower() in ("arm64", "aarch64")
+    if "zmm" in assembly:
+        bits = 512
+    elif "ymm" in assembly:
+        bits = 256
+    else:
+        bits = 128
+    fused = re.search(r"\bv?fn?madd|\bfmla\b", assembly) is not None
+    return Target(name=name, vector_bits=bits, registers=32 if bits == 512 or arm else 16,
+                  fma=fused)
+
+
+TARGET = _probe_target()
+VECTOR_BITS = TARGET.vector_bits
+VECTOR_BYTES = VECTOR_BITS // 8
 
 
 class SimdVector(types.Type):
@@ -40,7 +95,8 @@ class _SimdVectorModel(models.PrimitiveModel):
 
 
 def lanes(dtype) -> int:
-    """Values per vector for a NumPy float dtype (16 for float32, 8 for float64)."""
+    """Values per vector for a NumPy float dtype (on AVX-512: 16 for float32,
+    8 for float64)."""
     return VECTOR_BITS // (8 * dtype.itemsize)
 
 
@@ -129,7 +185,10 @@ def vzero(typingctx, like):
 
 @intrinsic
 def vfma(typingctx, a, b, c):
-    """``a * b + c`` lane by lane, with one rounding (llvm.fma)."""
+    """``a * b + c`` lane by lane (llvm.fmuladd): one fused instruction where
+    the CPU has FMA, a multiply and an add where it has not. (llvm.fma must
+    round once: without FMA, LLVM calls libm's scalar fmaf for every lane,
+    10-20x slower than NumPy.)"""
     if not (isinstance(a, SimdVector) and a == b == c):
         return None
     signature = a(a, b, c)
@@ -137,7 +196,7 @@ def vfma(typingctx, a, b, c):
     def codegen(context, builder, sig, args):
         vector_type = context.get_value_type(sig.return_type)
         vector = sig.return_type
-        name = f"llvm.fma.v{vector.lanes}f{vector.dtype.bitwidth}"
+        name = f"llvm.fmuladd.v{vector.lanes}f{vector.dtype.bitwidth}"
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vector_type, [vector_type] * 3), name)
         return builder.call(fma, list(args))

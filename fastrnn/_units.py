@@ -53,6 +53,7 @@ from numba import njit
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
+from ._simd import VECTOR_BYTES
 from ._numba import _add_bias, _finish, _gather, _longest, _running, _sell_pack, _time, sell_product
 from ._simd import prefetch_write
 from ._sync import FLAG_STRIDE, store_release, wait_all
@@ -85,7 +86,7 @@ def _forward_part(x, w_ih, b_ih, b_hh, leak, u0, u1, dense, sparse, state_a, sta
     steps_total = n2 if batch_first else n1
     count = state_a.shape[0]
     hidden = w_ih.shape[0]
-    lanes = ALIGN_BYTES // state_a.itemsize
+    lanes = VECTOR_BYTES // state_a.itemsize
     mine = u1 - u0
     width = max(lanes, (mine + lanes - 1) // lanes * lanes)
     longest = _longest(lens, count, steps_total)
@@ -203,20 +204,20 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     sequence runs T steps). Same contract as ``_numba.forward`` otherwise."""
     batch, hidden = h_n.shape
     steps_total = x.shape[1] if batch_first else x.shape[0]
-    lanes = ALIGN_BYTES // h_n.itemsize
+    line = ALIGN_BYTES // h_n.itemsize  # values per cache line
     dense = w_hh if isinstance(w_hh, np.ndarray) else None
     packs: list[Any] = [None] * parts
     if dense is not None:
-        cuts = split_units(np.arange(hidden + 1) * hidden, hidden, lanes, parts)
+        cuts = split_units(np.arange(hidden + 1) * hidden, hidden, line, parts)
     else:
-        cuts = split_units(w_hh.indptr, hidden, lanes, parts)
+        cuts = split_units(w_hh.indptr, hidden, line, parts)
         for p in range(parts):
             u0, u1 = cuts[p], cuts[p + 1]
             indptr = w_hh.indptr[u0:u1 + 1] - w_hh.indptr[u0]
             rows = slice(w_hh.indptr[u0], w_hh.indptr[u1])
             packs[p] = _sell_pack(indptr, w_hh.indices[rows], w_hh.data[rows], u1 - u0, hidden)
     # Column H is the padding column of the gathers: always zero.
-    columns = (hidden + 1 + lanes - 1) // lanes * lanes
+    columns = (hidden + 1 + line - 1) // line * line
     state_a = aligned_zeros(batch, columns, h_n)
     state_b = aligned_zeros(batch, columns, h_n)
     if h0 is not None:

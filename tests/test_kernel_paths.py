@@ -19,14 +19,14 @@ pytest.importorskip("numba")
 import naive  # noqa: E402
 
 import fastrnn  # noqa: E402
-from fastrnn import _gemm, _numba  # noqa: E402
+from fastrnn import _gemm, _numba, _simd  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
 
 
 def _packed(w, u0, u1, dtype):
     # w[u0:u1].T packed into panels, as the kernels read it.
-    lanes = _gemm.ALIGN_BYTES // np.dtype(dtype).itemsize
+    lanes = _simd.VECTOR_BYTES // np.dtype(dtype).itemsize
     vectors = -(-(u1 - u0) // lanes)
     packed = _gemm.aligned_zeros(vectors * w.shape[1], lanes, np.zeros(1, dtype))
     _gemm.pack_columns(w, u0, u1, packed)
@@ -38,7 +38,7 @@ def _packed(w, u0, u1, dtype):
 @pytest.mark.parametrize("inner", [0, 1, 2, 3, 5, 8, 33])
 @pytest.mark.parametrize("vectors", [1, 2, 4, 5, 9])
 def test_matmul_rows_matches_numpy(dtype, rows, inner, vectors):
-    lanes = _gemm.ALIGN_BYTES // np.dtype(dtype).itemsize
+    lanes = _simd.VECTOR_BYTES // np.dtype(dtype).itemsize
     width = vectors * lanes
     rng = np.random.default_rng(rows * 1000 + inner * 10 + vectors)
     z = rng.standard_normal((rows, inner + 3)).astype(dtype)  # extra columns are ignored
