@@ -2,9 +2,10 @@
 
 One registry of implementations (:data:`IMPLEMENTATIONS`) serves this report
 and the pytest-benchmark suite in ``bench/``: fastrnn's two backends, and
-PyTorch's ``nn.RNN``, a JAX ``jit(lax.scan)`` and ReservoirPy's ``Reservoir``
-when those are installed (``pip install -e ".[peers]"``, ``pip install
-reservoirpy``). Each implementation's factory takes the NumPy problem ``(x,
+PyTorch's ``nn.RNN``, a JAX ``jit(lax.scan)``, ONNX Runtime's ``RNN``
+operator, OpenVINO's ``RNNSequence`` and ReservoirPy's ``Reservoir`` when
+those are installed (``pip install -e ".[peers]"``; a missing one is skipped
+with a note). Each implementation's factory takes the NumPy problem ``(x,
 w_ih, w_hh, b_ih, b_hh)`` (x is (B, T, I), batch first) and ``leak=`` (None for
 the plain update) and returns a zero-argument callable that runs one forward
 pass, NumPy in and out, and returns the output (B, T, H). One-off set-up
@@ -88,11 +89,19 @@ REFERENCE = "fastrnn-numpy"
 
 @dataclass(frozen=True)
 class Impl:
+    """One implementation of the registry.
+
+    ``factory(x, w_ih, w_hh, b_ih, b_hh, leak=None)`` does the one-off set-up
+    and returns the callable that is timed: one forward pass, NumPy in, the
+    output (B, T, H) NumPy out. ``note`` is printed under the report's table
+    when the implementation takes part (what its timed call includes)."""
+
     factory: Callable[..., Forward]
-    requires: str | None = None  # module that must be importable
+    requires: tuple[str, ...] = ()  # modules that must be importable
     plain: bool = True  # runs the plain cases (SIZES)
     reservoir: str | None = None  # reservoir cases: w_hh "sparse" (CSR), "dense", None: skipped
     dtypes: tuple[str, ...] = ("float32", "float64")  # what it computes in
+    note: str = ""
 
 
 def make_problem(batch: int, steps: int, input_size: int, hidden: int, dtype,
@@ -265,15 +274,130 @@ def _reservoirpy_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
     return run
 
 
+def _onnx_rnn_model(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
+                    b_hh: np.ndarray):
+    """An ONNX model of one ``RNN`` node, time-major (``layout=0``): input
+    ``X`` (T, B, I), output ``Y`` (T, 1, B, H), tanh, the weights as
+    initializers (``W = w_ih``, ``R = w_hh``, ``B = [b_ih, b_hh]``, each with
+    a leading direction axis of 1). T and B are left free."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if w_ih.dtype != np.float32:
+        raise ValueError(f"ONNX Runtime's RNN kernel is float32 only, not {w_ih.dtype}")
+    hidden, input_size = w_ih.shape
+    node = helper.make_node("RNN", ["X", "W", "R", "B"], ["Y"], hidden_size=hidden,
+                            activations=["Tanh"], direction="forward", layout=0)
+    initializers = [
+        numpy_helper.from_array(np.ascontiguousarray(w_ih[None]), "W"),
+        numpy_helper.from_array(np.ascontiguousarray(w_hh[None]), "R"),
+        numpy_helper.from_array(np.concatenate([b_ih, b_hh])[None], "B"),
+    ]
+    graph = helper.make_graph(
+        [node], "elman_rnn",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", input_size])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", 1, "B", hidden])],
+        initializer=initializers)
+    # Opset 14 is where RNN gained ``layout``; IR version 8 is read by every
+    # ONNX Runtime release that has opset 17.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _onnxruntime_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
+    """ONNX Runtime's ``RNN`` operator (CPU execution provider, default
+    threads). The session is made once; each call pays what a user of a
+    batch-first model pays: ``x`` transposed to the time-major layout ORT
+    requires (it refuses ``layout=1``), the run, and the output transposed
+    back to (B, T, H) (a view, as torch's batch-first output is)."""
+    import onnxruntime
+
+    if leak is not None:
+        raise ValueError("ONNX's RNN operator has no leak")
+    model = _onnx_rnn_model(w_ih, w_hh, b_ih, b_hh)
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+
+    def run() -> np.ndarray:
+        (y,) = session.run(None, {"X": np.ascontiguousarray(x.transpose(1, 0, 2))})
+        return y[:, 0].transpose(1, 0, 2)
+
+    return run
+
+
+def _import_openvino():
+    """``import openvino`` without its model-conversion tools: importing
+    ``openvino.tools.ovc`` (which ``openvino/__init__`` tries, and skips on
+    ImportError) sends a usage event from a forked process, which is network
+    traffic in the middle of a timing run and a fork in a process where JAX's
+    threads already run (JAX warns that this can deadlock). The report needs
+    only the runtime; the entry is removed again so that an explicit import of
+    the tools still works."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino.tools.ovc", None)  # type: ignore[arg-type]
+        try:
+            import openvino  # noqa: F401
+        finally:
+            if sys.modules.get("openvino.tools.ovc", "") is None:
+                del sys.modules["openvino.tools.ovc"]
+    return sys.modules["openvino"]
+
+
+def _openvino_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
+    """OpenVINO's ``RNNSequence`` (opset 13), batch-first natively (X (B, T,
+    I), Y (B, 1, T, H)), built with the opset API rather than read from an
+    ONNX graph (its ONNX front end has been reported to mis-read batch-first
+    RNNs), compiled once for the CPU for this problem's shape (static shapes:
+    OpenVINO's best case). Each call runs one inference request, NumPy in and
+    out. float32 only: the CPU plugin's inference precision can be f32, bf16
+    or f16, never f64 (a float64 model returns float64 arrays computed in
+    float32)."""
+    openvino = _import_openvino()
+    import openvino.opset13 as ops
+
+    if leak is not None:
+        raise ValueError("OpenVINO's RNNSequence has no leak")
+    if x.dtype != np.float32:
+        raise ValueError(f"OpenVINO's CPU plugin computes in float32, not {x.dtype}")
+    batch, steps, _ = x.shape
+    hidden = w_ih.shape[0]
+    inputs = ops.parameter(list(x.shape), openvino.Type.f32, name="x")
+    sequence = ops.rnn_sequence(
+        inputs, ops.constant(np.zeros((batch, 1, hidden), np.float32)),
+        ops.constant(np.full(batch, steps, np.int32)), ops.constant(w_ih[None]),
+        ops.constant(w_hh[None]), ops.constant((b_ih + b_hh)[None]), hidden, "forward",
+        activations=["tanh"])
+    output = ops.squeeze(sequence.output(0), ops.constant(np.array([1])))
+    model = openvino.Model([output], [inputs], "elman_rnn")
+    request = openvino.Core().compile_model(model, "CPU").create_infer_request()
+
+    def run() -> np.ndarray:
+        return request.infer({0: x})[0]
+
+    return run
+
+
 IMPLEMENTATIONS: dict[str, Impl] = {
-    "fastrnn-numba": Impl(_fastrnn("numba"), requires="numba", reservoir="sparse"),
+    "fastrnn-numba": Impl(_fastrnn("numba"), requires=("numba",), reservoir="sparse"),
     "fastrnn-numpy": Impl(_fastrnn("numpy"), reservoir="sparse"),
-    "torch": Impl(_torch_factory, requires="torch"),  # nn.RNN: no leak
-    "jax": Impl(_jax_factory, requires="jax", reservoir="dense"),
-    "reservoirpy": Impl(_reservoirpy_factory, requires="reservoirpy", plain=False,
+    "torch": Impl(_torch_factory, requires=("torch",)),  # nn.RNN: no leak
+    "jax": Impl(_jax_factory, requires=("jax",), reservoir="dense"),
+    # ONNX's RNN and OpenVINO's RNNSequence have no leak either.
+    "onnxruntime": Impl(
+        _onnxruntime_factory, requires=("onnx", "onnxruntime"), dtypes=("float32",),
+        note="onnxruntime: one ONNX RNN node in a session made once; each call "
+             "transposes x to the time-major layout ONNX Runtime requires (it refuses "
+             "layout=1), runs the session and transposes the output back to (B, T, H); "
+             "float32 only (ONNX Runtime has no float64 RNN kernel)."),
+    "openvino": Impl(
+        _openvino_factory, requires=("openvino",), dtypes=("float32",),
+        note="openvino: opset RNNSequence (batch-first natively) compiled for the CPU "
+             "once per shape; each call is one inference request; float32 only (the CPU "
+             "plugin computes float64 models in float32)."),
+    "reservoirpy": Impl(_reservoirpy_factory, requires=("reservoirpy",), plain=False,
                         reservoir="sparse", dtypes=("float64",)),
     # fastrnn given the reservoir's w_hh as a dense array: what sparsity saves.
-    "fastrnn-numba-dense": Impl(_fastrnn("numba"), requires="numba", plain=False,
+    "fastrnn-numba-dense": Impl(_fastrnn("numba"), requires=("numba",), plain=False,
                                 reservoir="dense"),
 }
 RESERVOIR_NOTE = (
@@ -281,13 +405,15 @@ RESERVOIR_NOTE = (
     "scaled to spectral radius 0.9; the same weights, leak and input for every "
     "implementation, states checked against fastrnn-numpy first (float64 within 1e-10). "
     "fastrnn-numba-dense and jax get that w_hh as a dense array (jax: the leaky "
-    "update in its lax.scan); torch's nn.RNN has no leak (-); reservoirpy is float64 only."
+    "update in its lax.scan); torch's nn.RNN, ONNX's RNN and OpenVINO's RNNSequence have no "
+    "leak (-); reservoirpy is float64 only."
 )
 
 
 def available(name: str) -> bool:
-    requires = IMPLEMENTATIONS[name].requires
-    return requires is None or importlib.util.find_spec(requires) is not None
+    """Whether every module ``name`` needs is installed."""
+    return all(importlib.util.find_spec(module) is not None
+               for module in IMPLEMENTATIONS[name].requires)
 
 
 def flops(size: tuple[int, int, int, int], recurrent_nnz: int | None = None) -> int:
