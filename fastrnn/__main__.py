@@ -118,6 +118,9 @@ def _parser():
                             "rounds (default 1; at least one call a round)")
     bench.add_argument("--rounds", type=int, metavar="N",
                        help=f"interleaved rounds per case (default {ROUNDS}; 3 with --quick)")
+    bench.add_argument("--only", metavar="NAME,NAME",
+                       help="time only these implementations (fastrnn-numpy, the reference, "
+                            "always checks them); default: every one installed")
     bench.add_argument("--threads", type=int, metavar="N",
                        help="threads for every implementation: re-runs the report in a "
                             "process with FASTRNN_NUM_THREADS, OPENBLAS/OMP/MKL_NUM_THREADS "
@@ -168,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu is not None and args.cpu not in benchmark.CPU_TARGETS:
         parser.error(f"--cpu: unknown target {args.cpu!r}; known: "
                      f"{', '.join(benchmark.CPU_TARGETS)}")
+    for name in (args.only or "").split(","):
+        if name and name not in benchmark.IMPLEMENTATIONS:
+            parser.error(f"--only: unknown implementation {name!r}; known: "
+                         f"{', '.join(benchmark.IMPLEMENTATIONS)}")
     if args.sizes:
         try:
             benchmark.parse_sizes(args.sizes)

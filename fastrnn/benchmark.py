@@ -869,6 +869,15 @@ def format_table(report: dict) -> str:
                     f" Other processes used {report['others_cpu']:.0%} of the machine's CPU "
                     "meanwhile.")
                  + ("" if noise else " Peer / fastrnn > 1 means fastrnn is faster."))
+    busy = report.get("busy_mode")
+    if busy:
+        lines.append(f"Busy-machine mode: {busy['processes']} busy-looping background "
+                     "process(es) ran throughout (their CPU is not counted as other "
+                     "processes').")
+    environment = report.get("environment") or {}
+    if environment.get("NUMBA_CPU_NAME"):
+        lines.append(f"fastrnn compiled for {environment['NUMBA_CPU_NAME']} (no host "
+                     f"features); OPENBLAS_CORETYPE={environment.get('OPENBLAS_CORETYPE')}.")
     for name in names:
         if IMPLEMENTATIONS.get(name) is not None and IMPLEMENTATIONS[name].note:
             lines.append(IMPLEMENTATIONS[name].note)
@@ -979,7 +988,7 @@ def parse_sizes(text: str) -> list[tuple[int, int, int, int]]:
     return sizes
 
 
-def _environment() -> dict[str, str | None]:
+def run_environment() -> dict[str, str | None]:
     """The variables that decide what the run measures: the CPU fastrnn is
     compiled for, the peers' BLAS kernels, the thread counts."""
     return {name: os.environ.get(name) for name in (
@@ -993,16 +1002,18 @@ def main(args) -> int:
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     if args.quick and args.dtype == "both":
         dtypes = ["float32"]
-    names = [n for n in IMPLEMENTATIONS if available(n)]
-    missing = [n for n in IMPLEMENTATIONS if n not in names]
+    chosen = [n for n in IMPLEMENTATIONS
+              if not args.only or n in args.only.split(",")]
+    names = [n for n in chosen if available(n)]
+    missing = [n for n in chosen if n not in names]
     budget = 0.2 if args.quick else args.budget
     rounds = 3 if args.quick and args.rounds is None else (args.rounds or ROUNDS)
-    print(f"fastrnn comparison: {len(sizes)} sizes"
+    print(f"fastrnn comparison: {len(sizes)} size{'' if len(sizes) == 1 else 's'}"
           + ("" if args.sizes else " and reservoirs") + f", {', '.join(dtypes)}; "
           f"implementations: {', '.join(names)}"
           + (f" (not installed, skipped: {', '.join(missing)}; pip install -e '.[peers]')"
              if missing else ""), flush=True)
-    environment = _environment()
+    environment = run_environment()
     if environment["NUMBA_CPU_NAME"]:
         print(f"fastrnn compiled for {environment['NUMBA_CPU_NAME']} (NUMBA_CPU_FEATURES="
               f"{environment['NUMBA_CPU_FEATURES']!r}); peers on OPENBLAS_CORETYPE="
