@@ -125,6 +125,11 @@ def report(data: dict, stat: str = "median") -> str:
     if cpu or machine.get("python_version"):
         out.append(f"Machine: {cpu}, Python {machine.get('python_version', '?')}; "
                    f"{data.get('datetime', '')}")
+    environment = {k: v for k, v in (data.get("fastrnn_environment") or {}).items()
+                   if v is not None}
+    if environment.get("NUMBA_CPU_NAME"):
+        out.append("fastrnn compiled for another CPU: "
+                   + ", ".join(f"{k}={v!r}" for k, v in environment.items()))
     sources = data.get("fastrnn_sources")
     if sources:
         out.append(f"fastrnn sources {sources.get('at_start')}, Numba cache: "

@@ -17,8 +17,14 @@ extra_info) if it overruns its plan OVERRUN_FACTOR-fold. The whole bench/
 folder takes about four minutes on a quiet 2-core machine;
 ``--benchmark-max-time=0.2 --benchmark-min-rounds=3`` makes a quick run.
 
+Peers that are not installed (ONNX Runtime, OpenVINO, JAX, ...) are skipped
+with the missing module's name. ONNX Runtime and OpenVINO run float32 only.
+
 Run: ``pytest --benchmark-only --benchmark-json=bench.json`` then
-``python bench/report.py bench.json``.
+``python bench/report.py bench.json``. For fastrnn compiled for another CPU
+(NUMBA_CPU_NAME, NUMBA_CPU_FEATURES="", a fresh NUMBA_CACHE_DIR and the
+peers' BLAS on the matching kernels): ``bench/run_for_cpu.sh haswell
+--benchmark-json=haswell.json``.
 """
 
 from __future__ import annotations
@@ -106,8 +112,8 @@ def seconds_per_call(run) -> float:
 @pytest.mark.parametrize(("name", "dtype", "size"), CASES)
 def test_forward(benchmark, request, name: str, dtype: str, size: tuple[int, int, int, int]):
     impl: Impl = IMPLEMENTATIONS[name]
-    if impl.requires is not None:
-        pytest.importorskip(impl.requires)
+    for module in impl.requires:  # a missing optional peer is skipped, with its name
+        pytest.importorskip(module)
     benchmark.group = group_name(dtype, size)
     x, w_ih, w_hh, b_ih, b_hh = problem(dtype, size)
     run = impl.factory(x, w_ih, w_hh, b_ih, b_hh)

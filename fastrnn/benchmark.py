@@ -2,9 +2,10 @@
 
 One registry of implementations (:data:`IMPLEMENTATIONS`) serves this report
 and the pytest-benchmark suite in ``bench/``: fastrnn's two backends, and
-PyTorch's ``nn.RNN``, a JAX ``jit(lax.scan)`` and ReservoirPy's ``Reservoir``
-when those are installed (``pip install -e ".[peers]"``, ``pip install
-reservoirpy``). Each implementation's factory takes the NumPy problem ``(x,
+PyTorch's ``nn.RNN``, a JAX ``jit(lax.scan)``, ONNX Runtime's ``RNN``
+operator, OpenVINO's ``RNNSequence`` and ReservoirPy's ``Reservoir`` when
+those are installed (``pip install -e ".[peers]"``; a missing one is skipped
+with a note). Each implementation's factory takes the NumPy problem ``(x,
 w_ih, w_hh, b_ih, b_hh)`` (x is (B, T, I), batch first) and ``leak=`` (None for
 the plain update) and returns a zero-argument callable that runs one forward
 pass, NumPy in and out, and returns the output (B, T, H). One-off set-up
@@ -28,12 +29,16 @@ same run (the machine's practical limit for the products).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,11 +93,19 @@ REFERENCE = "fastrnn-numpy"
 
 @dataclass(frozen=True)
 class Impl:
+    """One implementation of the registry.
+
+    ``factory(x, w_ih, w_hh, b_ih, b_hh, leak=None)`` does the one-off set-up
+    and returns the callable that is timed: one forward pass, NumPy in, the
+    output (B, T, H) NumPy out. ``note`` is printed under the report's table
+    when the implementation takes part (what its timed call includes)."""
+
     factory: Callable[..., Forward]
-    requires: str | None = None  # module that must be importable
+    requires: tuple[str, ...] = ()  # modules that must be importable
     plain: bool = True  # runs the plain cases (SIZES)
     reservoir: str | None = None  # reservoir cases: w_hh "sparse" (CSR), "dense", None: skipped
     dtypes: tuple[str, ...] = ("float32", "float64")  # what it computes in
+    note: str = ""
 
 
 def make_problem(batch: int, steps: int, input_size: int, hidden: int, dtype,
@@ -265,15 +278,130 @@ def _reservoirpy_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
     return run
 
 
+def _onnx_rnn_model(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
+                    b_hh: np.ndarray):
+    """An ONNX model of one ``RNN`` node, time-major (``layout=0``): input
+    ``X`` (T, B, I), output ``Y`` (T, 1, B, H), tanh, the weights as
+    initializers (``W = w_ih``, ``R = w_hh``, ``B = [b_ih, b_hh]``, each with
+    a leading direction axis of 1). T and B are left free."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if w_ih.dtype != np.float32:
+        raise ValueError(f"ONNX Runtime's RNN kernel is float32 only, not {w_ih.dtype}")
+    hidden, input_size = w_ih.shape
+    node = helper.make_node("RNN", ["X", "W", "R", "B"], ["Y"], hidden_size=hidden,
+                            activations=["Tanh"], direction="forward", layout=0)
+    initializers = [
+        numpy_helper.from_array(np.ascontiguousarray(w_ih[None]), "W"),
+        numpy_helper.from_array(np.ascontiguousarray(w_hh[None]), "R"),
+        numpy_helper.from_array(np.concatenate([b_ih, b_hh])[None], "B"),
+    ]
+    graph = helper.make_graph(
+        [node], "elman_rnn",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", input_size])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", 1, "B", hidden])],
+        initializer=initializers)
+    # Opset 14 is where RNN gained ``layout``; IR version 8 is read by every
+    # ONNX Runtime release that has opset 17.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _onnxruntime_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
+    """ONNX Runtime's ``RNN`` operator (CPU execution provider, default
+    threads). The session is made once; each call pays what a user of a
+    batch-first model pays: ``x`` transposed to the time-major layout ORT
+    requires (it refuses ``layout=1``), the run, and the output transposed
+    back to (B, T, H) (a view, as torch's batch-first output is)."""
+    import onnxruntime
+
+    if leak is not None:
+        raise ValueError("ONNX's RNN operator has no leak")
+    model = _onnx_rnn_model(w_ih, w_hh, b_ih, b_hh)
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+
+    def run() -> np.ndarray:
+        (y,) = session.run(None, {"X": np.ascontiguousarray(x.transpose(1, 0, 2))})
+        return y[:, 0].transpose(1, 0, 2)
+
+    return run
+
+
+def _import_openvino():
+    """``import openvino`` without its model-conversion tools: importing
+    ``openvino.tools.ovc`` (which ``openvino/__init__`` tries, and skips on
+    ImportError) sends a usage event from a forked process, which is network
+    traffic in the middle of a timing run and a fork in a process where JAX's
+    threads already run (JAX warns that this can deadlock). The report needs
+    only the runtime; the entry is removed again so that an explicit import of
+    the tools still works."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino.tools.ovc", None)  # type: ignore[arg-type]
+        try:
+            import openvino  # noqa: F401
+        finally:
+            if sys.modules.get("openvino.tools.ovc", "") is None:
+                del sys.modules["openvino.tools.ovc"]
+    return sys.modules["openvino"]
+
+
+def _openvino_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
+    """OpenVINO's ``RNNSequence`` (opset 13), batch-first natively (X (B, T,
+    I), Y (B, 1, T, H)), built with the opset API rather than read from an
+    ONNX graph (its ONNX front end has been reported to mis-read batch-first
+    RNNs), compiled once for the CPU for this problem's shape (static shapes:
+    OpenVINO's best case). Each call runs one inference request, NumPy in and
+    out. float32 only: the CPU plugin's inference precision can be f32, bf16
+    or f16, never f64 (a float64 model returns float64 arrays computed in
+    float32)."""
+    openvino = _import_openvino()
+    import openvino.opset13 as ops
+
+    if leak is not None:
+        raise ValueError("OpenVINO's RNNSequence has no leak")
+    if x.dtype != np.float32:
+        raise ValueError(f"OpenVINO's CPU plugin computes in float32, not {x.dtype}")
+    batch, steps, _ = x.shape
+    hidden = w_ih.shape[0]
+    inputs = ops.parameter(list(x.shape), openvino.Type.f32, name="x")
+    sequence = ops.rnn_sequence(
+        inputs, ops.constant(np.zeros((batch, 1, hidden), np.float32)),
+        ops.constant(np.full(batch, steps, np.int32)), ops.constant(w_ih[None]),
+        ops.constant(w_hh[None]), ops.constant((b_ih + b_hh)[None]), hidden, "forward",
+        activations=["tanh"])
+    output = ops.squeeze(sequence.output(0), ops.constant(np.array([1])))
+    model = openvino.Model([output], [inputs], "elman_rnn")
+    request = openvino.Core().compile_model(model, "CPU").create_infer_request()
+
+    def run() -> np.ndarray:
+        return request.infer({0: x})[0]
+
+    return run
+
+
 IMPLEMENTATIONS: dict[str, Impl] = {
-    "fastrnn-numba": Impl(_fastrnn("numba"), requires="numba", reservoir="sparse"),
+    "fastrnn-numba": Impl(_fastrnn("numba"), requires=("numba",), reservoir="sparse"),
     "fastrnn-numpy": Impl(_fastrnn("numpy"), reservoir="sparse"),
-    "torch": Impl(_torch_factory, requires="torch"),  # nn.RNN: no leak
-    "jax": Impl(_jax_factory, requires="jax", reservoir="dense"),
-    "reservoirpy": Impl(_reservoirpy_factory, requires="reservoirpy", plain=False,
+    "torch": Impl(_torch_factory, requires=("torch",)),  # nn.RNN: no leak
+    "jax": Impl(_jax_factory, requires=("jax",), reservoir="dense"),
+    # ONNX's RNN and OpenVINO's RNNSequence have no leak either.
+    "onnxruntime": Impl(
+        _onnxruntime_factory, requires=("onnx", "onnxruntime"), dtypes=("float32",),
+        note="onnxruntime: one ONNX RNN node in a session made once; each call "
+             "transposes x to the time-major layout ONNX Runtime requires (it refuses "
+             "layout=1), runs the session and transposes the output back to (B, T, H); "
+             "float32 only (ONNX Runtime has no float64 RNN kernel)."),
+    "openvino": Impl(
+        _openvino_factory, requires=("openvino",), dtypes=("float32",),
+        note="openvino: opset RNNSequence (batch-first natively) compiled for the CPU "
+             "once per shape; each call is one inference request; float32 only (the CPU "
+             "plugin computes float64 models in float32)."),
+    "reservoirpy": Impl(_reservoirpy_factory, requires=("reservoirpy",), plain=False,
                         reservoir="sparse", dtypes=("float64",)),
     # fastrnn given the reservoir's w_hh as a dense array: what sparsity saves.
-    "fastrnn-numba-dense": Impl(_fastrnn("numba"), requires="numba", plain=False,
+    "fastrnn-numba-dense": Impl(_fastrnn("numba"), requires=("numba",), plain=False,
                                 reservoir="dense"),
 }
 RESERVOIR_NOTE = (
@@ -281,13 +409,15 @@ RESERVOIR_NOTE = (
     "scaled to spectral radius 0.9; the same weights, leak and input for every "
     "implementation, states checked against fastrnn-numpy first (float64 within 1e-10). "
     "fastrnn-numba-dense and jax get that w_hh as a dense array (jax: the leaky "
-    "update in its lax.scan); torch's nn.RNN has no leak (-); reservoirpy is float64 only."
+    "update in its lax.scan); torch's nn.RNN, ONNX's RNN and OpenVINO's RNNSequence have no "
+    "leak (-); reservoirpy is float64 only."
 )
 
 
 def available(name: str) -> bool:
-    requires = IMPLEMENTATIONS[name].requires
-    return requires is None or importlib.util.find_spec(requires) is not None
+    """Whether every module ``name`` needs is installed."""
+    return all(importlib.util.find_spec(module) is not None
+               for module in IMPLEMENTATIONS[name].requires)
 
 
 def flops(size: tuple[int, int, int, int], recurrent_nnz: int | None = None) -> int:
@@ -299,12 +429,12 @@ def flops(size: tuple[int, int, int, int], recurrent_nnz: int | None = None) -> 
     return 2 * batch * steps * (hidden * input_size + recurrent_nnz)
 
 
-def time_call(run: Forward, budget: float) -> tuple[float, float, int]:
+def time_call(run: Forward, budget: float, min_calls: int = 3) -> tuple[float, float, int]:
     """(median, min, calls) of ``run`` timed for about ``budget`` seconds, at
-    least 3 calls; the caller has already warmed it up."""
+    least ``min_calls`` calls; the caller has already warmed it up."""
     times: list[float] = []
     total = 0.0
-    while (total < budget or len(times) < 3) and len(times) < 100_000:
+    while (total < budget or len(times) < min_calls) and len(times) < 100_000:
         start = time.perf_counter()
         run()
         elapsed = time.perf_counter() - start
@@ -331,6 +461,202 @@ def matmul_rate(dtype, sizes=(1024, 2048), budget: float = 0.5) -> float:
     return best
 
 
+# --- Telling a quiet run from a busy one --------------------------------------
+
+ROUNDS = 5  # interleaved rounds per case (--rounds)
+# A run is flagged busy (its ratios withheld) when any of these is exceeded:
+RATE_CHANGE_LIMIT = 0.15  # the matmul rate at the end differs this much from the start
+SPREAD_LIMIT = 0.20  # a figure whose round medians span this fraction of its median...
+SPREAD_SHARE_LIMIT = 0.10  # ...in more than this share of the figures
+OTHERS_CPU_LIMIT = 0.10  # other processes used this share of the machine's CPU
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / median of ``values`` (the medians of one figure's
+    rounds): 0 for a figure that every round measured alike."""
+    median = float(np.median(values))
+    return (max(values) - min(values)) / median if median > 0 else 0.0
+
+
+def noise_reasons(rates_start: dict[str, float], rates_end: dict[str, float],
+                  spreads: list[float], others_cpu: float | None) -> list[str]:
+    """Why a run's figures cannot be trusted, one sentence per reason; an
+    empty list for a quiet run.
+
+    ``rates_start``/``rates_end``: NumPy's matmul rate per dtype measured
+    before and after the run (a change means the machine's load changed
+    while it ran); ``spreads``: :func:`spread` of every figure over its
+    rounds; ``others_cpu``: the share of the machine's CPU that other
+    processes used during the run (None where unknown)."""
+    reasons = []
+    for dtype, start in rates_start.items():
+        end = rates_end.get(dtype)
+        if end is not None and start > 0 and abs(end - start) / start > RATE_CHANGE_LIMIT:
+            reasons.append(f"the {dtype} matmul rate went from {start / 1e9:.0f} to "
+                           f"{end / 1e9:.0f} GFLOP/s during the run (more than "
+                           f"{RATE_CHANGE_LIMIT:.0%} apart)")
+    if spreads:
+        wide = sum(value > SPREAD_LIMIT for value in spreads)
+        if wide > SPREAD_SHARE_LIMIT * len(spreads):
+            reasons.append(f"{wide} of {len(spreads)} figures varied by more than "
+                           f"{SPREAD_LIMIT:.0%} between rounds")
+    if others_cpu is not None and others_cpu > OTHERS_CPU_LIMIT:
+        reasons.append(f"other processes used {others_cpu:.0%} of the machine's CPU "
+                       f"(more than {OTHERS_CPU_LIMIT:.0%})")
+    return reasons
+
+
+def _proc_ticks(path: str) -> int | None:
+    """utime + stime + cutime + cstime of /proc/PID/stat, None if unreadable."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return sum(int(v) for v in fields[11:15])
+
+
+def cpu_ticks(exclude: tuple[int, ...] = ()) -> tuple[int, int] | None:
+    """(busy clock ticks of the whole machine, ticks of this process, its
+    waited-for children and the processes ``exclude``), from /proc; None
+    where /proc is missing."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    own = _proc_ticks("/proc/self/stat")
+    if own is None:
+        return None
+    # user nice system idle iowait irq softirq steal guest guest_nice: busy is
+    # all but idle and iowait (guest time is already counted in user).
+    busy = sum(fields) - fields[3] - fields[4] - sum(fields[8:10])
+    return busy, own + sum(_proc_ticks(f"/proc/{pid}/stat") or 0 for pid in exclude)
+
+
+def others_cpu_share(start: tuple[int, int] | None, end: tuple[int, int] | None,
+                     seconds: float) -> float | None:
+    """The share (0..1) of the machine's CPU used between two :func:`cpu_ticks`
+    by processes other than ours."""
+    if start is None or end is None or seconds <= 0:
+        return None
+    others = (end[0] - start[0]) - (end[1] - start[1])
+    return max(0.0, others / os.sysconf("SC_CLK_TCK") / (seconds * (os.cpu_count() or 1)))
+
+
+# --- Busy-machine mode: a bounded background load -----------------------------
+
+# One busy-looping interpreter; it stops itself after its time limit even if
+# the report that started it is killed before it can stop it.
+_LOAD_SCRIPT = ("import time\n"
+                "end = time.monotonic() + {seconds!r}\n"
+                "while time.monotonic() < end:\n"
+                "    pass\n")
+
+
+def start_load(processes: int, seconds: float) -> list[subprocess.Popen]:
+    """Start ``processes`` busy-looping Python processes, each of which exits
+    by itself after ``seconds``. Stop them with :func:`stop_load`."""
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be a positive integer, got {processes!r}")
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds!r}")
+    started: list[subprocess.Popen] = []
+    try:
+        for _ in range(processes):
+            started.append(subprocess.Popen(
+                [sys.executable, "-c", _LOAD_SCRIPT.format(seconds=float(seconds))],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL))
+    except BaseException:
+        stop_load(started)
+        raise
+    return started
+
+
+def stop_load(processes: list[subprocess.Popen]) -> None:
+    """Kill each load process by its PID and reap it."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+    for process in processes:
+        process.wait()
+
+
+@contextlib.contextmanager
+def background_load(processes: int, seconds: float):
+    """``with background_load(1, 600) as load:``: the load runs for the body
+    and is killed on the way out, whether the body ends, raises or is
+    interrupted (Ctrl-C)."""
+    started = start_load(processes, seconds)
+    try:
+        yield started
+    finally:
+        stop_load(started)
+
+
+# --- Compiling for another CPU: --cpu ----------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuTarget:
+    """What the peers' libraries are held to when fastrnn compiles for a
+    Numba CPU name: OpenBLAS's kernel set (``OPENBLAS_CORETYPE``: NumPy,
+    SciPy, JAX's NumPy side), MKL's instruction set (``MKL_ENABLE_INSTRUCTIONS``:
+    PyTorch's x86 wheels) and oneDNN's (``ONEDNN_MAX_CPU_ISA``: PyTorch,
+    OpenVINO), each the closest to the Numba target's instruction set."""
+
+    openblas: str
+    mkl: str
+    onednn: str
+    isa: str  # for the help text and the report's header
+
+
+CPU_TARGETS: dict[str, CpuTarget] = {
+    "haswell": CpuTarget("Haswell", "AVX2", "AVX2", "AVX2 + FMA"),
+    "x86-64-v3": CpuTarget("Haswell", "AVX2", "AVX2", "AVX2 + FMA"),
+    "skylake-avx512": CpuTarget("SkylakeX", "AVX512", "AVX512_CORE", "AVX-512"),
+    "x86-64-v4": CpuTarget("SkylakeX", "AVX512", "AVX512_CORE", "AVX-512"),
+    "nehalem": CpuTarget("Nehalem", "SSE4_2", "SSE41", "SSE4.2, no AVX, no FMA"),
+    "x86-64-v2": CpuTarget("Nehalem", "SSE4_2", "SSE41", "SSE4.2, no AVX, no FMA"),
+}
+
+
+def cpu_environment(name: str, cache_dir: str) -> dict[str, str]:
+    """The environment variables that make a fresh process compile fastrnn for
+    the CPU ``name`` (:data:`CPU_TARGETS`) and hold the peers' BLAS to the
+    matching kernels. ``NUMBA_CPU_FEATURES`` is set empty: with
+    ``NUMBA_CPU_NAME`` alone Numba keeps this machine's features (AVX-512
+    here); ``cache_dir`` must be a fresh folder (kernels cached for this
+    CPU would otherwise be loaded)."""
+    target = CPU_TARGETS.get(name)
+    if target is None:
+        raise ValueError(f"cpu must be one of {', '.join(CPU_TARGETS)}; got {name!r}")
+    return {"NUMBA_CPU_NAME": name, "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": cache_dir,
+            "OPENBLAS_CORETYPE": target.openblas, "MKL_ENABLE_INSTRUCTIONS": target.mkl,
+            "ONEDNN_MAX_CPU_ISA": target.onednn}
+
+
+def in_cpu_target(name: str) -> bool:
+    """Whether this process already runs with :func:`cpu_environment` of ``name``."""
+    return (os.environ.get("NUMBA_CPU_NAME") == name
+            and os.environ.get("NUMBA_CPU_FEATURES") == ""
+            and os.environ.get("OPENBLAS_CORETYPE") == CPU_TARGETS[name].openblas)
+
+
+def run_for_cpu(name: str, command: list[str], extra_env: dict[str, str] | None = None) -> int:
+    """Run ``command`` with :func:`cpu_environment` of ``name`` and a fresh
+    temporary Numba cache (removed afterwards); return its exit status."""
+    cache_dir = tempfile.mkdtemp(prefix=f"fastrnn-numba-{name}-")
+    try:
+        env = dict(os.environ, **(extra_env or {}), **cpu_environment(name, cache_dir))
+        return subprocess.call(command, env=env)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+# --- The report ---------------------------------------------------------------
+
+
 class _Progress:
     """tqdm when installed, otherwise a one-line counter on stderr."""
 
@@ -341,7 +667,7 @@ class _Progress:
         except ImportError:
             self.bar = None
         else:
-            self.bar = tqdm(total=total, unit="case", file=sys.stderr, leave=False)
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr, leave=False)
 
     def step(self, label: str) -> None:
         self.done += 1
@@ -359,13 +685,36 @@ class _Progress:
             print(file=sys.stderr)
 
 
+def interleaved_rounds(runs: dict[str, Forward], budget: float,
+                       rounds: int) -> dict[str, tuple[list[float], float, int]]:
+    """Time every callable of ``runs`` (already warmed up) in ``rounds``
+    rounds: in each, every implementation in turn for ``budget / rounds``
+    seconds (at least one call), the order rotated from round to round, so
+    that a burst of background load slows all of them alike instead of one.
+    Returns, per name, (the median of each round, the fastest call, calls)."""
+    names = list(runs)
+    share = budget / rounds
+    medians: dict[str, list[float]] = {name: [] for name in names}
+    fastest = dict.fromkeys(names, math.inf)
+    calls = dict.fromkeys(names, 0)
+    for index in range(rounds):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            median, low, count = time_call(runs[name], share, min_calls=1)
+            medians[name].append(median)
+            fastest[name] = min(fastest[name], low)
+            calls[name] += count
+    return {name: (medians[name], fastest[name], calls[name]) for name in names}
+
+
 def _timed_case(results: list[dict], progress: _Progress, dtype_name: str,
                 case: dict, problem: Problem, names: list[str], budget: float,
-                leak: float | None = None) -> None:
-    """Check then time every implementation of ``names`` on one problem,
-    appending a result per implementation to ``results``."""
-    reference = IMPLEMENTATIONS[REFERENCE]
-    expected = reference.factory(*problem, leak=leak)()
+                rounds: int, leak: float | None = None) -> None:
+    """Check every implementation of ``names`` on one problem, then time them
+    in interleaved rounds, appending a result per implementation."""
+    expected = IMPLEMENTATIONS[REFERENCE].factory(*problem, leak=leak)()
+    runs: dict[str, Forward] = {}
+    max_abs_diff: dict[str, float] = {}
     for name in names:
         impl = IMPLEMENTATIONS[name]
         progress.step(f"{dtype_name} {case['size']} {case['kind']} {name}")
@@ -375,101 +724,176 @@ def _timed_case(results: list[dict], progress: _Progress, dtype_name: str,
         np.testing.assert_allclose(output, expected, rtol=TOLERANCE[dtype_name],
                                    atol=TOLERANCE[dtype_name],
                                    err_msg=f"{name} disagrees with {REFERENCE}")
-        max_abs_diff = float(np.max(np.abs(output - expected), initial=0.0))
+        max_abs_diff[name] = float(np.max(np.abs(output - expected), initial=0.0))
+        runs[name] = run
         del output
-        median, fastest, calls = time_call(run, budget)
-        results.append({"dtype": dtype_name, **case, "impl": name, "median_s": median,
-                        "min_s": fastest, "calls": calls, "max_abs_diff": max_abs_diff})
+    progress.step(f"{dtype_name} {case['size']} {case['kind']}: {rounds} rounds")
+    for name, (medians, fastest, calls) in interleaved_rounds(runs, budget, rounds).items():
+        results.append({"dtype": dtype_name, **case, "impl": name,
+                        "median_s": float(np.median(medians)), "min_s": fastest,
+                        "low_s": min(medians), "high_s": max(medians),
+                        "spread": spread(medians), "round_medians_s": medians,
+                        "calls": calls, "max_abs_diff": max_abs_diff[name]})
 
 
 def run_report(sizes: list[tuple[int, int, int, int]], dtypes: list[str], names: list[str],
                budget: float, matmul_sizes: tuple[int, ...],
-               reservoir_cases: list[ReservoirCase] | None = None) -> dict:
+               reservoir_cases: list[ReservoirCase] | None = None, rounds: int = ROUNDS,
+               load_pids: tuple[int, ...] = ()) -> dict:
     """Time every (dtype, case, implementation); return the results as a dict.
 
     Each implementation runs the cases it supports (:class:`Impl`): the plain
-    ``sizes``, then the ``reservoir_cases``."""
+    ``sizes``, then the ``reservoir_cases``. NumPy's matmul rate is measured
+    for every dtype before and after, and the CPU that other processes used
+    meanwhile (``load_pids``, the busy mode's own load, not counted): with
+    the figures' spread over rounds, :func:`noise_reasons` decides whether
+    the run was quiet."""
     reservoir_cases = reservoir_cases or []
     results: list[dict] = []
-    rates = {}
 
     def supports(name: str, dtype_name: str, reservoir: bool) -> bool:
         impl = IMPLEMENTATIONS[name]
         return dtype_name in impl.dtypes and (impl.reservoir is not None if reservoir
                                               else impl.plain)
 
-    total = sum(1 + sum(supports(n, d, False) for n in names) * len(sizes)
-                + sum(supports(n, d, True) for n in names) * len(reservoir_cases)
-                for d in dtypes)
+    total = 2 * len(dtypes) + sum(
+        (1 + sum(supports(n, d, False) for n in names)) * len(sizes)
+        + (1 + sum(supports(n, d, True) for n in names)) * len(reservoir_cases)
+        for d in dtypes)
     progress = _Progress(total)
+    ticks_start, wall_start = cpu_ticks(load_pids), time.perf_counter()
+    rates_start = {}
+    for dtype_name in dtypes:
+        progress.step(f"{dtype_name} matmul rate")
+        rates_start[dtype_name] = matmul_rate(DTYPES[dtype_name], matmul_sizes)
     for dtype_name in dtypes:
         dtype = DTYPES[dtype_name]
-        progress.step(f"{dtype_name} matmul rate")
-        rates[dtype_name] = matmul_rate(dtype, matmul_sizes)
         plain = [n for n in names if supports(n, dtype_name, False)]
         for size in sizes:
             problem = make_problem(*size, dtype)
             case = {"kind": "dense", "size": list(size), "flops": flops(size)}
-            _timed_case(results, progress, dtype_name, case, problem, plain, budget)
+            _timed_case(results, progress, dtype_name, case, problem, plain, budget, rounds)
         reservoir = [n for n in names if supports(n, dtype_name, True)]
         for rcase in reservoir_cases:
             problem, leak = make_reservoir_problem(rcase, dtype)
             case = {"kind": "reservoir", "size": list(rcase.size), "label": rcase.label,
                     "density": rcase.density, "leak": leak,
                     "flops": flops(rcase.size, problem[2].nnz)}
-            _timed_case(results, progress, dtype_name, case, problem, reservoir, budget, leak)
+            _timed_case(results, progress, dtype_name, case, problem, reservoir, budget,
+                        rounds, leak)
+    rates_end = {}
+    for dtype_name in dtypes:
+        progress.step(f"{dtype_name} matmul rate, again")
+        rates_end[dtype_name] = matmul_rate(DTYPES[dtype_name], matmul_sizes)
+    others = others_cpu_share(ticks_start, cpu_ticks(load_pids),
+                              time.perf_counter() - wall_start)
     progress.close()
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpus": os.cpu_count(), "python": platform.python_version(),
                     "numpy": np.__version__},
-        "matmul_flops_per_s": rates,
+        "matmul_flops_per_s": rates_start,
+        "matmul_flops_per_s_end": rates_end,
+        "rounds": rounds,
+        "others_cpu": others,
+        "noise": noise_reasons(rates_start, rates_end, [r["spread"] for r in results], others),
         "results": results,
     }
 
 
+def _case_key(result: dict) -> tuple[str, tuple, str]:
+    return result["dtype"], tuple(result["size"]), result.get("label", "")
+
+
+def _case_label(size, label: str = "", sep: str = " ") -> str:
+    return ", ".join(map(str, size)) + (f"{sep}({label})" if label else "")
+
+
 def format_table(report: dict) -> str:
-    """A Markdown table: medians (us), each peer as a multiple of fastrnn's
-    time, and fastrnn's rate against the machine's matmul rate (for a sparse
-    reservoir, the rate of the work done: 2·B·T·(H·I + nnz))."""
-    names = list(dict.fromkeys(r["impl"] for r in report["results"]))
+    """A Markdown table: per implementation the median time (us) of the
+    interleaved rounds and its spread; then, for a quiet run only, each peer
+    as a multiple of fastrnn's time and fastrnn's rate against the machine's
+    matmul rate (for a sparse reservoir, the rate of the work done:
+    2·B·T·(H·I + nnz)). A run flagged busy (``report["noise"]``) gets a
+    warning and no ratio columns."""
+    results = report["results"]
+    noise = report.get("noise") or []
+    names = list(dict.fromkeys(r["impl"] for r in results))
     peers = [n for n in names if n != BASELINE]
+    rates = report["matmul_flops_per_s"]
+    lines = []
+    if noise:
+        lines += ["**WARNING: the machine was busy during this run; its timings are "
+                  "unreliable and the ratio columns are left out.** Why: "
+                  + "; ".join(noise) + ". Re-run on a quiet machine.", ""]
     head = ["dtype", "B, T, I, H"] + [f"{n} (us)" for n in names]
-    head += [f"{p} / fastrnn" for p in peers] + ["fastrnn GFLOP/s", "of matmul rate"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
-    cells: dict[tuple[str, tuple, str], dict[str, float]] = {}
-    work: dict[tuple[str, tuple, str], int] = {}
-    for r in report["results"]:
-        key = (r["dtype"], tuple(r["size"]), r.get("label", ""))
-        cells.setdefault(key, {})[r["impl"]] = r["median_s"]
-        work[key] = r.get("flops", flops(tuple(r["size"])))
+    if not noise:
+        head += [f"{p} / fastrnn" for p in peers] + ["fastrnn GFLOP/s", "of matmul rate"]
+    else:
+        head += ["fastrnn GFLOP/s"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    cells: dict[tuple[str, tuple, str], dict[str, dict]] = {}
+    for r in results:
+        cells.setdefault(_case_key(r), {})[r["impl"]] = r
     for key, by_impl in cells.items():
         dtype, size, label = key
         base = by_impl.get(BASELINE)
-        row = [dtype, ", ".join(map(str, size)) + (f" ({label})" if label else "")]
-        row += [f"{by_impl[n] * 1e6:,.1f}" if n in by_impl else "-" for n in names]
-        row += [f"{by_impl[p] / base:.2f}x" if base and p in by_impl else "-" for p in peers]
+        row = [dtype, _case_label(size, label)]
+        for name in names:
+            r = by_impl.get(name)
+            row.append("-" if r is None else
+                       f"{r['median_s'] * 1e6:,.1f} ±{r.get('spread', 0.0) / 2:.0%}")
+        if not noise:
+            row += [f"{by_impl[p]['median_s'] / base['median_s']:.2f}x"
+                    if base and p in by_impl else "-" for p in peers]
         if base:
-            rate = work[key] / base
-            row += [f"{rate / 1e9:.1f}", f"{rate / report['matmul_flops_per_s'][dtype]:.0%}"]
+            rate = base["flops"] / base["median_s"]
+            row.append(f"{rate / 1e9:.1f}")
+            if not noise:
+                row.append(f"{rate / rates[dtype]:.0%}")
         else:
-            row += ["-", "-"]
+            row += ["-"] if noise else ["-", "-"]
         lines.append("| " + " | ".join(row) + " |")
-    rates = ", ".join(f"{d} {r / 1e9:.0f} GFLOP/s" for d, r in
-                      report["matmul_flops_per_s"].items())
+    ends = report.get("matmul_flops_per_s_end") or {}
+    rate_text = ", ".join(
+        f"{d} {r / 1e9:.0f}" + (f" then {ends[d] / 1e9:.0f}" if d in ends else "")
+        for d, r in rates.items())
     lines.append("")
-    lines.append(f"NumPy square matmul rate in this run: {rates}. Peer / fastrnn > 1 means "
-                 "fastrnn is faster.")
-    labels = list(dict.fromkeys(r["label"] for r in report["results"]
-                                if r.get("kind") == "reservoir"))
+    rounds = report.get("rounds", 1)
+    lines.append(f"Median of {rounds} interleaved rounds (every implementation of a case "
+                 "timed in turn, round after round); ± is half the range of the round "
+                 "medians, relative to their median.")
+    lines.append(f"NumPy square matmul rate at the start and the end of this run (GFLOP/s): "
+                 f"{rate_text}."
+                 + ("" if report.get("others_cpu") is None else
+                    f" Other processes used {report['others_cpu']:.0%} of the machine's CPU "
+                    "meanwhile.")
+                 + ("" if noise else " Peer / fastrnn > 1 means fastrnn is faster."))
+    busy = report.get("busy_mode")
+    if busy:
+        lines.append(f"Busy-machine mode: {busy['processes']} busy-looping background "
+                     "process(es) ran throughout (their CPU is not counted as other "
+                     "processes').")
+    environment = report.get("environment") or {}
+    if environment.get("NUMBA_CPU_NAME"):
+        lines.append(f"fastrnn compiled for {environment['NUMBA_CPU_NAME']} (no host "
+                     f"features); OPENBLAS_CORETYPE={environment.get('OPENBLAS_CORETYPE')}.")
+    for name in names:
+        if IMPLEMENTATIONS.get(name) is not None and IMPLEMENTATIONS[name].note:
+            lines.append(IMPLEMENTATIONS[name].note)
+    labels = list(dict.fromkeys(r["label"] for r in results if r.get("kind") == "reservoir"))
     if labels:
         lines.append(RESERVOIR_NOTE.format(cases="; ".join(labels)))
     return "\n".join(lines)
 
 
 def plot(report: dict, path: str) -> bool:
-    """Time against problem size (FLOPs), log-log, one line per implementation
-    and one panel per dtype. False when matplotlib is missing."""
+    """Two rows of panels, one column per dtype, every case on a categorical
+    x axis labelled by its size (reservoirs included): above, each peer's
+    time over fastrnn's (log scale, 1.0 marked: above it fastrnn is faster);
+    below, every implementation's median time, with the range of its round
+    medians. The y scales are shared along each row. False when matplotlib
+    is missing."""
     try:
         import matplotlib
 
@@ -477,23 +901,74 @@ def plot(report: dict, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    dtypes = list(dict.fromkeys(r["dtype"] for r in report["results"]))
-    fig, axes = plt.subplots(1, len(dtypes), figsize=(6 * len(dtypes), 4.5), squeeze=False)
-    for ax, dtype in zip(axes[0], dtypes, strict=True):
-        # The plain cases only: a sparse reservoir is another problem.
-        rows = [r for r in report["results"]
-                if r["dtype"] == dtype and r.get("kind", "dense") == "dense"]
-        for name in dict.fromkeys(r["impl"] for r in rows):
-            points = sorted((r["flops"], r["median_s"]) for r in rows if r["impl"] == name)
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("FLOPs per forward, 2·B·T·H·(I+H)")
-        ax.set_ylabel("median time per forward (s)")
-        ax.set_title(f"RNN forward, {dtype}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    results = report["results"]
+    noise = report.get("noise") or []
+    dtypes = list(dict.fromkeys(r["dtype"] for r in results))
+    names = list(dict.fromkeys(r["impl"] for r in results))
+    peers = [n for n in names if n != BASELINE]
+    colors = {name: f"C{index % 10}" for index, name in enumerate(names)}
+    markers = dict(zip(names, "o^sDvP*Xh<>", strict=False))
+    cases_per_dtype = max(len({_case_key(r) for r in results if r["dtype"] == d})
+                          for d in dtypes)
+    width = max(7.0, 0.75 * cases_per_dtype + 2.0)
+    fig, axes = plt.subplots(2, len(dtypes), figsize=(width * len(dtypes), 9), squeeze=False,
+                             sharey="row")
+    for column, dtype in enumerate(dtypes):
+        rows = [r for r in results if r["dtype"] == dtype]
+        keys = list(dict.fromkeys(_case_key(r) for r in rows))
+        position = {key: index for index, key in enumerate(keys)}
+        by_case: dict[tuple, dict[str, dict]] = {}
+        for r in rows:
+            by_case.setdefault(_case_key(r), {})[r["impl"]] = r
+        speed_ax, time_ax = axes[0][column], axes[1][column]
+        step = 0.7 / max(1, len(names))
+        for index, name in enumerate(names):
+            offset = (index - (len(names) - 1) / 2) * step
+            mine = [r for r in rows if r["impl"] == name]
+            if mine:
+                xs = [position[_case_key(r)] + offset for r in mine]
+                medians = np.array([r["median_s"] for r in mine])
+                low = medians - np.array([r.get("low_s", r["median_s"]) for r in mine])
+                high = np.array([r.get("high_s", r["median_s"]) for r in mine]) - medians
+                time_ax.errorbar(xs, medians, yerr=[low, high], fmt=markers[name],
+                                 color=colors[name], label=name, capsize=2, linestyle="none")
+            if name in peers:
+                pairs = [(position[key], by[name]["median_s"] / by[BASELINE]["median_s"])
+                         for key, by in by_case.items() if name in by and BASELINE in by]
+                if pairs:
+                    speed_ax.plot([x + offset for x, _ in pairs], [v for _, v in pairs],
+                                  markers[name], color=colors[name], label=name,
+                                  linestyle="none")
+        speed_ax.axhline(1.0, color="black", linewidth=1)
+        labels = [_case_label(size, "reservoir" if label else "", sep="\n")
+                  for _, size, label in keys]
+        for ax in (speed_ax, time_ax):
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(keys)))
+            ax.set_xticklabels(labels, rotation=30, ha="right", rotation_mode="anchor",
+                               fontsize=8)
+            ax.set_xlim(-0.6, len(keys) - 0.4)
+            ax.grid(True, which="major", axis="y", alpha=0.3)
+            for boundary in range(1, len(keys)):  # cases are separate problems
+                ax.axvline(boundary - 0.5, color="grey", linewidth=0.5, alpha=0.4)
+        speed_ax.set_title(f"{dtype}: speed-up, peer time / fastrnn-numba time\n"
+                           "(above 1: fastrnn is faster)"
+                           + ("\nBUSY MACHINE: UNRELIABLE" if noise else ""),
+                           fontsize=10, color="red" if noise else "black")
+        time_ax.set_title(f"{dtype}: median time per forward\n(bars: range over rounds)",
+                          fontsize=10)
+        time_ax.set_xlabel("B, T, I, H")
+        if column == 0:
+            speed_ax.set_ylabel("peer / fastrnn-numba")
+            time_ax.set_ylabel("seconds per forward")
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    order = [name for name in names if name in handles]
+    fig.legend([handles[name] for name in order], order, loc="lower center",
+               ncol=min(len(handles), 4), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -513,20 +988,38 @@ def parse_sizes(text: str) -> list[tuple[int, int, int, int]]:
     return sizes
 
 
+def run_environment() -> dict[str, str | None]:
+    """The variables that decide what the run measures: the CPU fastrnn is
+    compiled for, the peers' BLAS kernels, the thread counts."""
+    return {name: os.environ.get(name) for name in (
+        "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "OPENBLAS_CORETYPE", "MKL_ENABLE_INSTRUCTIONS",
+        "ONEDNN_MAX_CPU_ISA", "FASTRNN_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+
+
 def main(args) -> int:
     """Run the report for parsed command-line ``args`` (see fastrnn.__main__)."""
     sizes = parse_sizes(args.sizes) if args.sizes else (QUICK_SIZES if args.quick else SIZES)
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     if args.quick and args.dtype == "both":
         dtypes = ["float32"]
-    names = [n for n in IMPLEMENTATIONS if available(n)]
-    missing = [n for n in IMPLEMENTATIONS if n not in names]
+    chosen = [n for n in IMPLEMENTATIONS
+              if not args.only or n in args.only.split(",")]
+    names = [n for n in chosen if available(n)]
+    missing = [n for n in chosen if n not in names]
     budget = 0.2 if args.quick else args.budget
-    print(f"fastrnn comparison: {len(sizes)} sizes"
+    rounds = 3 if args.quick and args.rounds is None else (args.rounds or ROUNDS)
+    print(f"fastrnn comparison: {len(sizes)} size{'' if len(sizes) == 1 else 's'}"
           + ("" if args.sizes else " and reservoirs") + f", {', '.join(dtypes)}; "
           f"implementations: {', '.join(names)}"
-          + (f" (not installed: {', '.join(missing)}; pip install -e '.[peers]' reservoirpy)"
+          + (f" (not installed, skipped: {', '.join(missing)}; pip install -e '.[peers]')"
              if missing else ""), flush=True)
+    environment = run_environment()
+    if environment["NUMBA_CPU_NAME"]:
+        print(f"fastrnn compiled for {environment['NUMBA_CPU_NAME']} (NUMBA_CPU_FEATURES="
+              f"{environment['NUMBA_CPU_FEATURES']!r}); peers on OPENBLAS_CORETYPE="
+              f"{environment['OPENBLAS_CORETYPE']}, MKL_ENABLE_INSTRUCTIONS="
+              f"{environment['MKL_ENABLE_INSTRUCTIONS']}, ONEDNN_MAX_CPU_ISA="
+              f"{environment['ONEDNN_MAX_CPU_ISA']}", flush=True)
     reservoir_cases: list[ReservoirCase]
     if args.sizes:
         reservoir_cases = []
@@ -536,10 +1029,23 @@ def main(args) -> int:
         reservoir_cases = []
     else:
         reservoir_cases = QUICK_RESERVOIR_CASES if args.quick else RESERVOIR_CASES
-    report = run_report(sizes, dtypes, names, budget,
-                        matmul_sizes=(1024,) if args.quick else (1024, 2048),
-                        reservoir_cases=reservoir_cases)
+    busy = None
+    with contextlib.ExitStack() as stack:
+        load_pids: tuple[int, ...] = ()
+        if args.busy:
+            load = stack.enter_context(background_load(args.busy, args.busy_limit))
+            load_pids = tuple(process.pid for process in load)
+            busy = {"processes": args.busy, "limit_s": args.busy_limit, "pids": list(load_pids)}
+            print(f"busy-machine mode: {args.busy} busy-looping process(es) in the "
+                  f"background (PIDs {', '.join(map(str, load_pids))}), stopped when the "
+                  f"report ends or after {args.busy_limit:g} s", flush=True)
+        report = run_report(sizes, dtypes, names, budget,
+                            matmul_sizes=(1024,) if args.quick else (1024, 2048),
+                            reservoir_cases=reservoir_cases, rounds=rounds,
+                            load_pids=load_pids)
     report["threads"] = os.environ.get("FASTRNN_NUM_THREADS", "default")
+    report["environment"] = environment
+    report["busy_mode"] = busy
     table = format_table(report)
     print(table)
     with open(args.json, "w", encoding="utf-8") as handle:
