@@ -151,17 +151,32 @@ def forward(
      unbatched, output_shape, batch, hidden, lengths_arr, leak_arr) = validate_forward(
         x, w_ih, w_hh, b_ih, b_hh, h0, nonlinearity, batch_first, out, lengths, leak,
         return_sequences, threads)
-    compute = get_backend(backend)
+    return finish_call(get_backend(backend), x_arr, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr,
+                       h0_arr, out, output, relu, batch_first_, unbatched, output_shape, batch,
+                       hidden, lengths_arr, leak_arr, return_sequences, threads, None)
+
+
+def finish_call(compute: Any, x: np.ndarray, w_ih: np.ndarray, w_hh: Any,
+                b_ih: np.ndarray | None, b_hh: np.ndarray | None, h0: np.ndarray | None,
+                given_out: np.ndarray | None, output: np.ndarray | None, relu: bool,
+                batch_first: bool, unbatched: bool, output_shape: tuple[int, ...], batch: int,
+                hidden: int, lengths: np.ndarray | None, leak: np.ndarray | None,
+                return_sequences: bool, threads: int | None, prepared: Any) -> Any:
+    """The rest of a validated call (of :func:`forward` or a prepared
+    :class:`fastrnn.Layer`): allocate what the caller did not pass, run the
+    backend, and shape the results as ``forward`` returns them. ``output``
+    is the validated ``given_out`` in the backend's (B, T, H) form, or None.
+    ``prepared``: the backend's packed weights of a Layer, or None."""
     if output is None and return_sequences:
-        output = np.empty(output_shape, x_arr.dtype)
-    h_n = np.empty((batch, hidden), x_arr.dtype)
-    compute(x_arr, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, h0_arr, output, h_n, relu,
-            batch_first_, lengths_arr, leak_arr, False, threads)
+        output = np.empty(output_shape, x.dtype)
+    h_n = np.empty((batch, hidden), x.dtype)
+    compute(x, w_ih, w_hh, b_ih, b_hh, h0, output, h_n, relu, batch_first, lengths, leak, False,
+            threads, prepared=prepared)
     if not return_sequences:
         return h_n[0] if unbatched else h_n
     if unbatched:
-        return (output[0] if out is None else out), h_n[0]
-    return (output if out is None else out), h_n
+        return (output[0] if given_out is None else given_out), h_n[0]  # type: ignore[index]
+    return (output if given_out is None else given_out), h_n
 
 
 def run_layer(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,

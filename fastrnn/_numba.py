@@ -50,13 +50,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import from_dtype, njit, types
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
-from ._simd import VECTOR_BYTES
-from ._simd import vadd, vfma, vgather, vload, vsplat, vstore, vzero
+from ._simd import VECTOR_BYTES, vadd, vfma, vgather, vload, vsplat, vstore, vzero
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
@@ -511,6 +510,111 @@ def _sparse_product(state, active, sparse, sorted_acc, acc):
             acc[i, order[r]] = sorted_acc[i, r]
 
 
+def _step(x, h, out, weights, sparse, rows, relu):
+    # One time step of a prepared layer (fastrnn.Layer.step): out = the
+    # state after x (B, I) from h (B, H). weights: _packed_weights (w_ih.T
+    # then, dense, w_hh.T); sparse: _sell_pack's tuple for a sparse w_hh, or
+    # None; rows: (1, H) the fused bias, or (3, H) bias, leak and 1 - leak.
+    # Every input is read before `out` is written, so out may be h itself
+    # (or overlap anything). The shapes are compared here, in compiled code
+    # (a call's Python checks are a visible share of one step's time); a
+    # mismatch returns False before anything is written.
+    batch, input_size = x.shape
+    hidden = rows.shape[1]
+    if (weights.shape[0] != input_size + (hidden if sparse is None else 0)
+            or h.shape[0] != batch or h.shape[1] != hidden or out.shape[0] != batch
+            or out.shape[1] != hidden):
+        return False
+    lanes = VECTOR_BYTES // weights.itemsize
+    width = weights.shape[1]
+    vectors = width // lanes
+    extra = 0 if sparse is None else 2 * batch
+    work = aligned_zeros(2 * batch + extra, width, weights)
+    acc = work[:batch]
+    recurrent = work[batch:2 * batch]
+    matmul_rows(x, batch, input_size, weights[:input_size].reshape(input_size * vectors, lanes),
+                acc)
+    if sparse is None:
+        matmul_rows(h, batch, hidden, weights[input_size:].reshape(hidden * vectors, lanes),
+                    recurrent)
+    else:
+        # The gathers read a zero-padded copy of the state (column H is
+        # their padding column).
+        state = work[2 * batch:3 * batch]
+        for i in range(batch):
+            for j in range(hidden):
+                state[i, j] = h[i, j]
+        _sparse_product(state, batch, sparse, work[3 * batch:], recurrent)
+    # The same sums in the same order as the forward pass: (input product +
+    # bias) + recurrent product.
+    for i in range(batch):
+        if relu:
+            for j in range(hidden):
+                acc[i, j] = _relu(acc[i, j] + rows[0, j] + recurrent[i, j])
+        else:
+            for j in range(hidden):
+                acc[i, j] = _tanh(acc[i, j] + rows[0, j] + recurrent[i, j])
+        if rows.shape[0] == 3:
+            for j in range(hidden):
+                acc[i, j] = rows[2, j] * h[i, j] + rows[1, j] * acc[i, j]
+    for i in range(batch):
+        for j in range(hidden):
+            out[i, j] = acc[i, j]
+    return True
+
+
+_step_kernels: dict[tuple[np.dtype, bool], Any] = {}
+_step_lock = threading.Lock()
+
+
+def step_kernel(dtype: np.dtype, sparse: bool) -> Any:
+    """The compiled :func:`_step` for ``dtype`` and a dense or sparse w_hh,
+    with one explicit signature: x, h and out in any layout (x and h may be
+    read-only), so that no new layout compiles anything (Numba converts C or
+    F arrays to the 'A' layout of the signature; without a signature it
+    compiles a variant per combination of layouts)."""
+    key = (dtype, sparse)
+    kernel = _step_kernels.get(key)
+    if kernel is None:
+        with _step_lock:  # compile (or load from the cache) once
+            kernel = _step_kernels.get(key)
+            if kernel is None:
+                value = from_dtype(dtype)
+                given = types.Array(value, 2, "A", readonly=True)
+                matrix = types.Array(value, 2, "C")
+                if sparse:
+                    index = types.Array(types.int64, 1, "C")
+                    pack: Any = types.Tuple((index, index, matrix,
+                                             types.Array(types.int32, 1, "C")))
+                else:
+                    pack = types.none
+                signature = types.boolean(given, given, types.Array(value, 2, "A"), matrix,
+                                          pack, matrix, types.boolean)
+                kernel = _step_kernels[key] = njit([signature], **JIT)(_step)
+    return kernel
+
+
+class Prepared:
+    """A layer's weights as the kernels read them, made once for
+    :class:`fastrnn.Layer`: ``weights`` (w_ih.T and a dense w_hh.T packed in
+    panels), ``sparse`` (a sparse w_hh in SELL-C-sigma form, else None),
+    ``rows`` (the fused bias, and with a leak the leak and 1 - leak: the
+    rows of :func:`_step`) and the step kernel."""
+
+    __slots__ = ("weights", "sparse", "rows", "step")
+
+    def __init__(self, w_ih: np.ndarray, w_hh: Any, bias: np.ndarray,
+                 leak: np.ndarray | None) -> None:
+        hidden = bias.shape[0]
+        dense = w_hh if isinstance(w_hh, np.ndarray) else None
+        self.weights = _packed_weights(w_ih, dense, bias)
+        self.sparse = (None if dense is not None else
+                       _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden))
+        rows = [bias] if leak is None else [bias, leak, 1 - leak]
+        self.rows = np.ascontiguousarray(np.stack(rows), dtype=bias.dtype)
+        self.step = step_kernel(bias.dtype, dense is None)
+
+
 def _cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -553,8 +657,10 @@ def _thread_pool() -> ThreadPoolExecutor:
 def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, relu: bool, batch_first: bool, lengths: np.ndarray | None,
-            leak: np.ndarray | None, reverse: bool, threads: int | None) -> None:
-    """Same contract as :func:`fastrnn._numpy.forward`."""
+            leak: np.ndarray | None, reverse: bool, threads: int | None,
+            prepared: Prepared | None = None) -> None:
+    """Same contract as :func:`fastrnn._numpy.forward`; ``prepared``: a
+    Layer's packed weights (else they are packed for this call)."""
     # The path is chosen here, not inside compiled code, so that a first
     # call compiles only what it needs (compilation takes seconds). This
     # wrapper is part of every call's latency: keep it short.
@@ -596,12 +702,16 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
                            lens, leak, reverse, parts)
             return
-    sparse = None
-    if dense is None:
+    weights = None if prepared is None else prepared.weights
+    if prepared is not None:
+        sparse = prepared.sparse
+    elif dense is None:
         sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
+    else:
+        sparse = None
     if batch < 2 or limit < 2 or work < PARALLEL_MIN_FMAS:
         _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                       order, lens, leak, reverse, 0, batch, None)
+                       order, lens, leak, reverse, 0, batch, weights)
         return
     # Samples are independent: each thread runs every step for its share of
     # the batch (the kernels release the GIL), with no per-step hand-off,
@@ -609,7 +719,8 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     # takes every parts-th sequence of the sorted order, so that each gets
     # a fair share of long and short ones.
     parts = min(limit, batch)
-    weights = _packed_weights(w_ih, dense, h_n)
+    if weights is None:
+        weights = _packed_weights(w_ih, dense, h_n)
     jobs: list[tuple[np.ndarray | None, np.ndarray | None, int, int]] = []
     for p in range(parts):
         if order is None or lens is None:

@@ -20,7 +20,8 @@ CHUNK_ELEMENTS = 1 << 16
 def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, relu: bool, batch_first: bool, lengths: np.ndarray | None,
-            leak: np.ndarray | None, reverse: bool, threads: int | None) -> None:
+            leak: np.ndarray | None, reverse: bool, threads: int | None,
+            prepared: Any = None) -> None:
     """Compute the forward pass into ``out`` and ``h_n``; the backend contract.
 
     ``x`` is (B, T, I) if ``batch_first`` else (T, B, I), any memory layout;
@@ -30,7 +31,9 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     biases are (H,) or None; ``lengths`` an int64 (B,) array or None (every
     sequence has T steps); ``leak`` an (H,) array or None (1); ``reverse``
     runs each sequence from its last valid step back to its first;
-    ``threads`` caps the threads used (NumPy's BLAS decides its own here).
+    ``threads`` caps the threads used (NumPy's BLAS decides its own here);
+    ``prepared`` is what a backend keeps of a :class:`fastrnn.Layer`'s
+    weights between calls (nothing here: NumPy reads them as they are).
     Every argument is already validated; only ``out`` and ``h_n`` are written.
     """
     # inf - inf gives NaN here as in the Numba backend, without NumPy's warning.
@@ -133,3 +136,23 @@ def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths
         for b in np.flatnonzero(lengths < steps):
             out_seq[b, lengths[b]:] = 0
     h_n[order] = state
+
+
+def step(x: np.ndarray, h: np.ndarray, out: np.ndarray, w_ih: np.ndarray, w_hh: Any,
+         bias: np.ndarray, leak: np.ndarray | None, relu: bool) -> None:
+    """One time step of a prepared layer (:meth:`fastrnn.Layer.step`): ``out``
+    (B, H) <- the state after ``x`` (B, I) from ``h`` (B, H), summed as the
+    forward pass sums it. Every input is read before ``out`` is written, so
+    ``out`` may be ``h``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = x @ w_ih.T
+        z += bias
+        z += (w_hh @ h.T).T if not isinstance(w_hh, np.ndarray) else h @ w_hh.T
+        if relu:
+            np.maximum(z, 0, out=z)
+        else:
+            np.tanh(z, out=z)
+        if leak is not None:
+            z *= leak
+            z += (1 - leak) * h
+        out[...] = z

@@ -53,9 +53,8 @@ from numba import njit
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
-from ._simd import VECTOR_BYTES
 from ._numba import _add_bias, _finish, _gather, _longest, _running, _sell_pack, _time, sell_product
-from ._simd import prefetch_write
+from ._simd import VECTOR_BYTES, prefetch_write
 from ._sync import FLAG_STRIDE, store_release, wait_all
 
 # The hoisted input product of a chunk of steps: about this many elements

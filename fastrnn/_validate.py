@@ -137,15 +137,8 @@ def validate_forward(
     """
     if type(nonlinearity) is not str or nonlinearity not in NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
-    if batch_first is not True and batch_first is not False:
-        if not isinstance(batch_first, np.bool_):
-            raise TypeError(f"batch_first must be a bool, got {_describe(batch_first)}")
-        batch_first = bool(batch_first)
-
-    if return_sequences is not True and return_sequences is not False:
-        if not isinstance(return_sequences, np.bool_):
-            raise TypeError(f"return_sequences must be a bool, got {_describe(return_sequences)}")
-        return_sequences = bool(return_sequences)
+    batch_first = check_bool("batch_first", batch_first)
+    return_sequences = check_bool("return_sequences", return_sequences)
     if not return_sequences and out is not None:
         raise ValueError("out must be None when return_sequences=False: no output sequence "
                          "is computed")
@@ -175,16 +168,9 @@ def validate_forward(
 
     x_shape = x.shape
     x_given, h0_given = x, h0  # for messages: the shapes the caller passed
-    unbatched = len(x_shape) == 2
+    x, unbatched = _as_batched(x)
     if unbatched:
-        # PyTorch ignores batch_first for unbatched input: (T, I) is one sequence.
         batch_first = True
-        x = x.reshape((1,) + x_shape)
-    elif len(x_shape) != 3:
-        raise ValueError(
-            "x must be 3-D (batch, time, input) when batch_first, (time, batch, "
-            f"input) otherwise, or 2-D (time, input) unbatched; got shape {x_shape}"
-        )
     n1, n2, input_size = x.shape
 
     w_ih_shape = w_ih.shape
@@ -201,6 +187,42 @@ def validate_forward(
         raise _wrong_shape("b_hh", b_hh, (hidden,),
                            f"(hidden_size,) to match w_ih of shape {w_ih_shape}")
 
+    if leak is not None:
+        leak = validate_leak(leak, hidden, dtype)
+    weights = {"w_ih": w_ih, "w_hh": w_hh if isinstance(w_hh, np.ndarray) else w_hh.data,
+               "b_ih": b_ih, "b_hh": b_hh}
+    h0, out, lengths, output_shape, batch = _check_call(
+        x, x_given, h0, h0_given, hidden, dtype, batch_first, unbatched, out, lengths, weights)
+
+    return (x, w_ih, w_hh, b_ih, b_hh, h0, out, nonlinearity == "relu", batch_first,
+            unbatched, output_shape, batch, hidden, lengths, leak)
+
+
+def _as_batched(x: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(x, unbatched)``: a 2-D (T, I) x as a (1, T, I) view (PyTorch ignores
+    batch_first for unbatched input: one sequence), a 3-D x as it is; a
+    ValueError for any other number of dimensions."""
+    if x.ndim == 2:
+        return x.reshape((1,) + x.shape), True
+    if x.ndim != 3:
+        raise ValueError(
+            "x must be 3-D (batch, time, input) when batch_first, (time, batch, "
+            f"input) otherwise, or 2-D (time, input) unbatched; got shape {x.shape}"
+        )
+    return x, False
+
+
+def _check_call(x: np.ndarray, x_given: np.ndarray, h0: np.ndarray | None,
+                h0_given: np.ndarray | None, hidden: int, dtype: np.dtype, batch_first: bool,
+                unbatched: bool, out: Any, lengths: Any,
+                weights: dict[str, np.ndarray | None]) -> tuple[Any, ...]:
+    """The checks of one call's h0, lengths and out against x (already (B, T,
+    I) or (T, B, I); ``x_given`` and ``h0_given`` as the caller passed them,
+    for messages; ``weights`` the arrays ``out`` must not overlap). Returns
+    ``(h0, out, lengths, output_shape, batch)`` in the backend contract's
+    form."""
+    n1, n2, _ = x.shape
+    x_shape = x_given.shape
     batch = n1 if batch_first else n2
     if h0 is not None:
         if unbatched:
@@ -217,20 +239,54 @@ def validate_forward(
         if unbatched and np.ndim(lengths) == 0:
             lengths = np.reshape(lengths, (1,))  # one sequence, one length
         lengths = validate_lengths(lengths, batch, steps)
-    if leak is not None:
-        leak = validate_leak(leak, hidden, dtype)
 
     output_shape = (n1, n2, hidden)
     if out is not None:
-        inputs = {"x": x_given, "w_ih": w_ih,
-                  "w_hh": w_hh if isinstance(w_hh, np.ndarray) else w_hh.data,
-                  "b_ih": b_ih, "b_hh": b_hh, "h0": h0_given}
+        inputs = {"x": x_given, **weights, "h0": h0_given}
         _check_out(out, output_shape[1:] if unbatched else output_shape, dtype, inputs)
         if unbatched:
             out = out.reshape(output_shape)  # a view: out is C-contiguous
+    return h0, out, lengths, output_shape, batch
 
-    return (x, w_ih, w_hh, b_ih, b_hh, h0, out, nonlinearity == "relu", batch_first,
-            unbatched, output_shape, batch, hidden, lengths, leak)
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` as a bool (True, False or a NumPy bool), or a TypeError naming it."""
+    if value is True or value is False:
+        return value
+    if not isinstance(value, np.bool_):
+        raise TypeError(f"{name} must be a bool, got {_describe(value)}")
+    return bool(value)
+
+
+def validate_call(x: Any, h0: Any, input_size: int, hidden: int, dtype: np.dtype,
+                  batch_first: Any, out: Any, lengths: Any, return_sequences: Any,
+                  weights: dict[str, np.ndarray | None]) -> tuple[Any, ...]:
+    """Check the per-call arguments of a prepared layer (:class:`fastrnn.Layer`)
+    whose weights were validated once: ``(x, h0, out, batch_first, unbatched,
+    output_shape, batch, lengths, return_sequences)`` in the backend contract's
+    form, as :func:`validate_forward` returns them."""
+    batch_first = check_bool("batch_first", batch_first)
+    return_sequences = check_bool("return_sequences", return_sequences)
+    if not return_sequences and out is not None:
+        raise ValueError("out must be None when return_sequences=False: no output sequence "
+                         "is computed")
+    x = as_float_array("x", x)
+    if h0 is not None:
+        h0 = as_float_array("h0", h0)
+    if x.dtype != dtype or (h0 is not None and h0.dtype != dtype):
+        listing = f"x={x.dtype}" + ("" if h0 is None else f", h0={h0.dtype}")
+        raise TypeError(f"x and h0 must have the layer's dtype {dtype}, got {listing}; "
+                        f"convert them, e.g. x.astype(np.{dtype.name})")
+    x_given, h0_given = x, h0
+    x, unbatched = _as_batched(x)
+    if unbatched:
+        batch_first = True
+    if x.shape[2] != input_size:
+        raise ValueError(f"x must have {input_size} features (the layer's input_size) on its "
+                         f"last axis, got shape {x_given.shape}")
+    h0, out, lengths, output_shape, batch = _check_call(
+        x, x_given, h0, h0_given, hidden, dtype, batch_first, unbatched, out, lengths, weights)
+    return x, h0, out, batch_first, unbatched, output_shape, batch, lengths, return_sequences
 
 
 def check_threads(threads: Any) -> int:

@@ -1,0 +1,303 @@
+"""``fastrnn.prepare`` and ``fastrnn.Layer``: an Elman RNN layer whose weights
+are validated, copied and packed once, then run many times, a whole sequence,
+a chunk of one, or one time step at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._api import finish_call
+from ._backends import auto_backend_name, get_backend
+from ._validate import (
+    NONLINEARITIES,
+    _describe,
+    as_float_array,
+    check_threads,
+    validate_call,
+    validate_forward,
+)
+
+_NDARRAY = np.ndarray
+_empty = np.empty
+
+
+class Layer:
+    """One Elman RNN layer with prepared weights; made by :func:`prepare`.
+
+    Calling it runs whole sequences, exactly as :func:`fastrnn.forward` with
+    the weights and options given to :func:`prepare`; :meth:`step` runs one
+    time step. Everything that depends only on the weights (validation,
+    copies, the packed layout the kernels read, the fused bias) was done
+    once, so a call pays only for its own data.
+
+    A layer is immutable and may be called from many threads at once: each
+    call gets what it would get alone.
+
+    Attributes
+    ----------
+    input_size, hidden_size : int
+        I and H.
+    dtype : numpy.dtype
+        float32 or float64: of the weights, and of every input and result.
+    nonlinearity : {"tanh", "relu"}
+    backend : {"numba", "numpy"}
+        The backend the layer runs on ("auto" resolved when prepared).
+    threads : int or None
+        The most threads a call uses (None: fastrnn.forward's default).
+    """
+
+    __slots__ = ("input_size", "hidden_size", "dtype", "nonlinearity", "backend", "threads",
+                 "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
+                 "_step_kernel", "_step_args", "_numpy_step")
+
+    def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
+                 b_hh: ArrayLike | None = None, *, nonlinearity: str = "tanh",
+                 leak: ArrayLike | None = None, threads: int | None = None,
+                 backend: str = "auto") -> None:
+        if threads is not None:
+            threads = check_threads(threads)
+        # The checks of fastrnn.forward, on a stand-in x of one step: the
+        # same messages for the same mistakes.
+        probe_w_ih = as_float_array("w_ih", w_ih)
+        if probe_w_ih.ndim != 2:
+            raise ValueError(f"w_ih must be 2-D (hidden_size, input_size), got shape "
+                             f"{probe_w_ih.shape}")
+        stand_in = np.zeros((1, 1, probe_w_ih.shape[1]), probe_w_ih.dtype)
+        (_, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, _, _, relu, _, _, _, _, hidden, _,
+         leak_arr) = validate_forward(stand_in, probe_w_ih, w_hh, b_ih, b_hh, None,
+                                      nonlinearity, True, None, None, leak, True, threads)
+        compute = get_backend(backend)
+        name = auto_backend_name() if backend == "auto" else backend
+        dtype = w_ih_arr.dtype
+        self.input_size = int(w_ih_arr.shape[1])
+        self.hidden_size = int(hidden)
+        self.dtype = dtype
+        self.nonlinearity = NONLINEARITIES[1] if relu else NONLINEARITIES[0]
+        self.backend = name
+        self.threads = threads
+        # Copies: later changes to the caller's arrays do not reach the layer.
+        self._w_ih = np.array(w_ih_arr, order="C", copy=True)
+        if isinstance(w_hh_arr, np.ndarray):
+            self._w_hh: Any = np.array(w_hh_arr, order="C", copy=True)
+        else:
+            self._w_hh = w_hh_arr.copy() if w_hh_arr is w_hh else w_hh_arr
+        bias = np.zeros(hidden, dtype)
+        for b in (b_ih_arr, b_hh_arr):
+            if b is not None:
+                bias += b  # summed in the dtype, as the kernels sum them
+        self._bias = bias
+        self._leak = leak_arr
+        self._relu = relu
+        self._compute = compute
+        self._prepared: Any = None
+        self._step_kernel: Any = None
+        self._step_args: tuple[Any, ...] = ()
+        self._numpy_step: Any = None
+        if name == "numba":
+            from . import _numba
+
+            prepared = _numba.Prepared(self._w_ih, self._w_hh, bias, leak_arr)
+            self._prepared = prepared
+            self._step_kernel = prepared.step
+            self._step_args = (prepared.weights, prepared.sparse, prepared.rows, relu)
+        else:
+            from . import _numpy
+
+            self._numpy_step = _numpy.step
+
+    def __repr__(self) -> str:
+        sparse = "" if isinstance(self._w_hh, np.ndarray) else ", sparse w_hh"
+        leak = "" if self._leak is None else ", leak"
+        return (f"Layer(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"dtype={self.dtype.name}, nonlinearity={self.nonlinearity!r}{leak}{sparse}, "
+                f"backend={self.backend!r})")
+
+    def __call__(self, x: ArrayLike, h0: ArrayLike | None = None, *, batch_first: bool = True,
+                 lengths: ArrayLike | None = None, return_sequences: bool = True,
+                 out: np.ndarray | None = None) -> Any:
+        """Run the layer over a batch of sequences: what :func:`fastrnn.forward`
+        returns for the same arguments and the weights and options of
+        :func:`prepare`.
+
+        Parameters
+        ----------
+        x : array, shape (B, T, I) if ``batch_first``, (T, B, I) if not, or (T, I)
+            Of the layer's dtype.
+        h0 : array, shape (B, H), or (H,) for unbatched x, optional
+            Initial state; zeros when None. Feeding a sequence in chunks, each
+            chunk's ``h_n`` as the next ``h0``, gives the one-call result.
+        batch_first, lengths, return_sequences, out
+            As for :func:`fastrnn.forward`.
+
+        Returns
+        -------
+        output : ndarray, shape (B, T, H), (T, B, H) or (T, H), like x
+        h_n : ndarray, shape (B, H), or (H,) for unbatched x
+            ``h_n`` alone when ``return_sequences`` is False.
+        """
+        weights = {"w_ih": self._w_ih,
+                   "w_hh": self._w_hh if isinstance(self._w_hh, np.ndarray) else self._w_hh.data,
+                   "bias": self._bias}
+        (x_arr, h0_arr, out_arr, batch_first_, unbatched, output_shape, batch, lengths_arr,
+         return_sequences) = validate_call(x, h0, self.input_size, self.hidden_size, self.dtype,
+                                           batch_first, out, lengths, return_sequences,
+                                           weights)
+        return finish_call(self._compute, x_arr, self._w_ih, self._w_hh, self._bias, None,
+                           h0_arr, out, out_arr, self._relu, batch_first_, unbatched,
+                           output_shape, batch, self.hidden_size, lengths_arr, self._leak,
+                           return_sequences, self.threads, self._prepared)
+
+    def step(self, x_t: ArrayLike, h: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
+        """One time step: the state after input ``x_t`` from state ``h``.
+
+        The call a per-step loop makes (online inference, control, stepping
+        while the input arrives): for NumPy arrays of the layer's dtype it is
+        a few type checks and one compiled call, with the shapes compared in
+        compiled code, and it allocates nothing when ``out`` is given.
+
+        Parameters
+        ----------
+        x_t : array, shape (B, I), or (I,) for one sequence
+        h : array, shape (B, H), or (H,) for one sequence
+            The current state (zeros to start).
+        out : ndarray, shape of ``h``, optional
+            Writeable array of the layer's dtype that receives the new state
+            and is returned; it may be ``h`` itself (updated in place).
+
+        Returns
+        -------
+        ndarray, shape of ``h``
+            The new state: ``act(x_t @ w_ih.T + b_ih + h @ w_hh.T + b_hh)``
+            (with a leak, ``(1 - leak) * h + leak * act(...)``). Stepping a
+            sequence gives the states of :meth:`__call__` on it.
+
+        Raises
+        ------
+        TypeError
+            When an array is not of the layer's dtype.
+        ValueError
+            When the shapes disagree with the layer or each other, or ``out``
+            is not writeable. Nothing is modified then.
+        """
+        dtype = self.dtype
+        kernel = self._step_kernel
+        given = out
+        if (kernel is not None and type(x_t) is _NDARRAY and type(h) is _NDARRAY
+                and x_t.dtype is dtype and h.dtype is dtype):
+            if out is None:
+                out = _empty(h.shape, dtype)
+            if type(out) is _NDARRAY and out.dtype is dtype:
+                ndim = x_t.ndim
+                try:
+                    if ndim == 2 and h.ndim == 2 and out.ndim == 2:
+                        if kernel(x_t, h, out, *self._step_args):
+                            return out
+                    elif ndim == 1 and h.ndim == 1 and out.ndim == 1:
+                        if kernel(x_t[None], h[None], out[None], *self._step_args):
+                            return out
+                except TypeError:  # no signature matched, e.g. a read-only out
+                    pass
+        return self._checked_step(x_t, h, given)
+
+    def _checked_step(self, x_t: Any, h: Any, out: Any) -> np.ndarray:
+        # Every check of a step, with its message; then the step itself.
+        dtype = self.dtype
+        x_arr = as_float_array("x_t", x_t)
+        h_arr = as_float_array("h", h)
+        if x_arr.dtype != dtype or h_arr.dtype != dtype:
+            raise TypeError(f"x_t and h must have the layer's dtype {dtype}, got "
+                            f"x_t={x_arr.dtype}, h={h_arr.dtype}; convert them, e.g. "
+                            f"h.astype(np.{dtype.name})")
+        if x_arr.ndim not in (1, 2) or h_arr.ndim != x_arr.ndim:
+            raise ValueError(f"x_t and h must be (B, I) and (B, H), or (I,) and (H,) for one "
+                             f"sequence; got shapes {x_arr.shape} and {h_arr.shape}")
+        batch = () if x_arr.ndim == 1 else x_arr.shape[:1]
+        expected_x = batch + (self.input_size,)
+        expected_h = batch + (self.hidden_size,)
+        if x_arr.shape != expected_x:
+            raise ValueError(f"x_t must have shape {expected_x} (input_size = "
+                             f"{self.input_size}), got {x_arr.shape}")
+        if h_arr.shape != expected_h:
+            raise ValueError(f"h must have shape {expected_h} (hidden_size = "
+                             f"{self.hidden_size}) to match x_t of shape {x_arr.shape}, "
+                             f"got {h_arr.shape}")
+        if out is None:
+            out = np.empty(expected_h, dtype)
+        elif not isinstance(out, np.ndarray):
+            raise TypeError(f"out must be a NumPy array, got {_describe(out)}")
+        elif out.shape != expected_h or out.dtype != dtype:
+            raise ValueError(f"out must have shape {expected_h} and dtype {dtype} (h's), got "
+                             f"shape {out.shape} and dtype {out.dtype}")
+        elif not out.flags.writeable:
+            raise ValueError(f"out must be writeable (shape {out.shape}, read-only array given)")
+        # Plain 2-D arrays (ndarray subclasses as their plain views).
+        x2, h2, out2 = (np.asarray(a).reshape(-1, a.shape[-1])
+                        for a in (x_arr, h_arr, out.view(np.ndarray)))
+        if self._step_kernel is not None:
+            if not self._step_kernel(x2, h2, out2, *self._step_args):
+                raise AssertionError("step kernel refused checked shapes")  # pragma: no cover
+        else:
+            self._numpy_step(x2, h2, out2, self._w_ih, self._w_hh, self._bias, self._leak,
+                             self._relu)
+        return out
+
+
+
+def prepare(w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
+            b_hh: ArrayLike | None = None, *, nonlinearity: str = "tanh",
+            leak: ArrayLike | None = None, threads: int | None = None,
+            backend: str = "auto") -> Layer:
+    """Prepare an Elman RNN layer once, to run it many times.
+
+    Validates the weights, copies them (later changes to the caller's arrays
+    do not affect the layer), packs them as the kernels read them and fuses
+    the biases. The layer then runs whole sequences (``layer(x, ...)``, the
+    result of :func:`fastrnn.forward`), chunks of a stream (each chunk's
+    ``h_n`` as the next ``h0``) or one step at a time (:meth:`Layer.step`),
+    without doing any of that again.
+
+    Parameters
+    ----------
+    w_ih : array, shape (H, I)
+        Input-to-hidden weights (PyTorch's ``weight_ih_l0``).
+    w_hh : array or SciPy sparse matrix/array, shape (H, H)
+        Hidden-to-hidden weights; a sparse one is used as sparse.
+    b_ih, b_hh : array, shape (H,), optional
+        Biases; None means none.
+    nonlinearity : {"tanh", "relu"}
+    leak : float or array of shape (H,), optional
+        The leaky update ``h = (1 - leak) h + leak act(...)``; None means 1.
+    threads : int, optional
+        The most threads a call uses (None: ``FASTRNN_NUM_THREADS``, else
+        every core this process may use).
+    backend : {"auto", "numba", "numpy"}
+
+    Every floating argument must share one dtype, float32 or float64: the
+    layer's dtype, which its inputs must have too.
+
+    Returns
+    -------
+    Layer
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastrnn
+    >>> rng = np.random.default_rng(0)
+    >>> w_ih = rng.standard_normal((8, 4), dtype=np.float32)
+    >>> w_hh = rng.standard_normal((8, 8), dtype=np.float32) * np.float32(0.3)
+    >>> layer = fastrnn.prepare(w_ih, w_hh)
+    >>> x = rng.standard_normal((5, 4), dtype=np.float32)  # (T, I): one sequence
+    >>> h = np.zeros(8, np.float32)
+    >>> for x_t in x:
+    ...     h = layer.step(x_t, h, out=h)  # in place: no allocation
+    >>> output, h_n = layer(x)  # the whole sequence at once
+    >>> bool(np.allclose(h, h_n, atol=1e-6))
+    True
+    """
+    return Layer(w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity, leak=leak,
+                 threads=threads, backend=backend)
+
