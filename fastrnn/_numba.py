@@ -515,14 +515,14 @@ def _step(x, h, out, weights, sparse, rows, relu):
     # state after x (B, I) from h (B, H). weights: _packed_weights (w_ih.T
     # then, dense, w_hh.T); sparse: _sell_pack's tuple for a sparse w_hh, or
     # None; rows: (1, H) the fused bias, or (3, H) bias, leak and 1 - leak.
+    # (w_ih.T packed in the first I rows, the dense w_hh.T in the next H.)
     # Every input is read before `out` is written, so out may be h itself
     # (or overlap anything). The shapes are compared here, in compiled code
     # (a call's Python checks are a visible share of one step's time); a
     # mismatch returns False before anything is written.
     batch, input_size = x.shape
     hidden = rows.shape[1]
-    if (weights.shape[0] != input_size + (hidden if sparse is None else 0)
-            or h.shape[0] != batch or h.shape[1] != hidden or out.shape[0] != batch
+    if (weights.shape[0] != input_size + hidden or h.shape[0] != batch or h.shape[1] != hidden or out.shape[0] != batch
             or out.shape[1] != hidden):
         return False
     lanes = VECTOR_BYTES // weights.itemsize

@@ -1,0 +1,224 @@
+"""fastrnn.prepare / fastrnn.Layer: a prepared layer gives what fastrnn.forward
+gives, whole sequences or one step at a time, on every path, from any number
+of threads; its step checks its input and modifies nothing on bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import naive
+import numpy as np
+import pytest
+
+import fastrnn
+
+DTYPES = (np.float32, np.float64)
+
+
+def _problem(make_problem, seed, dtype, **kwargs):
+    problem = make_problem(seed, dtype=dtype, **kwargs)
+    weights = {k: problem[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    return problem, weights
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize(("batch", "hidden"), [(1, 4), (1, 40), (3, 4), (6, 70)])
+def test_call_equals_forward(backend, make_problem, dtype, nonlinearity, batch, hidden):
+    problem, weights = _problem(make_problem, batch * 100 + hidden, dtype, batch=batch,
+                                steps=7, input_size=5, hidden_size=hidden, h0=True)
+    layer = fastrnn.prepare(**weights, nonlinearity=nonlinearity, backend=backend)
+    expected = fastrnn.forward(**problem, nonlinearity=nonlinearity, backend=backend)
+    actual = layer(problem["x"], problem["h0"])
+    np.testing.assert_array_equal(actual[0], expected[0])
+    np.testing.assert_array_equal(actual[1], expected[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_call_options_against_naive(backend, make_problem, assert_close, dtype):
+    # lengths, leak, time-major, return_sequences=False and out=, at once.
+    problem, weights = _problem(make_problem, 3, dtype, batch=4, steps=6, input_size=3,
+                                hidden_size=5, batch_first=False, h0=True)
+    leak = np.linspace(0.2, 1.0, 5)
+    lengths = np.array([6, 0, 3, 5])
+    layer = fastrnn.prepare(**weights, leak=leak, backend=backend)
+    out = np.empty((6, 4, 5), dtype)
+    output, h_n = layer(problem["x"], problem["h0"], batch_first=False, lengths=lengths, out=out)
+    assert output is out
+    expected = naive.rnn(**problem, lengths=lengths, leak=leak)
+    assert_close(output, expected[0])
+    assert_close(h_n, expected[1])
+    only = layer(problem["x"], problem["h0"], batch_first=False, lengths=lengths,
+                 return_sequences=False)
+    np.testing.assert_array_equal(only, h_n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("leak", [None, 0.3])
+@pytest.mark.parametrize("batch", [None, 1, 5])
+def test_steps_equal_forward(backend, make_problem, assert_close, dtype, sparse, leak, batch):
+    # Stepping a sequence gives forward's states, from h0, for dense and
+    # sparse w_hh, with and without a leak, batched or one (I,) sequence.
+    problem, weights = _problem(make_problem, 11, dtype, batch=batch or 1, steps=9,
+                                input_size=4, hidden_size=21, h0=True, unbatched=batch is None)
+    if sparse:
+        scipy_sparse = pytest.importorskip("scipy.sparse")
+        w_hh = problem["w_hh"].copy()
+        w_hh[np.abs(w_hh) < 0.3] = 0
+        weights["w_hh"] = problem["w_hh"] = scipy_sparse.csr_matrix(w_hh)
+    layer = fastrnn.prepare(**weights, leak=leak, backend=backend)
+    output, h_n = fastrnn.forward(**problem, leak=leak, backend=backend)
+    x = problem["x"]
+    h = problem["h0"].copy()
+    for t in range(x.shape[-2]):
+        x_t = x[t] if batch is None else x[:, t]
+        h = layer.step(x_t, h)
+        assert h.dtype == dtype
+        assert_close(h, output[t] if batch is None else output[:, t])
+    assert_close(h, h_n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_in_place_and_into_out(backend, make_problem, dtype):
+    problem, weights = _problem(make_problem, 5, dtype, batch=3, steps=4, input_size=2,
+                                hidden_size=6, h0=True)
+    layer = fastrnn.prepare(**weights, leak=0.5, backend=backend)
+    x_t, h0 = problem["x"][:, 0], problem["h0"]
+    expected = layer.step(x_t, h0)
+    out = np.full_like(h0, np.nan)
+    assert layer.step(x_t, h0, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    h = h0.copy()
+    assert layer.step(x_t, h, out=h) is h  # in place
+    np.testing.assert_array_equal(h, expected)
+
+
+def test_weights_are_copied(make_problem):
+    problem, weights = _problem(make_problem, 8, np.float32, batch=2, steps=3, input_size=3,
+                                hidden_size=4)
+    layer = fastrnn.prepare(**weights)
+    before = layer(problem["x"])[0]
+    step_before = layer.step(problem["x"][:, 0], np.zeros((2, 4), np.float32))
+    for array in weights.values():
+        array *= 2  # the caller changes its arrays afterwards
+    np.testing.assert_array_equal(layer(problem["x"])[0], before)
+    np.testing.assert_array_equal(layer.step(problem["x"][:, 0], np.zeros((2, 4), np.float32)),
+                                  step_before)
+
+
+def test_any_layout_compiles_nothing_new(make_problem):
+    # The step kernel has one explicit signature per dtype: C, Fortran,
+    # strided and read-only inputs all take it.
+    pytest.importorskip("numba")
+    problem, weights = _problem(make_problem, 9, np.float32, batch=4, steps=3, input_size=6,
+                                hidden_size=8)
+    layer = fastrnn.prepare(**weights, backend="numba")
+    kernel = layer._step_kernel
+    x = problem["x"]
+    expected = layer.step(np.ascontiguousarray(x[:, 1]), np.zeros((4, 8), np.float32))
+    readonly = np.ascontiguousarray(x[:, 1])
+    readonly.flags.writeable = False
+    h_fortran = np.asfortranarray(np.zeros((4, 8), np.float32))
+    for x_t, h in [(x[:, 1], np.zeros((4, 8), np.float32)),  # strided
+                   (np.asfortranarray(x[:, 1]), h_fortran),
+                   (readonly, np.zeros((8, 4), np.float32).T)]:
+        np.testing.assert_array_equal(layer.step(x_t, h), expected)
+    assert len(kernel.signatures) == 1
+
+
+def test_eight_concurrent_callers(make_problem):
+    # One layer called from 8 threads at once gives each caller what it
+    # gets alone, whole sequences and steps.
+    problem, weights = _problem(make_problem, 12, np.float64, batch=6, steps=40,
+                                input_size=8, hidden_size=48)
+    layer = fastrnn.prepare(**weights)
+    rng = np.random.default_rng(12)
+    inputs = [rng.standard_normal((6, 40, 8)) for _ in range(8)]
+    alone = [layer(x) for x in inputs]
+    alone_steps = [layer.step(x[:, 0], x[:, 1, :1].repeat(48, axis=1)) for x in inputs]
+    results: list = [None] * 8
+    failures: list = []
+    barrier = threading.Barrier(8)
+
+    def run(k):
+        try:
+            barrier.wait()
+            for _ in range(5):
+                output = layer(inputs[k])
+                state = layer.step(inputs[k][:, 0], inputs[k][:, 1, :1].repeat(48, axis=1))
+            results[k] = (output, state)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    for k in range(8):
+        np.testing.assert_array_equal(results[k][0][0], alone[k][0])
+        np.testing.assert_array_equal(results[k][0][1], alone[k][1])
+        np.testing.assert_array_equal(results[k][1], alone_steps[k])
+
+
+@pytest.mark.parametrize(
+    ("x_t", "h", "out", "error", "match"),
+    [
+        (np.zeros((2, 3)), np.zeros((2, 4)), None, TypeError, "layer's dtype float32"),
+        (np.zeros((2, 5), np.float32), np.zeros((2, 4), np.float32), None, ValueError,
+         r"x_t must have shape \(2, 3\)"),
+        (np.zeros((2, 3), np.float32), np.zeros((3, 4), np.float32), None, ValueError,
+         r"h must have shape \(2, 4\)"),
+        (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), None, ValueError,
+         r"\(B, I\) and \(B, H\)"),
+        (np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32),
+         np.zeros((2, 5), np.float32), ValueError, r"out must have shape \(2, 4\)"),
+        (np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32),
+         np.zeros((2, 4), np.float64), ValueError, "dtype float32"),
+        ([[0.0, 0.0, 0.0]], np.zeros((1, 4), np.float32), None, TypeError, "layer's dtype"),
+    ],
+)
+def test_step_rejects_bad_input_and_modifies_nothing(make_problem, x_t, h, out, error, match):
+    _, weights = _problem(make_problem, 1, np.float32, hidden_size=4, input_size=3)
+    layer = fastrnn.prepare(**weights)
+    h_before = np.array(h, copy=True)
+    out_before = None if out is None else out.copy()
+    with pytest.raises(error, match=match):
+        layer.step(x_t, h, out=out)
+    np.testing.assert_array_equal(h, h_before)
+    if out is not None:
+        np.testing.assert_array_equal(out, out_before)
+
+
+def test_step_rejects_read_only_out(make_problem):
+    _, weights = _problem(make_problem, 1, np.float32, hidden_size=4, input_size=3)
+    layer = fastrnn.prepare(**weights)
+    out = np.zeros((2, 4), np.float32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writeable"):
+        layer.step(np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32), out=out)
+
+
+def test_call_rejects_other_dtype_and_input_size(make_problem):
+    problem, weights = _problem(make_problem, 2, np.float32, input_size=3, hidden_size=4)
+    layer = fastrnn.prepare(**weights)
+    with pytest.raises(TypeError, match="layer's dtype float32"):
+        layer(problem["x"].astype(np.float64))
+    with pytest.raises(ValueError, match="3 features"):
+        layer(np.zeros((2, 5, 4), np.float32))
+
+
+def test_prepare_validates_like_forward(make_problem):
+    _, weights = _problem(make_problem, 2, np.float32, input_size=3, hidden_size=4)
+    with pytest.raises(ValueError, match="w_hh must have shape"):
+        fastrnn.prepare(weights["w_ih"], weights["w_hh"][:3])
+    with pytest.raises(ValueError, match="leak must lie in"):
+        fastrnn.prepare(weights["w_ih"], weights["w_hh"], leak=1.5)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        fastrnn.prepare(weights["w_ih"], weights["w_hh"], nonlinearity="gelu")
+    layer = fastrnn.prepare(weights["w_ih"], weights["w_hh"], nonlinearity="relu")
+    assert (layer.input_size, layer.hidden_size, layer.dtype) == (3, 4, np.float32)
+    assert layer.nonlinearity == "relu"
+    assert "hidden_size=4" in repr(layer)
