@@ -522,8 +522,8 @@ def _step(x, h, out, weights, sparse, rows, relu):
     # mismatch returns False before anything is written.
     batch, input_size = x.shape
     hidden = rows.shape[1]
-    if (weights.shape[0] != input_size + hidden or h.shape[0] != batch or h.shape[1] != hidden or out.shape[0] != batch
-            or out.shape[1] != hidden):
+    if (weights.shape[0] != input_size + hidden or h.shape[0] != batch
+            or h.shape[1] != hidden or out.shape[0] != batch or out.shape[1] != hidden):
         return False
     lanes = VECTOR_BYTES // weights.itemsize
     width = weights.shape[1]
