@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from ._plan import SMALL_MAX_HIDDEN
+
 # forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first): see _numpy.forward
 BackendForward = Callable[..., None]
 
@@ -20,8 +22,8 @@ BACKENDS = {
 CHOICES = ("auto",) + tuple(BACKENDS)
 
 # name -> the function of its module that runs the plain call of one small
-# sequence, where it has one (see get_small); its limit is the module's
-# SMALL_MAX_HIDDEN.
+# sequence, where it has one (see get_small); its limit is
+# fastrnn._plan.SMALL_MAX_HIDDEN.
 SMALL_KERNELS = {
     "numba": "forward_small",
 }
@@ -80,7 +82,7 @@ def get_small(backend: str) -> tuple[BackendForward, int] | None:
     kernel = SMALL_KERNELS.get(name)
     if kernel is not None:
         module = importlib.import_module(BACKENDS[name])
-        found = (getattr(module, kernel), module.SMALL_MAX_HIDDEN)
+        found = (getattr(module, kernel), SMALL_MAX_HIDDEN)
     else:
         found = None
     _small[backend] = found  # the same answer whichever thread writes it

@@ -1,26 +1,13 @@
 """Numba backend: the whole forward pass in compiled code, one of four paths.
 
-Chosen in :func:`forward` (measured on the 2-core AVX-512 machine):
-
-=====================  ==========================================================
-path                   when
-=====================  ==========================================================
-one small sequence     B = 1, dense H <= SMALL_MAX_HIDDEN, no lengths, leak or
-                       reverse: _forward_small, one joint product of [x_t, h]
-                       a step (also reached from fastrnn.forward's plain call
-                       through forward_small)
-units split            more than one thread allowed, from SPLIT_MIN_FMAS
-                       multiply-adds on, and either B = 1 with a dense w_hh of
-                       H >= SPLIT_MIN_HIDDEN or a sparse one with at least
-                       SPLIT_MIN_NONZEROS non-zeros, or 2 <= B < 4 x threads
-                       with a dense H >= BATCH_SPLIT_MIN_HIDDEN: each thread
-                       computes its share of the units every step, with a
-                       barrier between steps (fastrnn._units)
-blocked, threads       otherwise B >= 2 from PARALLEL_MIN_FMAS multiply-adds
-                       on, more than one thread allowed: each thread runs
-                       every step for its share of the batch
-blocked, one thread    everything else
-=====================  ==========================================================
+Which one, and on how many threads, is decided by :func:`fastrnn._plan.plan`
+(pure Python, where the thresholds and the measurements behind them are):
+one small sequence (:func:`_forward_small`, one joint product of [x_t, h] a
+step, also reached from fastrnn.forward's plain call through
+:func:`forward_small`), the register-blocked product on the calling thread
+(:func:`_forward_range`), the same with the batch split across threads, or
+the units split across threads with a barrier between steps
+(fastrnn._units).
 
 Every path: samples are taken longest first, so the sequences still running
 at a step are a prefix of the batch and each step works on that prefix only
@@ -55,42 +42,13 @@ from numba import from_dtype, njit, types
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
+from ._plan import BLOCKED, SMALL, UNITS_SPLIT, Plan, available_cores
+from ._plan import plan as choose
 from ._simd import VECTOR_BYTES, vadd, vfma, vgather, vload, vsplat, vstore, vzero
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
 CHUNK_ELEMENTS = 32 * 1024
-# One sequence (B = 1) of a plain call (dense w_hh; no lengths, leak or
-# reverse) runs _forward_small up to this hidden size. Against
-# _forward_range, inside the kernel (float32 / float64 us): (T, I, H) =
-# (10, 4, 8) 0.73 / 0.79 against 1.12 / 1.28; (1000, 4, 8) 28.9 / 45.8
-# against 61.2 / 77.2; (100, 16, 32) 11.3 / 20.0 against 12.8 / 19.2; from
-# H = 64 or B = 4 on, _forward_range wins ((200, 8, 64): 48 / 102 against
-# 39 / 86).
-SMALL_MAX_HIDDEN = 32
-# A forward is split across threads from this many multiply-adds on (about
-# 100 us of work): below it, handing work to a thread costs more than it saves.
-PARALLEL_MIN_FMAS = 2_000_000
-# One sequence (B = 1) is split across threads by its units (fastrnn._units)
-# from this many non-zeros of a sparse w_hh on: each step then ends with a
-# barrier, about 0.5 us here, which broke even near 4000 non-zeros (H = 200,
-# density 0.1) and gained 1.45x at 25 000 and 1.75x at 100 000 ...
-SPLIT_MIN_NONZEROS = 8192
-# ... or from this hidden size with a dense w_hh: each thread keeps its rows
-# in its own L2. Per step, against the paths otherwise taken: 1.1-1.2x at
-# H = 128, 1.7-2.2x at 256, 2.1-3.3x at 512, equal to BLAS from 1000 on (the
-# rows no longer fit: both stream them from L3).
-SPLIT_MIN_HIDDEN = 128
-# The split's barrier yields the core with sched_yield (POSIX).
-_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
-# ... and from this much work per call: starting the threads costs about
-# 100 us.
-SPLIT_MIN_FMAS = 20_000_000
-# A batch too small to give each thread a block of 4 samples (B < 4 x
-# threads) is split by units from this dense hidden size on: split by samples,
-# its threads would run the latency-bound one-sample product (float32 B = 4,
-# H = 512: 173 GFLOP/s by units, 98 by samples).
-BATCH_SPLIT_MIN_HIDDEN = 256
 
 
 @njit(**KERNEL_JIT)
@@ -615,18 +573,11 @@ class Prepared:
         self.step = step_kernel(bias.dtype, dense is None)
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _thread_count(setting: str | None) -> int:
     """FASTRNN_NUM_THREADS caps the threads one forward call uses (default:
-    the cores this process may run on)."""
+    the cores this process may run on, within its CPU quota)."""
     if not setting:
-        return _cpu_count()
+        return _CORES
     try:
         count = int(setting)
     except ValueError:
@@ -638,6 +589,8 @@ def _thread_count(setting: str | None) -> int:
     return count
 
 
+# Read once: the cgroup's quota is a file to read, too slow for every call.
+_CORES = available_cores()
 _THREADS = _thread_count(os.environ.get("FASTRNN_NUM_THREADS"))
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -658,29 +611,17 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, relu: bool, batch_first: bool, lengths: np.ndarray | None,
             leak: np.ndarray | None, reverse: bool, threads: int | None,
-            prepared: Prepared | None = None) -> None:
+            prepared: Prepared | None = None, plan: Plan | None = None) -> None:
     """Same contract as :func:`fastrnn._numpy.forward`; ``prepared``: a
-    Layer's packed weights (else they are packed for this call)."""
+    Layer's packed weights (else they are packed for this call); ``plan``:
+    how to run it (else :func:`fastrnn._plan.plan` decides)."""
     # The path is chosen here, not inside compiled code, so that a first
     # call compiles only what it needs (compilation takes seconds). This
     # wrapper is part of every call's latency: keep it short.
     batch, hidden = h_n.shape
     # w_hh: an ndarray, or a canonical CSR matrix (see _validate.as_sparse_csr).
     dense = w_hh if type(w_hh) is np.ndarray else None
-    if (batch == 1 and hidden <= SMALL_MAX_HIDDEN and hidden < SPLIT_MIN_HIDDEN
-            and lengths is None and leak is None and not reverse and dense is not None):
-        # One small sequence: no thread helps (the units split starts at
-        # H = SPLIT_MIN_HIDDEN); a kernel of its own, through a call of
-        # fewer arguments (Numba's dispatch costs some 50 ns an argument).
-        _forward_small(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
-        return
-    limit = _THREADS if threads is None else threads
-    if dense is not None:
-        recurrent = hidden * hidden  # multiply-adds per sample and step
-        big = hidden >= SPLIT_MIN_HIDDEN
-    else:
-        recurrent = w_hh.nnz
-        big = recurrent >= SPLIT_MIN_NONZEROS
+    plain = lengths is None and leak is None and not reverse
     if lengths is None:
         order = lens = None
         rows = x.shape[0] * x.shape[1]
@@ -689,19 +630,26 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         order = np.argsort(-lengths, kind="stable")
         lens = lengths[order]
         rows = int(lens.sum())
-    work = rows * (x.shape[2] * hidden + recurrent)  # multiply-adds of the call
-    if limit > 1 and work >= SPLIT_MIN_FMAS and _SPLIT_AVAILABLE:
-        parts = min(limit, _cpu_count())
-        if parts > 1 and (big if batch == 1 else dense is not None
-                          and hidden >= BATCH_SPLIT_MIN_HIDDEN and batch < 4 * parts):
-            # Imported here: most programs never take this path, so they
-            # need not pay for importing it (and defining its kernels) at
-            # start-up.
-            from . import _units
+    if plan is None:
+        plan = choose(batch=batch, hidden=hidden, input_size=x.shape[2], rows=rows,
+                      recurrent=hidden * hidden if dense is not None else w_hh.nnz,
+                      dense=dense is not None, plain=plain,
+                      limit=_THREADS if threads is None else threads,
+                      cores=_CORES)
+    path = plan.path
+    if path == SMALL:
+        # Through a call of fewer arguments (Numba's dispatch costs some 50
+        # ns an argument).
+        _forward_small(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+        return
+    if path == UNITS_SPLIT:
+        # Imported here: most programs never take this path, so they need
+        # not pay for importing it (and defining its kernels) at start-up.
+        from . import _units
 
-            _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
-                           lens, leak, reverse, parts)
-            return
+        _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
+                       lens, leak, reverse, plan.parts)
+        return
     weights = None if prepared is None else prepared.weights
     if prepared is not None:
         sparse = prepared.sparse
@@ -709,7 +657,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
     else:
         sparse = None
-    if batch < 2 or limit < 2 or work < PARALLEL_MIN_FMAS:
+    if path == BLOCKED:
         _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
                        order, lens, leak, reverse, 0, batch, weights)
         return
@@ -718,7 +666,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     # all reading one packed copy of the weights. With lengths, thread p
     # takes every parts-th sequence of the sorted order, so that each gets
     # a fair share of long and short ones.
-    parts = min(limit, batch)
+    parts = min(plan.parts, batch)
     if weights is None:
         weights = _packed_weights(w_ih, dense, h_n)
     jobs: list[tuple[np.ndarray | None, np.ndarray | None, int, int]] = []

@@ -38,7 +38,7 @@ its last step wrote.
 The threads are started per call, not taken from a pool: every part must run
 at once, and a pool shared with concurrent callers could hold back some
 parts of a call while the others wait for them. The path is taken only for
-calls long enough (``_numba.SPLIT_MIN_FMAS``) that starting a thread is a
+calls long enough (``_plan.SPLIT_MIN_FMAS``) that starting a thread is a
 negligible cost.
 """
 

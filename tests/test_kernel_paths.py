@@ -19,7 +19,7 @@ pytest.importorskip("numba")
 import naive  # noqa: E402
 
 import fastrnn  # noqa: E402
-from fastrnn import _gemm, _numba, _simd  # noqa: E402
+from fastrnn import _gemm, _numba, _plan, _simd  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
 
@@ -89,8 +89,8 @@ def test_aligned_zeros(dtype, rows):
 @pytest.mark.parametrize(("batch", "hidden"), [(5, 80), (3, 17), (9, 1)])
 def test_threaded_split(monkeypatch, check_forward, make_problem, dtype, batch_first,
                         nonlinearity, batch, hidden):
-    monkeypatch.setattr(_numba, "PARALLEL_MIN_FMAS", 0)
-    monkeypatch.setattr(_numba, "_THREADS", 3)  # an uneven split, whatever the machine
+    # The batch split on 3 threads (an uneven split), whatever the size and machine.
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.Plan(_plan.BATCH_SPLIT, 3))
     problem = make_problem(31, batch=batch, steps=9, input_size=6, hidden_size=hidden,
                            dtype=dtype, batch_first=batch_first, h0=True)
     check_forward(problem, "numba", nonlinearity=nonlinearity)
@@ -103,9 +103,7 @@ def test_threaded_split_large_hidden(monkeypatch, assert_close, make_problem, dt
                                      batch_first, lengths):
     # Hidden sizes of several panels and a ragged last one, the batch
     # split across threads that share one packed copy of the weights.
-    monkeypatch.setattr(_numba, "PARALLEL_MIN_FMAS", 0)
-    monkeypatch.setattr(_numba, "SPLIT_MIN_FMAS", 10**18)
-    monkeypatch.setattr(_numba, "_THREADS", 3)
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.Plan(_plan.BATCH_SPLIT, 3))
     problem = make_problem(32, batch=11, steps=6, input_size=5, hidden_size=259, dtype=dtype,
                            batch_first=batch_first, h0=True)
     output, h_n = fastrnn.forward(**problem, lengths=lengths, backend="numba")
@@ -200,14 +198,14 @@ def test_plain_textbook_call_takes_the_small_kernel(monkeypatch, assert_close, m
 
     calls = []
     original = _numba.forward_small
-    assert _backends.get_small("numba") == (original, _numba.SMALL_MAX_HIDDEN)
+    assert _backends.get_small("numba") == (original, _plan.SMALL_MAX_HIDDEN)
 
     def spy(*args):
         calls.append(args[0].shape)
         return original(*args)
 
     for name in ("auto", "numba"):  # as get_small finds it, for this test only
-        monkeypatch.setitem(_backends._small, name, (spy, _numba.SMALL_MAX_HIDDEN))
+        monkeypatch.setitem(_backends._small, name, (spy, _plan.SMALL_MAX_HIDDEN))
     problem = make_problem(42, batch=1, steps=10, input_size=4, hidden_size=8,
                            dtype=np.float32)
     expected_output, expected_h_n = naive.rnn(**problem)

@@ -20,7 +20,7 @@ pytest.importorskip("numba")
 scipy_sparse = pytest.importorskip("scipy.sparse")
 
 import fastrnn  # noqa: E402
-from fastrnn import _numba, _units  # noqa: E402
+from fastrnn import _numba, _plan, _units  # noqa: E402
 from fastrnn._api import run_layer  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
@@ -40,15 +40,10 @@ def _reservoir(hidden: int, dtype, density: float, seed: int = 3):
 
 @pytest.fixture
 def forced(monkeypatch):
-    """Every B = 1 call, and every dense call with B < 12, takes the split
-    path, on 3 threads (an uneven split, more threads than this machine's 2
-    cores); returns the list of part counts the path was called with."""
-    monkeypatch.setattr(_numba, "SPLIT_MIN_NONZEROS", 0)
-    monkeypatch.setattr(_numba, "SPLIT_MIN_HIDDEN", 0)
-    monkeypatch.setattr(_numba, "BATCH_SPLIT_MIN_HIDDEN", 0)
-    monkeypatch.setattr(_numba, "SPLIT_MIN_FMAS", 0)
-    monkeypatch.setattr(_numba, "_THREADS", 3)
-    monkeypatch.setattr(_numba, "_cpu_count", lambda: 3)
+    """Every call takes the plan of the split path on 3 threads (an uneven
+    split, more threads than this machine's 2 cores), whatever its size;
+    returns the list of part counts the path was called with."""
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.Plan(_plan.UNITS_SPLIT, 3))
     calls: list[int] = []
     original = _units.forward
 
@@ -205,7 +200,7 @@ def test_split_units_boundaries():
     assert _units.split_units(indptr[:6], 5, 16, 3) == [0, 0, 0, 5]
 
 
-@pytest.mark.skipif(_numba._cpu_count() < 2, reason="the path needs two cores")
+@pytest.mark.skipif(_numba._CORES < 2, reason="the path needs two cores")
 @pytest.mark.parametrize(("hidden", "density", "steps"), [(300, 0.1, 2500), (128, "dense", 1300)])
 def test_shipped_thresholds_take_the_path(monkeypatch, make_problem, assert_close, hidden,
                                           density, steps):
@@ -217,7 +212,7 @@ def test_shipped_thresholds_take_the_path(monkeypatch, make_problem, assert_clos
                                                           original(*args))[1])
     problem = _problem(make_problem, hidden, np.float64, density, steps=steps, input_size=1)
     _check(problem, assert_close, leak=0.3)
-    assert calls == [min(_numba._THREADS, _numba._cpu_count())]
+    assert calls == [min(_numba._THREADS, _numba._CORES)]
     calls.clear()
     fastrnn.forward(**problem, leak=0.3, threads=1)
     fastrnn.forward(**problem, leak=0.3, lengths=np.array([steps // 2]))  # too little work
