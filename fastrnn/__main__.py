@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in (args.only or "").split(","):
         if name and name not in known:
             parser.error(f"--only: unknown implementation {name!r}; known: {', '.join(known)}")
-    for pattern in (args.patterns or "").split(","):
+    for pattern in ([] if args.patterns is None else args.patterns.split(",")):
         if pattern not in benchmark.PATTERNS:
             parser.error(f"--patterns: unknown pattern {pattern!r}; known: "
                          f"{', '.join(benchmark.PATTERNS)}")
