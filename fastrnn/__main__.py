@@ -122,10 +122,10 @@ def _parser():
                        help="run these sizes (batch, steps, inputs, hidden) instead of the "
                             "grid, without the reservoir cases")
     bench.add_argument("--patterns", metavar="forward,step,chunk",
-                       help="which call patterns to time: forward (the grid above, one "
-                            "forward per call), step (one time step per call, the state "
-                            "carried), chunk (a stream fed 100 steps per call); default: all "
-                            "three, forward alone with --sizes")
+                       help="which call patterns to time: forward (the size grid and the "
+                            "reservoirs, one forward per call), step (one time step per "
+                            "call, the state carried), chunk (a stream fed 100 steps per "
+                            "call); default: all three, forward alone with --sizes")
     bench.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
                        help="seconds of timing per implementation and case, split over the "
                             "rounds (default 1; at least one call a round)")
