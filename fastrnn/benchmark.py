@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -478,8 +479,6 @@ def _step_inputs(x: np.ndarray):
     """What a step callable feeds: ``x[:, t]`` for t = 0, 1, ..., T-1, 0, ...,
     each made contiguous (B, I) once, so that taking the next input costs
     every implementation the same and little."""
-    import itertools
-
     return itertools.cycle([np.ascontiguousarray(x[:, t]) for t in range(x.shape[1])])
 
 
