@@ -81,12 +81,13 @@ if HAVE_BENCHMARK:  # pytest rejects a hook of a plugin that is not installed
 
     def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
         try:  # report.py's column order and baseline come from the registry
-            from fastrnn.benchmark import BASELINE, IMPLEMENTATIONS, run_environment
+            from fastrnn.benchmark import BASELINE, known_names, run_environment
         except ImportError:
             pass
         else:
+            # Every registry's names (forward grid, step, chunk patterns).
             output_json["fastrnn_registry"] = {"baseline": BASELINE,
-                                               "implementations": list(IMPLEMENTATIONS)}
+                                               "implementations": known_names()}
             # The CPU fastrnn was compiled for (bench/run_for_cpu.sh) and the peers' kernels.
             output_json["fastrnn_environment"] = run_environment()
         output_json["fastrnn_sources"] = {

@@ -3,7 +3,9 @@
     pytest --benchmark-only --benchmark-json=bench.json
     python bench/report.py bench.json
 
-One row per forward group (dtype and size), one column per implementation
+One row per forward group (dtype and size; the step and chunk groups of
+test_step_bench.py and test_chunk_bench.py too, per time step and per whole
+stream), one column per implementation
 with the median time per call in microseconds (``--stat min`` for the
 minimum), and each peer's ratio to fastrnn-numba ("torch 2.3x slower"). A
 cell is marked † when other processes used more than 10% of the machine's CPU
@@ -141,7 +143,8 @@ def report(data: dict, stat: str = "median") -> str:
     if out:
         out.append("")
     if forward:
-        out.append(f"{stat.capitalize()} time per forward call, µs (lower is better); "
+        out.append(f"{stat.capitalize()} time per call, µs (lower is better; \"step\" groups: "
+                   "per time step, \"chunk\" groups: per whole stream); "
                    f"† = other processes used >{CONTENDED:.0%} of the CPU during it; "
                    "‡ = stopped early, calls ran far slower than estimated:")
         out.append("")

@@ -69,7 +69,14 @@ round, so that background load hits all of them alike. The table gives the
 median over rounds and its spread; NumPy's matmul rate is measured at the start
 and the end. A run whose rates moved, whose rounds disagree or during which
 other processes used the CPU is flagged busy: it prints a warning and leaves out
-the ratio columns. Results go to a JSON file and a plot (matplotlib)."""
+the ratio columns. Results go to a JSON file and a plot (matplotlib).
+
+Three call patterns, each with its own table: forward (one whole forward per
+call, the grid of sizes and the reservoirs), step (one time step per call with
+the state carried, as a per-step loop pays it: microseconds per step) and chunk
+(a stream of 10 000 steps fed 100 steps per call, each call's final state the
+next one's initial state: milliseconds per stream, and fastrnn's chunked time
+over its one-call time)."""
 
 BENCH_EPILOG = """\
 --cpu targets (Numba CPU name: what the peers' libraries are held to):
@@ -106,13 +113,19 @@ def _parser():
         description=BENCH_DESCRIPTION, epilog=BENCH_EPILOG.format(targets=targets),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--quick", action="store_true",
-                       help="four small sizes and one reservoir, float32, 0.2 s of timing "
-                            "per implementation and case in 3 rounds (about a minute)")
+                       help="four small sizes, one reservoir, two step sizes and one "
+                            "chunk size, float32, 0.2 s of timing per implementation and "
+                            "case in 3 rounds (about two minutes)")
     bench.add_argument("--dtype", choices=("float32", "float64", "both"), default="both",
                        help="which dtypes to run (default: both; float32 with --quick)")
     bench.add_argument("--sizes", metavar='"B,T,I,H;..."',
                        help="run these sizes (batch, steps, inputs, hidden) instead of the "
                             "grid, without the reservoir cases")
+    bench.add_argument("--patterns", metavar="forward,step,chunk",
+                       help="which call patterns to time: forward (the size grid and the "
+                            "reservoirs, one forward per call), step (one time step per "
+                            "call, the state carried), chunk (a stream fed 100 steps per "
+                            "call); default: all three, forward alone with --sizes")
     bench.add_argument("--budget", type=float, default=1.0, metavar="SECONDS",
                        help="seconds of timing per implementation and case, split over the "
                             "rounds (default 1; at least one call a round)")
@@ -171,10 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu is not None and args.cpu not in benchmark.CPU_TARGETS:
         parser.error(f"--cpu: unknown target {args.cpu!r}; known: "
                      f"{', '.join(benchmark.CPU_TARGETS)}")
+    known = benchmark.known_names()
     for name in (args.only or "").split(","):
-        if name and name not in benchmark.IMPLEMENTATIONS:
-            parser.error(f"--only: unknown implementation {name!r}; known: "
-                         f"{', '.join(benchmark.IMPLEMENTATIONS)}")
+        if name and name not in known:
+            parser.error(f"--only: unknown implementation {name!r}; known: {', '.join(known)}")
+    for pattern in ([] if args.patterns is None else args.patterns.split(",")):
+        if pattern not in benchmark.PATTERNS:
+            parser.error(f"--patterns: unknown pattern {pattern!r}; known: "
+                         f"{', '.join(benchmark.PATTERNS)}")
     if args.sizes:
         try:
             benchmark.parse_sizes(args.sizes)

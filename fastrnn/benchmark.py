@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import math
 import os
@@ -279,28 +280,37 @@ def _reservoirpy_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
 
 
 def _onnx_rnn_model(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
-                    b_hh: np.ndarray):
+                    b_hh: np.ndarray, with_state: bool = False):
     """An ONNX model of one ``RNN`` node, time-major (``layout=0``): input
     ``X`` (T, B, I), output ``Y`` (T, 1, B, H), tanh, the weights as
     initializers (``W = w_ih``, ``R = w_hh``, ``B = [b_ih, b_hh]``, each with
-    a leading direction axis of 1). T and B are left free."""
+    a leading direction axis of 1). T and B are left free. ``with_state``:
+    also the input ``initial_h`` (1, B, H) and the output ``Y_h`` (1, B, H),
+    the final state."""
     from onnx import TensorProto, helper, numpy_helper
 
     if w_ih.dtype != np.float32:
         raise ValueError(f"ONNX Runtime's RNN kernel is float32 only, not {w_ih.dtype}")
     hidden, input_size = w_ih.shape
-    node = helper.make_node("RNN", ["X", "W", "R", "B"], ["Y"], hidden_size=hidden,
-                            activations=["Tanh"], direction="forward", layout=0)
+    # The optional inputs in the operator's order: X, W, R, B, sequence_lens, initial_h.
+    names = ["X", "W", "R", "B"] + (["", "initial_h"] if with_state else [])
+    node = helper.make_node("RNN", names, ["Y"] + (["Y_h"] if with_state else []),
+                            hidden_size=hidden, activations=["Tanh"], direction="forward",
+                            layout=0)
     initializers = [
         numpy_helper.from_array(np.ascontiguousarray(w_ih[None]), "W"),
         numpy_helper.from_array(np.ascontiguousarray(w_hh[None]), "R"),
         numpy_helper.from_array(np.concatenate([b_ih, b_hh])[None], "B"),
     ]
-    graph = helper.make_graph(
-        [node], "elman_rnn",
-        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", input_size])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", 1, "B", hidden])],
-        initializer=initializers)
+    graph_inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", input_size])]
+    graph_outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", 1, "B", hidden])]
+    if with_state:
+        graph_inputs.append(helper.make_tensor_value_info("initial_h", TensorProto.FLOAT,
+                                                          [1, "B", hidden]))
+        graph_outputs.append(helper.make_tensor_value_info("Y_h", TensorProto.FLOAT,
+                                                           [1, "B", hidden]))
+    graph = helper.make_graph([node], "elman_rnn", graph_inputs, graph_outputs,
+                              initializer=initializers)
     # Opset 14 is where RNN gained ``layout``; IR version 8 is read by every
     # ONNX Runtime release that has opset 17.
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -414,10 +424,412 @@ RESERVOIR_NOTE = (
 )
 
 
-def available(name: str) -> bool:
-    """Whether every module ``name`` needs is installed."""
-    return all(importlib.util.find_spec(module) is not None
-               for module in IMPLEMENTATIONS[name].requires)
+def available(name: str, registry: dict[str, Any] | None = None) -> bool:
+    """Whether every module ``name`` (of ``registry``, default
+    :data:`IMPLEMENTATIONS`) needs is installed."""
+    impl = (IMPLEMENTATIONS if registry is None else registry)[name]
+    return all(importlib.util.find_spec(module) is not None for module in impl.requires)
+
+
+# --- Call patterns: one time step at a time, a stream in chunks ---------------
+#
+# The grid above times one big forward per call. A per-step loop (online
+# inference, control) and a stream fed in chunks call with the same weights
+# again and again; there what a call costs besides its arithmetic decides.
+# Their registries follow the same rules as IMPLEMENTATIONS: set-up in the
+# factory, what a user pays per call in the callable, every implementation
+# checked against fastrnn's NumPy backend before it is timed.
+
+Step = Callable[[], np.ndarray]
+
+STEP_SIZES: list[tuple[int, int, int]] = [  # (B, I, H)
+    (batch, 16, hidden) for batch in (1, 32) for hidden in (8, 64, 256, 1024)]
+QUICK_STEP_SIZES = [(1, 16, 8), (1, 16, 256)]
+STEPS_PER_SAMPLE = 100  # steps per timing sample: a step lasts about a microsecond
+CHECK_STEPS = 20  # steps run and compared with fastrnn.forward before timing
+
+CHUNK_SIZES: list[tuple[int, int, int, int]] = [  # (B, T, I, H)
+    (1, 10000, 16, 64), (1, 10000, 16, 256), (32, 10000, 16, 64)]
+QUICK_CHUNK_SIZES = CHUNK_SIZES[:1]
+CHUNK = 100  # time steps per call when streaming
+ONE_CALL = "fastrnn-numba-one-call"  # the chunk table's reference: the whole stream at once
+PATTERNS = ("forward", "step", "chunk")
+
+
+@dataclass(frozen=True)
+class PatternImpl:
+    """One implementation of a call pattern (:data:`STEP_IMPLEMENTATIONS`,
+    :data:`CHUNK_IMPLEMENTATIONS`).
+
+    A step ``factory(x, w_ih, w_hh, b_ih, b_hh)`` (x (B, T, I)) returns a
+    callable that runs ONE time step per call from the state the previous
+    call left (zeros at first), the input cycling through ``x[:, t]``, and
+    returns the new state (B, H), NumPy. A chunk ``factory(x, w_ih, w_hh,
+    b_ih, b_hh, chunk)`` returns a callable that streams the whole of x
+    through the model ``chunk`` steps per call, each call's final state
+    carried into the next, and returns the final state (B, H), NumPy."""
+
+    factory: Callable[..., Step]
+    requires: tuple[str, ...] = ()
+    dtypes: tuple[str, ...] = ("float32", "float64")
+    note: str = ""
+
+
+def _step_inputs(x: np.ndarray):
+    """What a step callable feeds: ``x[:, t]`` for t = 0, 1, ..., T-1, 0, ...,
+    each made contiguous (B, I) once, so that taking the next input costs
+    every implementation the same and little."""
+    return itertools.cycle([np.ascontiguousarray(x[:, t]) for t in range(x.shape[1])])
+
+
+def _chunks(x: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """x (B, T, I) cut into contiguous (B, chunk, I) pieces (the last one
+    shorter), each its own array as a stream's chunks arrive."""
+    return [np.ascontiguousarray(x[:, start:start + chunk])
+            for start in range(0, x.shape[1], chunk)]
+
+
+def _fastrnn_step(backend: str) -> Callable[..., Step]:
+    def factory(x, w_ih, w_hh, b_ih, b_hh) -> Step:
+        from ._layer import prepare
+
+        layer = prepare(w_ih, w_hh, b_ih, b_hh, backend=backend)
+        inputs = _step_inputs(x)
+        state = np.zeros((x.shape[0], w_ih.shape[0]), x.dtype)
+        step = layer.step
+
+        def run() -> np.ndarray:
+            return step(next(inputs), state, out=state)  # in place: no allocation
+
+        return run
+
+    return factory
+
+
+def _numpy_loop_step_factory(x, w_ih, w_hh, b_ih, b_hh) -> Step:
+    """The loop a NumPy user writes, carefully: weights transposed and made
+    contiguous once, the biases summed once, every product and the tanh
+    written into buffers made once."""
+    w_ih_t = np.ascontiguousarray(w_ih.T)
+    w_hh_t = np.ascontiguousarray(w_hh.T)
+    bias = b_ih + b_hh
+    inputs = _step_inputs(x)
+    state = np.zeros((x.shape[0], w_ih.shape[0]), x.dtype)
+    pre = np.empty_like(state)
+    recurrent = np.empty_like(state)
+
+    def run() -> np.ndarray:
+        np.matmul(next(inputs), w_ih_t, out=pre)
+        np.add(pre, bias, out=pre)
+        np.matmul(state, w_hh_t, out=recurrent)
+        np.add(pre, recurrent, out=pre)
+        return np.tanh(pre, out=state)
+
+    return run
+
+
+def _torch_weights(module, w_ih, w_hh, b_ih, b_hh, suffix: str = "") -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, value in (("weight_ih", w_ih), ("weight_hh", w_hh), ("bias_ih", b_ih),
+                            ("bias_hh", b_hh)):
+            getattr(module, name + suffix).copy_(torch.from_numpy(value))
+
+
+def _torch_step_factory(x, w_ih, w_hh, b_ih, b_hh) -> Step:
+    import torch
+
+    hidden, input_size = w_ih.shape
+    dtype = torch.float32 if x.dtype == np.float32 else torch.float64
+    cell = torch.nn.RNNCell(input_size, hidden, bias=True, nonlinearity="tanh").to(dtype)
+    cell.eval()
+    _torch_weights(cell, w_ih, w_hh, b_ih, b_hh)
+    inputs = _step_inputs(x)
+    state = np.zeros((x.shape[0], hidden), x.dtype)
+
+    def run() -> np.ndarray:
+        nonlocal state
+        with torch.inference_mode():
+            new = cell(torch.from_numpy(next(inputs)), torch.from_numpy(state))
+        state = new.numpy()
+        return state
+
+    return run
+
+
+_jax_pattern_functions = None
+
+
+def _jax_patterns():
+    """The jitted step and chunk functions (after :func:`_jax`, which turns
+    float64 on)."""
+    global _jax_pattern_functions
+    if _jax_pattern_functions is None:
+        jnp, _, _ = _jax()
+        import jax
+        from jax import lax
+
+        @jax.jit
+        def step(x, h, w_ih, w_hh, bias):
+            return jnp.tanh(x @ w_ih.T + bias + h @ w_hh.T)
+
+        @jax.jit
+        def chunk(x, h0, w_ih, w_hh, bias):
+            # As _jax's rnn, from a given state, returning the final state too.
+            pre = jnp.swapaxes(x @ w_ih.T + bias, 0, 1)
+            w_hh_t = w_hh.T
+
+            def one(h, p):
+                h = jnp.tanh(p + h @ w_hh_t)
+                return h, h
+
+            h_n, hs = lax.scan(one, h0, pre)
+            return jnp.swapaxes(hs, 0, 1), h_n
+
+        _jax_pattern_functions = (jnp, step, chunk)
+    return _jax_pattern_functions
+
+
+def _jax_weights(jnp, x, w_ih, w_hh, b_ih, b_hh) -> tuple[Any, ...]:
+    weights = (jnp.asarray(w_ih), jnp.asarray(w_hh), jnp.asarray(b_ih + b_hh))
+    if weights[0].dtype != x.dtype:
+        raise RuntimeError(f"jax computes in {weights[0].dtype}, not {x.dtype}: x64 is off")
+    return weights
+
+
+def _jax_step_factory(x, w_ih, w_hh, b_ih, b_hh) -> Step:
+    jnp, jax_step, _ = _jax_patterns()
+    weights = _jax_weights(jnp, x, w_ih, w_hh, b_ih, b_hh)
+    inputs = _step_inputs(x)
+    state = np.zeros((x.shape[0], w_ih.shape[0]), x.dtype)
+
+    def run() -> np.ndarray:
+        nonlocal state
+        new = jax_step(jnp.asarray(next(inputs)), jnp.asarray(state), *weights)
+        state = np.asarray(new.block_until_ready())
+        return state
+
+    return run
+
+
+def _onnxruntime_step_factory(x, w_ih, w_hh, b_ih, b_hh) -> Step:
+    """ONNX Runtime's ``RNN`` node run on sequences of one step, the state
+    passed in as ``initial_h`` and read back from ``Y_h``."""
+    import onnxruntime
+
+    model = _onnx_rnn_model(w_ih, w_hh, b_ih, b_hh, with_state=True)
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    inputs = _step_inputs(x)
+    state = np.zeros((x.shape[0], w_ih.shape[0]), x.dtype)
+
+    def run() -> np.ndarray:
+        nonlocal state
+        (h_n,) = session.run(["Y_h"], {"X": next(inputs)[None], "initial_h": state[None]})
+        state = h_n[0]
+        return state
+
+    return run
+
+
+def _openvino_step_factory(x, w_ih, w_hh, b_ih, b_hh) -> Step:
+    """OpenVINO's ``RNNSequence`` compiled for sequences of one step, the
+    initial state an input, the final state its output."""
+    openvino = _import_openvino()
+    import openvino.opset13 as ops
+
+    if x.dtype != np.float32:
+        raise ValueError(f"OpenVINO's CPU plugin computes in float32, not {x.dtype}")
+    batch, _, input_size = x.shape
+    hidden = w_ih.shape[0]
+    inputs_node = ops.parameter([batch, 1, input_size], openvino.Type.f32, name="x")
+    state_node = ops.parameter([batch, 1, hidden], openvino.Type.f32, name="h")
+    sequence = ops.rnn_sequence(
+        inputs_node, state_node, ops.constant(np.ones(batch, np.int32)),
+        ops.constant(w_ih[None]), ops.constant(w_hh[None]), ops.constant((b_ih + b_hh)[None]),
+        hidden, "forward", activations=["tanh"])
+    model = openvino.Model([sequence.output(1)], [inputs_node, state_node], "elman_rnn_step")
+    request = openvino.Core().compile_model(model, "CPU").create_infer_request()
+    inputs = _step_inputs(x)
+    state = np.zeros((batch, hidden), np.float32)
+
+    def run() -> np.ndarray:
+        nonlocal state
+        state = request.infer({0: next(inputs)[:, None], 1: state[:, None]})[0][:, 0]
+        return state
+
+    return run
+
+
+def _fastrnn_chunks(backend: str) -> Callable[..., Step]:
+    def factory(x, w_ih, w_hh, b_ih, b_hh, chunk) -> Step:
+        from ._layer import prepare
+
+        layer = prepare(w_ih, w_hh, b_ih, b_hh, backend=backend)
+        pieces = _chunks(x, chunk)
+
+        def run() -> np.ndarray:
+            state: Any = None  # the first chunk starts from zeros
+            for piece in pieces:
+                _, state = layer(piece, state)
+            return state
+
+        return run
+
+    return factory
+
+
+def _fastrnn_one_call_factory(x, w_ih, w_hh, b_ih, b_hh, chunk) -> Step:
+    from ._layer import prepare
+
+    layer = prepare(w_ih, w_hh, b_ih, b_hh)
+
+    def run() -> np.ndarray:
+        return layer(x)[1]
+
+    return run
+
+
+def _torch_chunks_factory(x, w_ih, w_hh, b_ih, b_hh, chunk) -> Step:
+    import torch
+
+    hidden, input_size = w_ih.shape
+    dtype = torch.float32 if x.dtype == np.float32 else torch.float64
+    rnn = torch.nn.RNN(input_size, hidden, num_layers=1, nonlinearity="tanh", bias=True,
+                       batch_first=True).to(dtype)
+    rnn.eval()
+    _torch_weights(rnn, w_ih, w_hh, b_ih, b_hh, suffix="_l0")
+    pieces = _chunks(x, chunk)
+
+    def run() -> np.ndarray:
+        state: Any = None  # the first chunk starts from zeros
+        with torch.inference_mode():
+            for piece in pieces:
+                output, state = rnn(torch.from_numpy(piece), state)
+                output.numpy()  # each chunk's output, as NumPy, is what the stream is for
+        return state[0].numpy()
+
+    return run
+
+
+def _jax_chunks_factory(x, w_ih, w_hh, b_ih, b_hh, chunk) -> Step:
+    jnp, _, jax_chunk = _jax_patterns()
+    weights = _jax_weights(jnp, x, w_ih, w_hh, b_ih, b_hh)
+    pieces = _chunks(x, chunk)
+    h0 = jnp.zeros((x.shape[0], w_ih.shape[0]), x.dtype)
+
+    def run() -> np.ndarray:
+        state = h0
+        for piece in pieces:
+            output, state = jax_chunk(jnp.asarray(piece), state, *weights)
+            np.asarray(output)  # each chunk's output to NumPy (waits for it)
+        return np.asarray(state)
+
+    return run
+
+
+STEP_IMPLEMENTATIONS: dict[str, PatternImpl] = {
+    "fastrnn-numba": PatternImpl(_fastrnn_step("numba"), requires=("numba",)),
+    "fastrnn-numpy": PatternImpl(_fastrnn_step("numpy")),
+    "numpy-loop": PatternImpl(
+        _numpy_loop_step_factory,
+        note="numpy-loop: the per-step loop a careful NumPy user writes, tanh(x_t @ w_ih.T + "
+             "b + h @ w_hh.T) with the weights transposed once and np.matmul/np.tanh "
+             "writing into buffers made once."),
+    "torch": PatternImpl(_torch_step_factory, requires=("torch",)),
+    "jax": PatternImpl(_jax_step_factory, requires=("jax",)),
+    "onnxruntime": PatternImpl(_onnxruntime_step_factory, requires=("onnx", "onnxruntime"),
+                               dtypes=("float32",)),
+    "openvino": PatternImpl(_openvino_step_factory, requires=("openvino",),
+                            dtypes=("float32",)),
+}
+STEP_NOTE = (
+    "Step rows: the time of one time step with the state carried, as a per-step loop pays "
+    f"it (median of samples of {STEPS_PER_SAMPLE} consecutive steps, divided by "
+    f"{STEPS_PER_SAMPLE}); each implementation's state after {CHECK_STEPS} steps was first "
+    "checked against fastrnn.forward over those steps. fastrnn: layer.step(x_t, h, out=h) on "
+    "a layer prepared once; torch: nn.RNNCell, each step under torch.inference_mode(), "
+    "torch.from_numpy in and .numpy() out; jax: a jax.jit step, the input and state "
+    "converted to device arrays and the result back to NumPy each step; onnxruntime and "
+    "openvino: their RNN on a one-step sequence, the state passed in and read back."
+)
+CHUNK_IMPLEMENTATIONS: dict[str, PatternImpl] = {
+    "fastrnn-numba": PatternImpl(_fastrnn_chunks("numba"), requires=("numba",)),
+    ONE_CALL: PatternImpl(_fastrnn_one_call_factory, requires=("numba",)),
+    "fastrnn-numpy": PatternImpl(_fastrnn_chunks("numpy")),
+    "torch": PatternImpl(_torch_chunks_factory, requires=("torch",)),
+    "jax": PatternImpl(_jax_chunks_factory, requires=("jax",)),
+}
+CHUNK_NOTE = (
+    "Chunk rows: the time (ms) to stream the whole sequence through the model in chunks of "
+    f"{CHUNK} steps, each chunk its own (B, {CHUNK}, I) array and each call's final state "
+    f"the next call's initial one; {ONE_CALL} runs the whole sequence in one call of the "
+    "same prepared layer. fastrnn: layer(chunk, h) on a layer prepared once; torch: nn.RNN "
+    "per chunk under one torch.inference_mode(), its h carried; jax: a jax.jit lax.scan per "
+    "chunk, its state carried as a device array, each chunk's output converted to NumPy. "
+    "Final states checked against fastrnn.forward over the whole sequence first."
+)
+REGISTRIES: dict[str, dict[str, Any]] = {
+    "forward": IMPLEMENTATIONS, "step": STEP_IMPLEMENTATIONS, "chunk": CHUNK_IMPLEMENTATIONS}
+
+
+def known_names() -> list[str]:
+    """Every implementation name of every registry, the forward grid's first."""
+    return list(dict.fromkeys(name for registry in REGISTRIES.values() for name in registry))
+
+
+def step_reference(problem: Problem, steps: int) -> np.ndarray:
+    """The state (B, H) after the first ``steps`` steps of ``problem``:
+    :func:`fastrnn.forward` on the NumPy backend."""
+    x, w_ih, w_hh, b_ih, b_hh = problem
+    return fastrnn_forward(x[:, :steps], w_ih, w_hh, b_ih, b_hh, backend="numpy")[1]
+
+
+def checked_step(name: str, problem: Problem, steps: int = CHECK_STEPS) -> tuple[Step, float]:
+    """``name``'s step callable for ``problem``, run ``steps`` steps (its
+    warm-up) and its state then checked against :func:`step_reference`
+    (AssertionError when they disagree). Returns the callable, its state
+    carried on, and the largest absolute difference."""
+    x = problem[0]
+    if x.shape[1] < steps:
+        raise ValueError(f"steps must be at most x's {x.shape[1]} time steps, got {steps}")
+    run = STEP_IMPLEMENTATIONS[name].factory(*problem)
+    for _ in range(steps):
+        state = run()
+    expected = step_reference(problem, steps)
+    tol = TOLERANCE[x.dtype.name]
+    np.testing.assert_allclose(state, expected, rtol=tol, atol=tol,
+                               err_msg=f"{name}'s steps disagree with fastrnn.forward")
+    return run, float(np.max(np.abs(state - expected), initial=0.0))
+
+
+def checked_chunks(name: str, problem: Problem, chunk: int = CHUNK,
+                   expected: np.ndarray | None = None) -> tuple[Step, float]:
+    """``name``'s chunk callable for ``problem``, run once (its warm-up) and
+    its final state checked against :func:`fastrnn.forward` over the whole
+    sequence (``expected``, computed when None). Returns the callable and the
+    largest absolute difference."""
+    if expected is None:
+        expected = step_reference(problem, problem[0].shape[1])
+    run = CHUNK_IMPLEMENTATIONS[name].factory(*problem, chunk)
+    state = run()
+    tol = TOLERANCE[problem[0].dtype.name]
+    np.testing.assert_allclose(state, expected, rtol=tol, atol=tol,
+                               err_msg=f"{name}'s chunks disagree with fastrnn.forward")
+    return run, float(np.max(np.abs(state - expected), initial=0.0))
+
+
+def step_sample(run: Step, steps: int = STEPS_PER_SAMPLE) -> Forward:
+    """A timing sample: ``steps`` consecutive calls of a step callable, so
+    that the timer's own cost does not weigh on microsecond steps."""
+
+    def sample() -> np.ndarray:
+        for _ in range(steps):
+            state = run()
+        return state
+
+    return sample
 
 
 def flops(size: tuple[int, int, int, int], recurrent_nnz: int | None = None) -> int:
@@ -693,6 +1105,8 @@ def interleaved_rounds(runs: dict[str, Forward], budget: float,
     that a burst of background load slows all of them alike instead of one.
     Returns, per name, (the median of each round, the fastest call, calls)."""
     names = list(runs)
+    if not names:  # e.g. --only left no implementation for this case's dtype
+        return {}
     share = budget / rounds
     medians: dict[str, list[float]] = {name: [] for name in names}
     fastest = dict.fromkeys(names, math.inf)
@@ -736,20 +1150,87 @@ def _timed_case(results: list[dict], progress: _Progress, dtype_name: str,
                         "calls": calls, "max_abs_diff": max_abs_diff[name]})
 
 
+def _time_and_record(results: list[dict], progress: _Progress, dtype_name: str, case: dict,
+                     runs: dict[str, Forward], max_abs_diff: dict[str, float], budget: float,
+                     rounds: int, per_call: int = 1) -> None:
+    """Time ``runs`` (checked and warmed up) in interleaved rounds and append
+    a result per implementation; each timed call does ``per_call`` units of
+    the case (steps of a step sample) and the times are given per unit."""
+    progress.step(f"{dtype_name} {case['size']} {case['kind']}: {rounds} rounds")
+    for name, (medians, fastest, calls) in interleaved_rounds(runs, budget, rounds).items():
+        medians = [m / per_call for m in medians]
+        results.append({"dtype": dtype_name, **case, "impl": name,
+                        "median_s": float(np.median(medians)), "min_s": fastest / per_call,
+                        "low_s": min(medians), "high_s": max(medians),
+                        "spread": spread(medians), "round_medians_s": medians,
+                        "calls": calls * per_call, "max_abs_diff": max_abs_diff[name]})
+
+
+def _timed_step_case(results: list[dict], progress: _Progress, dtype_name: str,
+                     size: tuple[int, int, int], names: list[str], budget: float,
+                     rounds: int) -> None:
+    """One step case: every implementation checked (:func:`checked_step`),
+    then timed per step in samples of :data:`STEPS_PER_SAMPLE` steps."""
+    batch, input_size, hidden = size
+    problem = make_problem(batch, STEPS_PER_SAMPLE, input_size, hidden, DTYPES[dtype_name])
+    case = {"kind": "step", "size": list(size), "steps_per_sample": STEPS_PER_SAMPLE}
+    runs: dict[str, Forward] = {}
+    max_abs_diff: dict[str, float] = {}
+    for name in names:
+        progress.step(f"{dtype_name} {list(size)} step {name}")
+        run, max_abs_diff[name] = checked_step(name, problem)
+        runs[name] = step_sample(run)
+    _time_and_record(results, progress, dtype_name, case, runs, max_abs_diff, budget, rounds,
+                     per_call=STEPS_PER_SAMPLE)
+
+
+def _timed_chunk_case(results: list[dict], progress: _Progress, dtype_name: str,
+                      size: tuple[int, int, int, int], names: list[str], budget: float,
+                      rounds: int) -> None:
+    """One chunk case: every implementation checked (:func:`checked_chunks`),
+    then timed per whole stream."""
+    problem = make_problem(*size, DTYPES[dtype_name])
+    case = {"kind": "chunk", "size": list(size), "chunk": CHUNK, "flops": flops(size)}
+    expected = step_reference(problem, size[1])
+    runs: dict[str, Forward] = {}
+    max_abs_diff: dict[str, float] = {}
+    for name in names:
+        progress.step(f"{dtype_name} {list(size)} chunk {name}")
+        runs[name], max_abs_diff[name] = checked_chunks(name, problem, CHUNK, expected)
+    _time_and_record(results, progress, dtype_name, case, runs, max_abs_diff, budget, rounds)
+
+
 def run_report(sizes: list[tuple[int, int, int, int]], dtypes: list[str], names: list[str],
                budget: float, matmul_sizes: tuple[int, ...],
                reservoir_cases: list[ReservoirCase] | None = None, rounds: int = ROUNDS,
-               load_pids: tuple[int, ...] = ()) -> dict:
+               load_pids: tuple[int, ...] = (),
+               step_sizes: list[tuple[int, int, int]] | None = None,
+               chunk_sizes: list[tuple[int, int, int, int]] | None = None,
+               step_names: list[str] | None = None,
+               chunk_names: list[str] | None = None) -> dict:
     """Time every (dtype, case, implementation); return the results as a dict.
 
     Each implementation runs the cases it supports (:class:`Impl`): the plain
-    ``sizes``, then the ``reservoir_cases``. NumPy's matmul rate is measured
+    ``sizes``, then the ``reservoir_cases``; then the call patterns: the
+    ``step_sizes`` (B, I, H) with ``step_names`` of :data:`STEP_IMPLEMENTATIONS`
+    and the ``chunk_sizes`` (B, T, I, H) with ``chunk_names`` of
+    :data:`CHUNK_IMPLEMENTATIONS` (default: every one installed). NumPy's matmul rate is measured
     for every dtype before and after, and the CPU that other processes used
     meanwhile (``load_pids``, the busy mode's own load, not counted): with
     the figures' spread over rounds, :func:`noise_reasons` decides whether
     the run was quiet."""
     reservoir_cases = reservoir_cases or []
+    step_sizes = step_sizes or []
+    chunk_sizes = chunk_sizes or []
+    if step_names is None:
+        step_names = [n for n in STEP_IMPLEMENTATIONS if available(n, STEP_IMPLEMENTATIONS)]
+    if chunk_names is None:
+        chunk_names = [n for n in CHUNK_IMPLEMENTATIONS if available(n, CHUNK_IMPLEMENTATIONS)]
     results: list[dict] = []
+
+    def pattern_names(registry: dict[str, PatternImpl], chosen: list[str],
+                      dtype_name: str) -> list[str]:
+        return [n for n in chosen if dtype_name in registry[n].dtypes]
 
     def supports(name: str, dtype_name: str, reservoir: bool) -> bool:
         impl = IMPLEMENTATIONS[name]
@@ -759,6 +1240,8 @@ def run_report(sizes: list[tuple[int, int, int, int]], dtypes: list[str], names:
     total = 2 * len(dtypes) + sum(
         (1 + sum(supports(n, d, False) for n in names)) * len(sizes)
         + (1 + sum(supports(n, d, True) for n in names)) * len(reservoir_cases)
+        + (1 + len(pattern_names(STEP_IMPLEMENTATIONS, step_names, d))) * len(step_sizes)
+        + (1 + len(pattern_names(CHUNK_IMPLEMENTATIONS, chunk_names, d))) * len(chunk_sizes)
         for d in dtypes)
     progress = _Progress(total)
     ticks_start, wall_start = cpu_ticks(load_pids), time.perf_counter()
@@ -781,6 +1264,13 @@ def run_report(sizes: list[tuple[int, int, int, int]], dtypes: list[str], names:
                     "flops": flops(rcase.size, problem[2].nnz)}
             _timed_case(results, progress, dtype_name, case, problem, reservoir, budget,
                         rounds, leak)
+        stepping = pattern_names(STEP_IMPLEMENTATIONS, step_names, dtype_name)
+        for step_size in step_sizes:
+            _timed_step_case(results, progress, dtype_name, step_size, stepping, budget, rounds)
+        chunking = pattern_names(CHUNK_IMPLEMENTATIONS, chunk_names, dtype_name)
+        for chunk_size in chunk_sizes:
+            _timed_chunk_case(results, progress, dtype_name, chunk_size, chunking, budget,
+                              rounds)
     rates_end = {}
     for dtype_name in dtypes:
         progress.step(f"{dtype_name} matmul rate, again")
@@ -809,14 +1299,66 @@ def _case_label(size, label: str = "", sep: str = " ") -> str:
     return ", ".join(map(str, size)) + (f"{sep}({label})" if label else "")
 
 
+FORWARD_KINDS = ("dense", "reservoir")  # the grid's kinds; "step" and "chunk" have their tables
+
+
+def format_pattern_table(results: list[dict], kind: str, noise: list[str]) -> list[str]:
+    """The Markdown lines of the ``kind`` ("step" or "chunk") results: per
+    implementation the median (us per step; ms per whole stream) and its
+    spread; for a quiet run only, each peer as a multiple of fastrnn's time
+    and, for chunks, fastrnn's chunked time over its one-call time. Then the
+    notes. No lines when there are no such results."""
+    rows = [r for r in results if r.get("kind") == kind]
+    if not rows:
+        return []
+    names = list(dict.fromkeys(r["impl"] for r in rows))
+    peers = [n for n in names if n not in (BASELINE, ONE_CALL)]
+    registry = STEP_IMPLEMENTATIONS if kind == "step" else CHUNK_IMPLEMENTATIONS
+    unit, scale = ("us/step", 1e6) if kind == "step" else ("ms", 1e3)
+    sizes = "B, I, H" if kind == "step" else "B, T, I, H"
+    head = ["dtype", sizes] + [f"{n} ({unit})" for n in names]
+    if not noise:
+        head += [f"{p} / fastrnn" for p in peers]
+        if kind == "chunk":
+            head.append("fastrnn chunked / one call")
+    title = ("Step: one time step, the state carried (per step)" if kind == "step" else
+             f"Chunk: a stream fed {CHUNK} steps per call (per whole stream)")
+    lines = ["", f"**{title}**", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    cells: dict[tuple[str, tuple, str], dict[str, dict]] = {}
+    for r in rows:
+        cells.setdefault(_case_key(r), {})[r["impl"]] = r
+    for (dtype, size, _), by_impl in cells.items():
+        base = by_impl.get(BASELINE)
+        row = [dtype, _case_label(size)]
+        for name in names:
+            result = by_impl.get(name)
+            row.append("-" if result is None else
+                       f"{result['median_s'] * scale:,.2f} "
+                       f"±{result.get('spread', 0.0) / 2:.0%}")
+        if not noise:
+            row += [f"{by_impl[p]['median_s'] / base['median_s']:.2f}x"
+                    if base and p in by_impl else "-" for p in peers]
+            if kind == "chunk":
+                one_call = by_impl.get(ONE_CALL)
+                row.append(f"{base['median_s'] / one_call['median_s']:.2f}x"
+                           if base and one_call else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", STEP_NOTE if kind == "step" else CHUNK_NOTE]
+    lines += [registry[n].note for n in names if n in registry and registry[n].note]
+    return lines
+
+
 def format_table(report: dict) -> str:
-    """A Markdown table: per implementation the median time (us) of the
-    interleaved rounds and its spread; then, for a quiet run only, each peer
-    as a multiple of fastrnn's time and fastrnn's rate against the machine's
-    matmul rate (for a sparse reservoir, the rate of the work done:
-    2·B·T·(H·I + nnz)). A run flagged busy (``report["noise"]``) gets a
-    warning and no ratio columns."""
-    results = report["results"]
+    """Markdown tables. The forward grid: per implementation the median time
+    (us) of the interleaved rounds and its spread; then, for a quiet run
+    only, each peer as a multiple of fastrnn's time and fastrnn's rate
+    against the machine's matmul rate (for a sparse reservoir, the rate of
+    the work done: 2·B·T·(H·I + nnz)). Then the step and chunk patterns
+    (:func:`format_pattern_table`). A run flagged busy (``report["noise"]``)
+    gets a warning and no ratio columns."""
+    every_result = report["results"]
+    results = [r for r in every_result if r.get("kind", "dense") in FORWARD_KINDS]
     noise = report.get("noise") or []
     names = list(dict.fromkeys(r["impl"] for r in results))
     peers = [n for n in names if n != BASELINE]
@@ -831,7 +1373,9 @@ def format_table(report: dict) -> str:
         head += [f"{p} / fastrnn" for p in peers] + ["fastrnn GFLOP/s", "of matmul rate"]
     else:
         head += ["fastrnn GFLOP/s"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
+    if results:
+        lines += ["| " + " | ".join(head) + " |",
+                  "|" + "---|" * 2 + "---:|" * (len(head) - 2)]
     cells: dict[tuple[str, tuple, str], dict[str, dict]] = {}
     for r in results:
         cells.setdefault(_case_key(r), {})[r["impl"]] = r
@@ -858,7 +1402,8 @@ def format_table(report: dict) -> str:
     rate_text = ", ".join(
         f"{d} {r / 1e9:.0f}" + (f" then {ends[d] / 1e9:.0f}" if d in ends else "")
         for d, r in rates.items())
-    lines.append("")
+    if results:
+        lines.append("")
     rounds = report.get("rounds", 1)
     lines.append(f"Median of {rounds} interleaved rounds (every implementation of a case "
                  "timed in turn, round after round); ± is half the range of the round "
@@ -884,6 +1429,8 @@ def format_table(report: dict) -> str:
     labels = list(dict.fromkeys(r["label"] for r in results if r.get("kind") == "reservoir"))
     if labels:
         lines.append(RESERVOIR_NOTE.format(cases="; ".join(labels)))
+    for kind in ("step", "chunk"):
+        lines += format_pattern_table(every_result, kind, noise)
     return "\n".join(lines)
 
 
@@ -892,8 +1439,12 @@ def plot(report: dict, path: str) -> bool:
     x axis labelled by its size (reservoirs included): above, each peer's
     time over fastrnn's (log scale, 1.0 marked: above it fastrnn is faster);
     below, every implementation's median time, with the range of its round
-    medians. The y scales are shared along each row. False when matplotlib
-    is missing."""
+    medians. The y scales are shared along each row. The forward grid only
+    (the step and chunk patterns are in their tables). False when matplotlib
+    is missing or the report has no forward case."""
+    results = [r for r in report["results"] if r.get("kind", "dense") in FORWARD_KINDS]
+    if not results:
+        return False
     try:
         import matplotlib
 
@@ -901,7 +1452,6 @@ def plot(report: dict, path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    results = report["results"]
     noise = report.get("noise") or []
     dtypes = list(dict.fromkeys(r["dtype"] for r in results))
     names = list(dict.fromkeys(r["impl"] for r in results))
@@ -1002,15 +1552,30 @@ def main(args) -> int:
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     if args.quick and args.dtype == "both":
         dtypes = ["float32"]
-    chosen = [n for n in IMPLEMENTATIONS
-              if not args.only or n in args.only.split(",")]
-    names = [n for n in chosen if available(n)]
-    missing = [n for n in chosen if n not in names]
+    patterns = (args.patterns.split(",") if args.patterns else
+                ["forward"] if args.sizes else list(PATTERNS))
+    selected: dict[str, list[str]] = {}
+    missing: list[str] = []
+    for pattern in PATTERNS:
+        registry = REGISTRIES[pattern]
+        chosen = ([n for n in registry if not args.only or n in args.only.split(",")]
+                  if pattern in patterns else [])
+        selected[pattern] = [n for n in chosen if available(n, registry)]
+        missing += [n for n in chosen if n not in selected[pattern] and n not in missing]
+    names = selected["forward"]
+    every_name = list(dict.fromkeys(n for chosen in selected.values() for n in chosen))
     budget = 0.2 if args.quick else args.budget
     rounds = 3 if args.quick and args.rounds is None else (args.rounds or ROUNDS)
+    if "forward" not in patterns:
+        sizes = []
+    step_sizes = ((QUICK_STEP_SIZES if args.quick else STEP_SIZES)
+                  if "step" in patterns else [])
+    chunk_sizes = ((QUICK_CHUNK_SIZES if args.quick else CHUNK_SIZES)
+                   if "chunk" in patterns else [])
     print(f"fastrnn comparison: {len(sizes)} size{'' if len(sizes) == 1 else 's'}"
-          + ("" if args.sizes else " and reservoirs") + f", {', '.join(dtypes)}; "
-          f"implementations: {', '.join(names)}"
+          + ("" if args.sizes or not sizes else " and reservoirs")
+          + f", {len(step_sizes)} step and {len(chunk_sizes)} chunk case(s)"
+          + f", {', '.join(dtypes)}; implementations: {', '.join(every_name)}"
           + (f" (not installed, skipped: {', '.join(missing)}; pip install -e '.[peers]')"
              if missing else ""), flush=True)
     environment = run_environment()
@@ -1021,7 +1586,7 @@ def main(args) -> int:
               f"{environment['MKL_ENABLE_INSTRUCTIONS']}, ONEDNN_MAX_CPU_ISA="
               f"{environment['ONEDNN_MAX_CPU_ISA']}", flush=True)
     reservoir_cases: list[ReservoirCase]
-    if args.sizes:
+    if args.sizes or "forward" not in patterns:
         reservoir_cases = []
     elif importlib.util.find_spec("scipy") is None:
         # The reservoirs' w_hh is a SciPy sparse matrix.
@@ -1042,7 +1607,9 @@ def main(args) -> int:
         report = run_report(sizes, dtypes, names, budget,
                             matmul_sizes=(1024,) if args.quick else (1024, 2048),
                             reservoir_cases=reservoir_cases, rounds=rounds,
-                            load_pids=load_pids)
+                            load_pids=load_pids, step_sizes=step_sizes,
+                            chunk_sizes=chunk_sizes, step_names=selected["step"],
+                            chunk_names=selected["chunk"])
     report["threads"] = os.environ.get("FASTRNN_NUM_THREADS", "default")
     report["environment"] = environment
     report["busy_mode"] = busy
@@ -1054,5 +1621,6 @@ def main(args) -> int:
     if plot(report, args.plot):
         print(f"plot: {args.plot}")
     else:
-        print("plot: skipped (matplotlib is not installed)")
+        print("plot: skipped (no forward case)" if not sizes and not reservoir_cases else
+              "plot: skipped (matplotlib is not installed)")
     return 0

@@ -16,10 +16,18 @@ import pytest
 from fastrnn import benchmark
 from fastrnn.__main__ import main as cli_main
 from fastrnn.benchmark import (
+    CHECK_STEPS,
+    CHUNK_IMPLEMENTATIONS,
     IMPLEMENTATIONS,
+    ONE_CALL,
+    QUICK_STEP_SIZES,
     REFERENCE,
+    STEP_IMPLEMENTATIONS,
+    STEPS_PER_SAMPLE,
     TOLERANCE,
     background_load,
+    checked_chunks,
+    checked_step,
     cpu_environment,
     format_table,
     interleaved_rounds,
@@ -27,6 +35,7 @@ from fastrnn.benchmark import (
     noise_reasons,
     spread,
     start_load,
+    step_reference,
     stop_load,
 )
 
@@ -295,3 +304,173 @@ def test_time_call_respects_min_calls():
     _, _, calls = benchmark.time_call(lambda: None, 0.0)
     assert calls == 3 and time.perf_counter() - start < 5
 
+
+
+# --- the step and chunk call patterns -------------------------------------------
+
+
+def _requires(impl) -> None:
+    for module in impl.requires:
+        pytest.importorskip(module)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(STEP_IMPLEMENTATIONS))
+def test_step_implementation_agrees_with_forward(name, dtype):
+    """Every step implementation, stepped, gives fastrnn.forward's states; its
+    state carries on from call to call; the problem's arrays are untouched."""
+    impl = STEP_IMPLEMENTATIONS[name]
+    _requires(impl)
+    problem = make_problem(2, 30, 3, 5, np.dtype(dtype), seed=4)
+    originals = [array.copy() for array in problem]
+    if dtype not in impl.dtypes:
+        with pytest.raises(ValueError, match="float32"):
+            impl.factory(*problem)
+        return
+    run, max_abs_diff = checked_step(name, problem, steps=CHECK_STEPS)
+    assert max_abs_diff <= TOLERANCE[dtype]
+    for _ in range(5):  # carried on: the state after CHECK_STEPS + 5 steps
+        state = run()
+    assert state.shape == (2, 5) and state.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(state, step_reference(problem, CHECK_STEPS + 5),
+                               rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+    for original, array in zip(originals, problem, strict=True):
+        np.testing.assert_array_equal(original, array)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(CHUNK_IMPLEMENTATIONS))
+def test_chunk_implementation_agrees_with_forward(name, dtype):
+    """Every chunk implementation streams the whole sequence (the last chunk
+    shorter) to fastrnn.forward's final state, and each call starts afresh."""
+    impl = CHUNK_IMPLEMENTATIONS[name]
+    _requires(impl)
+    problem = make_problem(2, 250, 3, 5, np.dtype(dtype), seed=5)
+    originals = [array.copy() for array in problem]
+    run, max_abs_diff = checked_chunks(name, problem, chunk=100)
+    assert max_abs_diff <= TOLERANCE[dtype]
+    again = run()
+    assert again.shape == (2, 5) and again.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(again, step_reference(problem, 250), rtol=TOLERANCE[dtype],
+                               atol=TOLERANCE[dtype])
+    for original, array in zip(originals, problem, strict=True):
+        np.testing.assert_array_equal(original, array)
+
+
+def test_pattern_checks_catch_a_wrong_implementation(monkeypatch):
+    def factory(x, w_ih, w_hh, b_ih, b_hh, chunk=None):
+        state = np.zeros((x.shape[0], w_ih.shape[0]), x.dtype)
+        return lambda: state  # never steps
+
+    monkeypatch.setitem(STEP_IMPLEMENTATIONS, "stuck", benchmark.PatternImpl(factory))
+    monkeypatch.setitem(CHUNK_IMPLEMENTATIONS, "stuck", benchmark.PatternImpl(factory))
+    problem = make_problem(1, 30, 3, 5, np.float64, seed=6)
+    with pytest.raises(AssertionError, match="stuck's steps disagree with fastrnn.forward"):
+        checked_step("stuck", problem)
+    with pytest.raises(AssertionError, match="stuck's chunks disagree with fastrnn.forward"):
+        checked_chunks("stuck", problem, chunk=10)
+    with pytest.raises(ValueError, match="steps must be at most x's 30 time steps, got 31"):
+        checked_step(REFERENCE, problem, steps=31)
+
+
+def test_step_sample_runs_its_steps():
+    calls = []
+    sample = benchmark.step_sample(lambda: calls.append(1) or np.zeros(1), steps=7)
+    sample()
+    assert len(calls) == 7
+
+
+def _pattern_result(kind, impl, size, seconds, **extra):
+    return {"dtype": "float32", "kind": kind, "size": list(size), "impl": impl,
+            "median_s": seconds, "min_s": seconds, "low_s": seconds, "high_s": seconds * 1.2,
+            "spread": 0.2, "round_medians_s": [seconds] * 3, "calls": 300, **extra}
+
+
+def _pattern_report(noise: list[str]) -> dict:
+    results = [_pattern_result("step", impl, (1, 16, 8), seconds, steps_per_sample=100)
+               for impl, seconds in (("fastrnn-numba", 1e-6), ("numpy-loop", 4e-6),
+                                     ("torch", 2.5e-5))]
+    results += [_pattern_result("chunk", impl, (1, 10000, 16, 64), seconds, chunk=100)
+                for impl, seconds in (("fastrnn-numba", 0.011), (ONE_CALL, 0.010),
+                                      ("jax", 0.033))]
+    return {"matmul_flops_per_s": {"float32": 1e11}, "matmul_flops_per_s_end": {"float32": 1e11},
+            "rounds": 3, "others_cpu": 0.0, "noise": noise, "results": results}
+
+
+def test_format_table_step_and_chunk_tables():
+    table = format_table(_pattern_report([]))
+    assert "| dtype | B, T, I, H | fastrnn-numba (us) |" not in table  # no forward case
+    assert ("| dtype | B, I, H | fastrnn-numba (us/step) | numpy-loop (us/step) | "
+            "torch (us/step) | numpy-loop / fastrnn | torch / fastrnn |") in table
+    assert "| float32 | 1, 16, 8 | 1.00 ±10% | 4.00 ±10% | 25.00 ±10% | 4.00x | 25.00x |" in table
+    assert (f"| dtype | B, T, I, H | fastrnn-numba (ms) | {ONE_CALL} (ms) | jax (ms) | "
+            "jax / fastrnn | fastrnn chunked / one call |") in table
+    assert ("| float32 | 1, 10000, 16, 64 | 11.00 ±10% | 10.00 ±10% | 33.00 ±10% | 3.00x | "
+            "1.10x |") in table
+    assert benchmark.STEP_NOTE in table and benchmark.CHUNK_NOTE in table
+    assert STEP_IMPLEMENTATIONS["numpy-loop"].note in table
+    assert table.index("**Step") < table.index("**Chunk")
+
+
+def test_format_table_patterns_busy_run_withholds_ratios():
+    table = format_table(_pattern_report(["other processes used 80% of the CPU"]))
+    assert table.startswith("**WARNING: the machine was busy")
+    assert "1.00 ±10%" in table and "11.00 ±10%" in table
+    assert "/ fastrnn" not in table and "one call |" not in table and "25.00x" not in table
+
+
+def test_format_table_keeps_forward_and_patterns_apart(tmp_path):
+    report = _synthetic_report([])
+    report["results"] += _pattern_report([])["results"]
+    table = format_table(report)
+    forward, patterns = table.split("**Step", 1)
+    assert "1, 10, 4, 8" in forward and "1, 16, 8" not in forward
+    assert "1, 10, 4, 8" not in patterns and "1, 16, 8" in patterns
+    assert "| 3.00x | 2.00x |" in forward  # the forward ratios are unchanged
+    pytest.importorskip("matplotlib")
+    assert benchmark.plot(report, str(tmp_path / "b.png"))  # the forward cases only
+    assert not benchmark.plot(_pattern_report([]), str(tmp_path / "none.png"))
+
+
+def test_run_report_times_the_patterns_per_step_and_per_stream():
+    report = benchmark.run_report(
+        [], ["float32"], [], budget=0.02, matmul_sizes=(64,), rounds=2,
+        step_sizes=[(1, 3, 4)], chunk_sizes=[(2, 250, 3, 4)],
+        step_names=["fastrnn-numba", "numpy-loop"], chunk_names=["fastrnn-numba", ONE_CALL])
+    by_kind: dict[str, list[dict]] = {}
+    for result in report["results"]:
+        by_kind.setdefault(result["kind"], []).append(result)
+    assert sorted(by_kind) == ["chunk", "step"]
+    assert [r["impl"] for r in by_kind["step"]] == ["fastrnn-numba", "numpy-loop"]
+    assert [r["impl"] for r in by_kind["chunk"]] == ["fastrnn-numba", ONE_CALL]
+    for result in by_kind["step"]:
+        assert result["size"] == [1, 3, 4] and result["steps_per_sample"] == STEPS_PER_SAMPLE
+        assert result["calls"] % STEPS_PER_SAMPLE == 0 and len(result["round_medians_s"]) == 2
+        assert 0 < result["min_s"] <= result["median_s"] <= result["high_s"]
+    for result in by_kind["chunk"]:
+        assert result["size"] == [2, 250, 3, 4] and result["chunk"] == benchmark.CHUNK
+        assert result["max_abs_diff"] <= TOLERANCE["float32"]
+    table = format_table(report)
+    assert "**Step" in table and "**Chunk" in table
+
+
+def test_bench_cli_refuses_an_unknown_pattern(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "--patterns", "forward,stream"])
+    assert "--patterns: unknown pattern 'stream'; known: forward, step, chunk" in (
+        capsys.readouterr().err)
+
+
+def test_bench_cli_knows_the_pattern_implementations(tmp_path, capsys):
+    """--only accepts a name of the step registry alone; --patterns step runs
+    the quick step sizes and nothing else."""
+    json_path = tmp_path / "s.json"
+    status = cli_main(["bench", "--quick", "--patterns", "step", "--rounds", "1",
+                       "--only", "numpy-loop", "--json", str(json_path),
+                       "--plot", str(tmp_path / "s.png")])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "plot: skipped (no forward case)" in printed
+    report = json.loads(json_path.read_text())
+    assert {(r["kind"], r["impl"]) for r in report["results"]} == {("step", "numpy-loop")}
+    assert [r["size"] for r in report["results"]] == [list(s) for s in QUICK_STEP_SIZES]
