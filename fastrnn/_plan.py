@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SMALL = "small"
 BLOCKED = "blocked"
@@ -70,20 +70,29 @@ BATCH_SPLIT_MIN_HIDDEN = 256
 UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """How one call runs: ``path`` (one of :data:`PATHS`) on ``parts``
-    threads (the caller's included)."""
+    threads (the caller's included). A tuple: made on every call, it must
+    cost next to nothing (a frozen dataclass with checks took 2 us of a
+    100-step chunk's call); :func:`checked` checks one made by hand."""
 
     path: str
     parts: int = 1
 
-    def __post_init__(self) -> None:
-        if self.path not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {self.path!r}")
-        if self.parts < 1 or (self.path in (SMALL, BLOCKED) and self.parts != 1):
-            raise ValueError(f"a {self.path!r} plan runs on 1 thread or more (1 for "
-                             f"{SMALL!r} and {BLOCKED!r}), got parts={self.parts}")
+
+def checked(path: str, parts: int = 1) -> Plan:
+    """A :class:`Plan`, or a ValueError when the path is unknown or its
+    thread count impossible (tests and callers forcing a plan use this)."""
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if parts < 1 or (path in (SMALL, BLOCKED) and parts != 1):
+        raise ValueError(f"a {path!r} plan runs on 1 thread or more (1 for "
+                         f"{SMALL!r} and {BLOCKED!r}), got parts={parts}")
+    return Plan(path, parts)
+
+
+_SMALL_PLAN = Plan(SMALL)
+_BLOCKED_PLAN = Plan(BLOCKED)
 
 
 def _cgroup_cpus(root: str = "/sys/fs/cgroup") -> float | None:
@@ -148,7 +157,7 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
     if batch == 1 and dense and plain and hidden <= SMALL_MAX_HIDDEN:
         # One small sequence: no thread helps (the units split starts at
         # H = SPLIT_MIN_HIDDEN).
-        return Plan(SMALL)
+        return _SMALL_PLAN
     work = rows * (input_size * hidden + recurrent)  # multiply-adds of the call
     if limit > 1 and work >= SPLIT_MIN_FMAS and UNITS_SPLIT_AVAILABLE:
         parts = min(limit, cores)
@@ -157,5 +166,5 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
         if parts > 1 and (big if batch == 1 else small_batch):
             return Plan(UNITS_SPLIT, parts)
     if batch < 2 or limit < 2 or work < PARALLEL_MIN_FMAS:
-        return Plan(BLOCKED)
+        return _BLOCKED_PLAN
     return Plan(BATCH_SPLIT, min(limit, batch))

@@ -90,7 +90,7 @@ def test_aligned_zeros(dtype, rows):
 def test_threaded_split(monkeypatch, check_forward, make_problem, dtype, batch_first,
                         nonlinearity, batch, hidden):
     # The batch split on 3 threads (an uneven split), whatever the size and machine.
-    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.Plan(_plan.BATCH_SPLIT, 3))
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(_plan.BATCH_SPLIT, 3))
     problem = make_problem(31, batch=batch, steps=9, input_size=6, hidden_size=hidden,
                            dtype=dtype, batch_first=batch_first, h0=True)
     check_forward(problem, "numba", nonlinearity=nonlinearity)
@@ -103,7 +103,7 @@ def test_threaded_split_large_hidden(monkeypatch, assert_close, make_problem, dt
                                      batch_first, lengths):
     # Hidden sizes of several panels and a ragged last one, the batch
     # split across threads that share one packed copy of the weights.
-    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.Plan(_plan.BATCH_SPLIT, 3))
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(_plan.BATCH_SPLIT, 3))
     problem = make_problem(32, batch=11, steps=6, input_size=5, hidden_size=259, dtype=dtype,
                            batch_first=batch_first, h0=True)
     output, h_n = fastrnn.forward(**problem, lengths=lengths, backend="numba")

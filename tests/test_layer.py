@@ -222,3 +222,25 @@ def test_prepare_validates_like_forward(make_problem):
     assert (layer.input_size, layer.hidden_size, layer.dtype) == (3, 4, np.float32)
     assert layer.nonlinearity == "relu"
     assert "hidden_size=4" in repr(layer)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_chunks_equal_one_call(backend, make_problem, assert_close, dtype, unbatched):
+    # A stream fed in chunks, each chunk's h_n the next h0, gives the
+    # one-call states (the chunk call's short path, batched and unbatched).
+    problem, weights = _problem(make_problem, 21, dtype, batch=3, steps=50, input_size=4,
+                                hidden_size=40, h0=True, unbatched=unbatched)
+    layer = fastrnn.prepare(**weights, backend=backend)
+    output, h_n = layer(problem["x"], problem["h0"])
+    h = problem["h0"]
+    pieces = []
+    for start in range(0, 50, 7):
+        chunk = problem["x"][start:start + 7] if unbatched else problem["x"][:, start:start + 7]
+        piece, h = layer(chunk, h)
+        pieces.append(piece)
+    assert_close(np.concatenate(pieces, axis=-2), output.astype(np.float64))
+    assert_close(h, h_n.astype(np.float64))
+    expected = naive.rnn(**problem)
+    assert_close(output, expected[0])
+    assert_close(h_n, expected[1])

@@ -74,11 +74,12 @@ def test_batch_split():
 
 def test_plans_are_checked():
     with pytest.raises(ValueError, match="path must be one of"):
-        Plan("fast")
+        _plan.checked("fast")
     with pytest.raises(ValueError, match="parts=2"):
-        Plan(BLOCKED, 2)
+        _plan.checked(BLOCKED, 2)
     with pytest.raises(ValueError, match="parts=0"):
-        Plan(BATCH_SPLIT, 0)
+        _plan.checked(BATCH_SPLIT, 0)
+    assert _plan.checked(UNITS_SPLIT, 3) == Plan(UNITS_SPLIT, 3)
 
 
 @pytest.mark.parametrize(("content", "expected"), [("max 100000", None), ("200000 100000", 2.0),

@@ -43,7 +43,7 @@ def forced(monkeypatch):
     """Every call takes the plan of the split path on 3 threads (an uneven
     split, more threads than this machine's 2 cores), whatever its size;
     returns the list of part counts the path was called with."""
-    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.Plan(_plan.UNITS_SPLIT, 3))
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(_plan.UNITS_SPLIT, 3))
     calls: list[int] = []
     original = _units.forward
 
