@@ -175,6 +175,18 @@ class Layer:
                            output_shape, batch, self.hidden_size, lengths_arr, self._leak,
                            return_sequences, self.threads, self._prepared)
 
+    def run(self, x: np.ndarray, h0: np.ndarray | None, out: np.ndarray | None,
+            h_n: np.ndarray, *, batch_first: bool, lengths: np.ndarray | None = None,
+            reverse: bool = False, threads: int | None = None) -> None:
+        """One direction of a layer on arguments its caller validated
+        (fastrnn.RNN): the backend contract of ``fastrnn._numpy.forward``
+        (``out`` None or a view whose last axis has unit stride, such as one
+        direction's half of a bidirectional output), on the prepared
+        weights; ``threads`` None means the layer's own."""
+        self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, out, h_n, self._relu,
+                      batch_first, lengths, self._leak, reverse,
+                      self.threads if threads is None else threads, prepared=self._prepared)
+
     def step(self, x_t: ArrayLike, h: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """One time step: the state after input ``x_t`` from state ``h``.
 

@@ -1,7 +1,7 @@
 """``fastrnn.RNN``: a stacked, optionally bidirectional Elman RNN model with
-PyTorch's ``nn.RNN`` semantics and weight names, built on
-:func:`fastrnn._api.run_layer` (one compiled kernel call per layer and
-direction, writing straight into the output buffers)."""
+PyTorch's ``nn.RNN`` semantics and weight names, built on prepared
+:class:`fastrnn.Layer` objects (one per layer and direction, each call one
+compiled kernel call writing straight into the output buffers)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import IO, Any
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from ._api import run_layer
 from ._backends import CHOICES as BACKEND_CHOICES
+from ._layer import Layer
 from ._validate import (
     FLOAT_DTYPES,
     NONLINEARITIES,
@@ -209,6 +209,9 @@ class RNN:
         self._dtype = _float_dtype(dtype)
         self._backend = _backend(backend)
         self._params: dict[str, np.ndarray] = {}
+        # backend -> one prepared fastrnn.Layer per layer and direction, in
+        # h0's order; made on first use, dropped when the weights change.
+        self._layers: dict[str, list[Layer]] = {}
         if seed is _NO_INIT:
             return  # from_state_dict / load fill the weights in
         try:
@@ -427,17 +430,15 @@ class RNN:
             final = out.reshape(output_shape) if unbatched else out
 
         h_n = np.empty((states, batch, hidden), dtype)
-        relu = self._nonlinearity == "relu"
         scratch = None
         if directions == 2 and self._merge == "sum":
             scratch = np.empty((n1, n2, hidden), dtype)
-        params = self._params
+        layers = self._prepared(backend)
         layer_input = x_arr
         for layer in range(self._num_layers):
             last = layer == self._num_layers - 1
             buffer = final if last and final is not None else np.empty(output_shape, dtype)
             for direction in range(directions):
-                suffix = f"_l{layer}_reverse" if direction else f"_l{layer}"
                 if directions == 1 or (scratch is not None and direction == 0):
                     target = buffer
                 elif scratch is not None:  # merge="sum": the reverse direction, added below
@@ -445,13 +446,9 @@ class RNN:
                 else:  # this direction's half of the concatenated features
                     target = buffer[..., hidden:] if direction else buffer[..., :hidden]
                 k = layer * directions + direction
-                run_layer(
-                    layer_input, params["weight_ih" + suffix], params["weight_hh" + suffix],
-                    params.get("bias_ih" + suffix), params.get("bias_hh" + suffix),
-                    None if h0_arr is None else h0_arr[k], target, h_n[k],
-                    relu=relu, batch_first=batch_first, lengths=lengths_arr,
-                    reverse=bool(direction), threads=threads, backend=backend,
-                )
+                layers[k].run(layer_input, None if h0_arr is None else h0_arr[k], target,
+                              h_n[k], batch_first=batch_first, lengths=lengths_arr,
+                              reverse=bool(direction), threads=threads)
             if scratch is not None:
                 np.add(buffer, scratch, out=buffer)
             layer_input = buffer
@@ -460,6 +457,24 @@ class RNN:
         return output, (h_n[:, 0] if unbatched else h_n)
 
     __call__ = forward
+
+    def _prepared(self, backend: str) -> list[Layer]:
+        """The model's layers and directions prepared for ``backend`` (once
+        per set of weights: packing them again on every call cost more than
+        a short call's arithmetic)."""
+        layers = self._layers.get(backend)
+        if layers is None:
+            layers = []
+            for layer in range(self._num_layers):
+                for direction in range(self.num_directions):
+                    suffix = f"_l{layer}_reverse" if direction else f"_l{layer}"
+                    layers.append(Layer(
+                        self._params["weight_ih" + suffix], self._params["weight_hh" + suffix],
+                        self._params.get("bias_ih" + suffix),
+                        self._params.get("bias_hh" + suffix),
+                        nonlinearity=self._nonlinearity, backend=backend))
+            self._layers[backend] = layers  # concurrent first calls: the same layers
+        return layers
 
     # -- weights -------------------------------------------------------------------
 
@@ -516,6 +531,7 @@ class RNN:
                                  f"got {array.shape}")
             loaded[name] = np.array(array, dtype=self._dtype, order="C", copy=True)
         self._params = loaded
+        self._layers = {}  # prepared again, from the new weights, on the next call
 
     @classmethod
     def from_state_dict(

@@ -244,3 +244,22 @@ def test_chunks_equal_one_call(backend, make_problem, assert_close, dtype, unbat
     expected = naive.rnn(**problem)
     assert_close(output, expected[0])
     assert_close(h_n, expected[1])
+
+
+def test_rnn_keeps_prepared_layers_and_prepares_again_on_new_weights():
+    rnn = fastrnn.RNN(3, 5, num_layers=2, bidirectional=True, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 4, 3), dtype=np.float32)
+    first = rnn(x)
+    layers = rnn._prepared(rnn.backend)
+    assert len(layers) == 4 and all(isinstance(layer, fastrnn.Layer) for layer in layers)
+    rnn(x)
+    assert rnn._prepared(rnn.backend) is layers  # kept between calls
+    weights = rnn.state_dict()
+    weights["weight_hh_l1_reverse"] *= -1
+    rnn.load_state_dict(weights)
+    assert rnn._prepared(rnn.backend) is not layers  # prepared from the new weights
+    second = rnn(x)
+    assert not np.array_equal(first[0], second[0])
+    # astype prepares layers of the new dtype.
+    np.testing.assert_allclose(rnn.astype(np.float64)(x.astype(np.float64))[0], second[0],
+                               atol=1e-5)
