@@ -237,6 +237,19 @@ class Layer:
                             return out
                 except TypeError:  # no signature matched, e.g. a read-only out
                     pass
+        elif (kernel is None and type(x_t) is _NDARRAY and type(h) is _NDARRAY
+              and (out is None or type(out) is _NDARRAY) and x_t.dtype is dtype
+              and h.dtype is dtype and x_t.ndim == h.ndim == 2
+              and x_t.shape[1] == self.input_size and h.shape[1] == self.hidden_size
+              and x_t.shape[0] == h.shape[0]
+              and (out is None or (out.shape == h.shape and out.dtype is dtype
+                                   and out.flags.writeable))):
+            # The NumPy backend: the same few checks, then NumPy's step.
+            if out is None:
+                out = _empty(h.shape, dtype)
+            self._numpy_step(x_t, h, out, self._w_ih, self._w_hh, self._bias, self._leak,
+                             self._relu)
+            return out
         return self._checked_step(x_t, h, given)
 
     def _checked_step(self, x_t: Any, h: Any, out: Any) -> np.ndarray:

@@ -145,9 +145,12 @@ def step(x: np.ndarray, h: np.ndarray, out: np.ndarray, w_ih: np.ndarray, w_hh: 
     forward pass sums it. Every input is read before ``out`` is written, so
     ``out`` may be ``h``."""
     with np.errstate(invalid="ignore", over="ignore"):
-        z = x @ w_ih.T
+        z = np.matmul(x, w_ih.T)
         z += bias
-        z += (w_hh @ h.T).T if not isinstance(w_hh, np.ndarray) else h @ w_hh.T
+        if isinstance(w_hh, np.ndarray):
+            z += np.matmul(h, w_hh.T)
+        else:
+            z += (w_hh @ h.T).T
         if relu:
             np.maximum(z, 0, out=z)
         else:
