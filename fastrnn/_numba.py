@@ -199,7 +199,8 @@ def _forward_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
     # viewed and zeroed in _run_small, which has no reference counts to
     # update for each view (np.zeros and the views here: 0.1 us more).
     rows = 2 * vectors + joint + vectors * inner
-    buffer = np.empty(rows * lanes + lanes, dtype=h_n.dtype)
+    # (padded by a cache line, for the alignment _run_small makes)
+    buffer = np.empty(rows * lanes + ALIGN_BYTES // h_n.itemsize, dtype=h_n.dtype)
     _run_small(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, rows,
                vectors, joint)
 
