@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -11,6 +11,67 @@ from ._backends import _UNKNOWN, _small, get_backend, get_small
 from ._validate import plain_arrays, plain_shapes_agree, validate_forward
 
 _empty = np.empty  # a global lookup fewer per plain call
+
+
+# The result's type follows return_sequences: (output, h_n) or h_n alone.
+@overload
+def forward(
+    x: ArrayLike,
+    w_ih: ArrayLike,
+    w_hh: ArrayLike,
+    b_ih: ArrayLike | None = ...,
+    b_hh: ArrayLike | None = ...,
+    h0: ArrayLike | None = ...,
+    *,
+    nonlinearity: str = ...,
+    batch_first: bool = ...,
+    lengths: ArrayLike | None = ...,
+    leak: ArrayLike | None = ...,
+    return_sequences: Literal[True] = ...,
+    out: np.ndarray | None = ...,
+    threads: int | None = ...,
+    backend: str = ...,
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@overload
+def forward(
+    x: ArrayLike,
+    w_ih: ArrayLike,
+    w_hh: ArrayLike,
+    b_ih: ArrayLike | None = ...,
+    b_hh: ArrayLike | None = ...,
+    h0: ArrayLike | None = ...,
+    *,
+    nonlinearity: str = ...,
+    batch_first: bool = ...,
+    lengths: ArrayLike | None = ...,
+    leak: ArrayLike | None = ...,
+    return_sequences: Literal[False],
+    out: np.ndarray | None = ...,
+    threads: int | None = ...,
+    backend: str = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def forward(
+    x: ArrayLike,
+    w_ih: ArrayLike,
+    w_hh: ArrayLike,
+    b_ih: ArrayLike | None = ...,
+    b_hh: ArrayLike | None = ...,
+    h0: ArrayLike | None = ...,
+    *,
+    nonlinearity: str = ...,
+    batch_first: bool = ...,
+    lengths: ArrayLike | None = ...,
+    leak: ArrayLike | None = ...,
+    return_sequences: bool,
+    out: np.ndarray | None = ...,
+    threads: int | None = ...,
+    backend: str = ...,
+) -> tuple[np.ndarray, np.ndarray] | np.ndarray: ...
 
 
 def forward(
@@ -29,7 +90,7 @@ def forward(
     out: np.ndarray | None = None,
     threads: int | None = None,
     backend: str = "auto",
-) -> Any:
+) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
     """Run a single-layer Elman RNN over a batch of sequences.
 
     For every step t, exactly as PyTorch's ``nn.RNN``::

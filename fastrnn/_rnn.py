@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -91,6 +92,40 @@ def _to_numpy(key: str, value: Any) -> np.ndarray:
     return array
 
 
+def _check_mapping(state_dict: Any) -> None:
+    """A TypeError unless ``state_dict`` is a mapping; a model passed in its
+    place (a torch module, a fastrnn.RNN) is told what to call instead."""
+    if isinstance(state_dict, Mapping):
+        return
+    if isinstance(state_dict, RNN):
+        raise TypeError("state_dict must be a mapping of names to arrays, got a fastrnn.RNN "
+                        "model: pass its rnn.state_dict()")
+    if hasattr(state_dict, "state_dict"):
+        name = type(state_dict).__name__
+        raise TypeError(
+            f"state_dict must be a mapping of names to arrays, got the model itself "
+            f"({name}): for a torch.nn.RNN call fastrnn.RNN.from_torch(module), which "
+            f"also reads nonlinearity and batch_first from it, or pass "
+            f"module.state_dict() (from_state_dict(module.state_dict(), "
+            f"nonlinearity=..., batch_first=...))"
+        )
+    raise TypeError(f"state_dict must be a mapping of names to arrays, got "
+                    f"{_describe(state_dict)}")
+
+
+def _torch_dtype(module: Any) -> np.dtype:
+    """The float32/float64 dtype all of a torch module's parameters share, or
+    a TypeError saying how to convert the module."""
+    names = sorted({str(parameter.dtype) for parameter in module.parameters()})
+    if names == ["torch.float32"]:
+        return np.dtype(np.float32)
+    if names == ["torch.float64"]:
+        return np.dtype(np.float64)
+    raise TypeError(f"the module's parameters must all be float32 or all float64, got "
+                    f"{', '.join(names) or 'none'}; convert it with module.float() or "
+                    f"module.double()")
+
+
 def _param_names(num_layers: int, num_directions: int, bias: bool) -> list[str]:
     """PyTorch's parameter names in PyTorch's order."""
     names = []
@@ -162,11 +197,12 @@ class RNN:
 
     Notes
     -----
-    Weights use PyTorch's names and shapes: :meth:`state_dict` returns them,
-    :meth:`load_state_dict` and :meth:`from_state_dict` accept
-    ``torch.nn.RNN(...).state_dict()`` (tensors or arrays) without importing
-    torch, and :meth:`save` / :meth:`load` keep weights and configuration in
-    one ``.npz`` file.
+    Weights use PyTorch's names and shapes: :meth:`from_torch` reads a
+    ``torch.nn.RNN`` module (settings and weights), :meth:`state_dict`
+    returns the weights, :meth:`load_state_dict` and :meth:`from_state_dict`
+    accept ``torch.nn.RNN(...).state_dict()`` (tensors or arrays) without
+    importing torch, and :meth:`save` / :meth:`load` keep weights and
+    configuration in one ``.npz`` file.
 
     Examples
     --------
@@ -509,9 +545,7 @@ class RNN:
 
         The model is unchanged when anything is wrong.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping of names to arrays, got "
-                            f"{_describe(state_dict)}")
+        _check_mapping(state_dict)
         shapes = self._shapes()
         missing = [name for name in shapes if name not in state_dict]
         unexpected = [key for key in state_dict if key not in shapes]
@@ -538,33 +572,62 @@ class RNN:
         cls,
         state_dict: Mapping[str, Any],
         *,
-        nonlinearity: str = "tanh",
-        batch_first: bool = True,
+        nonlinearity: str,
+        batch_first: bool,
         merge: str = "concat",
         dtype: DTypeLike | None = None,
         backend: str = "auto",
     ) -> RNN:
         """A model holding ``state_dict``'s weights, e.g. those of a
-        ``torch.nn.RNN``.
+        ``torch.nn.RNN`` (for a torch module, :meth:`from_torch` reads every
+        setting from the module itself).
 
         The number of layers, ``input_size``, ``hidden_size``, ``bias`` and
         ``bidirectional`` are read from the keys and shapes (PyTorch's names,
-        as :meth:`state_dict` returns them); what the weights cannot tell
-        (``nonlinearity``, ``batch_first``, ``merge``) is passed here. With
-        ``dtype=None`` the model is float64 if any weight is float64, else
-        float32. Then every key and shape is checked as in
-        :meth:`load_state_dict`.
+        as :meth:`state_dict` returns them). What a state dict cannot hold is
+        passed here, and is required: a guess would give outputs of the right
+        shape and the wrong values (PyTorch's default is ``batch_first=False``,
+        fastrnn's True). With ``dtype=None`` the model is float64 if any
+        weight is float64, else float32. Then every key and shape is checked
+        as in :meth:`load_state_dict`.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array-like
+            PyTorch's parameter names (``weight_ih_l0``, ...) to arrays or
+            tensors (converted without importing torch).
+        nonlinearity : {"tanh", "relu"}
+            The model's activation (``module.nonlinearity`` in PyTorch).
+        batch_first : bool
+            The layout of x and the output (``module.batch_first`` in PyTorch).
+        merge : {"concat", "sum"}
+            How a bidirectional layer combines its directions (see :class:`RNN`).
+        dtype : float32, float64 or None
+            The model's dtype; None infers it from the weights.
+        backend : {"auto", "numba", "numpy"}
+            The default backend of every call.
 
         Raises
         ------
+        TypeError
+            When ``state_dict`` is not a mapping (a model passed in its place
+            is told what to call instead), or a value is not real numbers.
         KeyError
             When a key is missing or not one of PyTorch's ``nn.RNN`` names.
         ValueError
-            When a shape disagrees with the architecture the keys describe.
+            When a shape disagrees with the architecture the keys describe, or
+            an option is unknown.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import fastrnn
+        >>> weights = fastrnn.RNN(4, 8, num_layers=2, seed=0).state_dict()
+        >>> rnn = fastrnn.RNN.from_state_dict(weights, nonlinearity="tanh", batch_first=True)
+        >>> rnn
+        RNN(4, 8, num_layers=2)
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping of names to arrays, got "
-                            f"{_describe(state_dict)}")
+        _check_mapping(state_dict)
         unknown = [key for key in state_dict
                    if not isinstance(key, str) or _KEY_PATTERN.match(key) is None]
         if unknown:
@@ -589,6 +652,77 @@ class RNN:
         model = cls(input_size, hidden_size, num_layers, nonlinearity, bias, batch_first,
                     bidirectional, merge, dtype, _NO_INIT, backend=backend)
         model.load_state_dict(arrays)
+        return model
+
+    @classmethod
+    def from_torch(cls, module: Any, *, backend: str = "auto") -> RNN:
+        """The model of a ``torch.nn.RNN`` module: its settings and a copy of
+        its weights.
+
+        Everything is read from the module: ``input_size``, ``hidden_size``,
+        ``num_layers``, ``nonlinearity``, ``bias``, ``batch_first``,
+        ``bidirectional``, and the dtype of its parameters (float32 or
+        float64, on any device). ``dropout`` (between layers, in training
+        only) does not apply to inference and is ignored. torch is not
+        imported here: a torch module means torch is already loaded.
+
+        Parameters
+        ----------
+        module : torch.nn.RNN
+            The PyTorch model (or a subclass of ``nn.RNN``).
+        backend : {"auto", "numba", "numpy"}
+            The default backend of every call.
+
+        Raises
+        ------
+        TypeError
+            When ``module`` is not a ``torch.nn.RNN`` (``nn.LSTM`` and
+            ``nn.GRU`` are not supported yet), or its parameters are not all
+            float32 or all float64.
+        ValueError
+            When the module has ``proj_size != 0`` (an LSTM-only option).
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> import fastrnn
+        >>> model = torch.nn.RNN(4, 8, num_layers=2, nonlinearity="relu").double()
+        >>> rnn = fastrnn.RNN.from_torch(model)
+        >>> rnn
+        RNN(4, 8, num_layers=2, nonlinearity='relu', batch_first=False, dtype='float64')
+        >>> x = np.random.default_rng(0).standard_normal((5, 3, 4))  # (T, B, I) as in torch
+        >>> with torch.no_grad():
+        ...     expected, _ = model(torch.from_numpy(x))
+        >>> bool(np.allclose(rnn(x)[0], expected.numpy(), rtol=1e-12, atol=1e-12))
+        True
+        """
+        torch = sys.modules.get("torch")
+        if torch is None or not isinstance(module, torch.nn.Module):
+            raise TypeError(f"module must be a torch.nn.RNN, got {_describe(module)}; for a "
+                            f"state dict call fastrnn.RNN.from_state_dict(state_dict, "
+                            f"nonlinearity=..., batch_first=...)")
+        if not isinstance(module, torch.nn.RNN):
+            kind = type(module).__name__
+            if isinstance(module, torch.nn.RNNBase):  # nn.LSTM, nn.GRU
+                raise TypeError(f"module must be a torch.nn.RNN, got torch.nn.{kind}: "
+                                f"fastrnn runs the Elman RNN only; LSTM and GRU models are "
+                                f"not supported yet")
+            raise TypeError(f"module must be a torch.nn.RNN, got {kind}; for an nn.RNN inside "
+                            f"a larger model pass that submodule (e.g. model.rnn)")
+        # torch's own constructor refuses proj_size for nn.RNN; a module
+        # changed afterwards would hold weight_hr_l* that fastrnn cannot run.
+        proj_size = getattr(module, "proj_size", 0)
+        if proj_size:
+            raise ValueError(f"module has proj_size={proj_size}: projections (an LSTM option) "
+                             f"are not supported; only proj_size=0")
+        model = cls(module.input_size, module.hidden_size, module.num_layers,
+                    module.nonlinearity, module.bias, module.batch_first,
+                    module.bidirectional, "concat", _torch_dtype(module), _NO_INIT,
+                    backend=backend)
+        # Parameters by attribute rather than module.state_dict(): the
+        # effective weights also when a parametrisation (e.g. weight norm)
+        # computes them from others.
+        model.load_state_dict({name: getattr(module, name) for name in model._shapes()})
         return model
 
     def astype(self, dtype: DTypeLike) -> RNN:

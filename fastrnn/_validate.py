@@ -33,6 +33,13 @@ def as_float_array(name: str, value: Any) -> np.ndarray:
             return value
     if isinstance(value, np.ndarray):
         array = value
+    elif is_sparse(value):
+        # np.asarray would wrap the matrix in a 0-d object array, and the
+        # dtype message below would then suggest a conversion that fails too.
+        raise TypeError(
+            f"{name} must be a dense array, got a SciPy sparse {type(value).__name__} of "
+            f"shape {value.shape}; only w_hh may be sparse: pass {name}.toarray()"
+        )
     else:
         try:
             array = np.asarray(value)
@@ -175,7 +182,7 @@ def validate_forward(
 
     w_ih_shape = w_ih.shape
     if len(w_ih_shape) != 2 or w_ih_shape[1] != input_size or w_ih_shape[0] < 1:
-        raise _bad_w_ih(w_ih_shape, input_size, x_shape)
+        raise _bad_w_ih(w_ih_shape, input_size, x_shape, w_hh.shape)
     hidden = w_ih_shape[0]
     if w_hh.shape != (hidden, hidden):
         raise _wrong_shape("w_hh", w_hh, (hidden, hidden),
@@ -372,14 +379,23 @@ def validate_leak(leak: Any, hidden: int, dtype: np.dtype) -> np.ndarray | None:
     return np.array(np.broadcast_to(array, (hidden,)), dtype=dtype)
 
 
-def _bad_w_ih(shape: tuple[int, ...], input_size: int, x_shape: tuple[int, ...]) -> ValueError:
+def _bad_w_ih(shape: tuple[int, ...], input_size: int, x_shape: tuple[int, ...],
+              w_hh_shape: tuple[int, ...]) -> ValueError:
+    """The error for a w_ih whose shape does not fit x. The hidden size asked
+    for is w_hh's when w_hh is square (w_ih's own first axis is what may be
+    wrong, e.g. a transposed w_ih), else w_ih's first axis."""
     if len(shape) != 2:
         return ValueError(f"w_ih must be 2-D (hidden_size, input_size), got shape {shape}")
-    if shape[0] < 1:
+    square = len(w_hh_shape) == 2 and w_hh_shape[0] == w_hh_shape[1] >= 1
+    hidden = w_hh_shape[0] if square else shape[0]
+    if hidden < 1:
         return ValueError(f"hidden_size (w_ih.shape[0]) must be at least 1, got shape {shape}")
+    expected = (hidden, input_size)
+    reason = f"x of shape {x_shape}" + (f" and w_hh of shape {w_hh_shape}" if square else "")
+    hint = "; it looks transposed: pass w_ih.T" if shape == expected[::-1] else ""
     return ValueError(
-        f"w_ih must have shape ({shape[0]}, {input_size}) (hidden_size, input_size) to "
-        f"match x of shape {x_shape}, got {shape}"
+        f"w_ih must have shape {expected} (hidden_size, input_size) to match {reason}, "
+        f"got {shape}{hint}"
     )
 
 

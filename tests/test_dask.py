@@ -300,7 +300,8 @@ def test_mixed_dtypes(lazy_problem):
     ("name", "value", "message"),
     [
         ("w_ih", np.zeros((4, 2)), r"w_ih must have shape \(4, 3\) \(hidden_size, input_size\) "
-                                   r"to match x of shape \(11, 7, 3\), got \(4, 2\)"),
+                                   r"to match x of shape \(11, 7, 3\) and w_hh of shape "
+                                   r"\(4, 4\), got \(4, 2\)"),
         ("w_hh", np.zeros((4, 5)), r"w_hh must have shape \(4, 4\)"),
         ("b_hh", np.zeros(5), r"b_hh must have shape \(4,\)"),
         ("h0", np.zeros((10, 4)), r"h0 must have shape \(11, 4\) \(batch, hidden_size\)"),

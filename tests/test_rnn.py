@@ -12,6 +12,7 @@ import copy
 import io
 import itertools
 import random
+import re
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from fastrnn import RNN
 
 # Small problems: the torch comparisons are about semantics, not size.
 BATCH, STEPS, INPUT, HIDDEN = 4, 7, 3, 5
+# What a state dict cannot hold, passed to from_state_dict (required there).
+TANH_BATCH_FIRST = {"nonlinearity": "tanh", "batch_first": True}
 
 
 def torch_run(model, x: np.ndarray, h0: np.ndarray | None, lengths: np.ndarray | None,
@@ -90,9 +93,10 @@ def test_matches_torch(backend, forward_tolerance, num_layers, nonlinearity, bia
                               with_h0, dtype, with_lengths))
     model = torch_model(seed, num_layers=num_layers, nonlinearity=nonlinearity, bias=bias,
                         batch_first=batch_first, bidirectional=bidirectional, dtype=dtype)
-    rnn = RNN.from_state_dict(model.state_dict(), nonlinearity=nonlinearity,
-                              batch_first=batch_first, backend=backend)
-    assert rnn.dtype == np.dtype(dtype)  # inferred from the tensors
+    rnn = RNN.from_torch(model, backend=backend)  # every setting read from the module
+    assert (rnn.num_layers, rnn.nonlinearity, rnn.bias, rnn.bidirectional, rnn.batch_first,
+            rnn.dtype) == (num_layers, nonlinearity, bias, bidirectional, batch_first,
+                           np.dtype(dtype))
     directions = 2 if bidirectional else 1
     x, h0, lengths = draw_inputs(seed, num_states=num_layers * directions, dtype=dtype,
                                  batch_first=batch_first, h0=with_h0, lengths=with_lengths)
@@ -121,7 +125,7 @@ def test_matches_torch(backend, forward_tolerance, num_layers, nonlinearity, bia
 @pytest.mark.parametrize("with_h0", [False, True])
 def test_unbatched_matches_torch(backend, forward_tolerance, with_h0):
     model = torch_model(11, num_layers=2, bidirectional=True, dtype=np.float64)
-    rnn = RNN.from_state_dict(model.state_dict(), backend=backend)
+    rnn = RNN.from_torch(model, backend=backend)
     rng = np.random.default_rng(11)
     x = rng.standard_normal((STEPS, INPUT))
     h0 = rng.uniform(-1, 1, (4, HIDDEN)) if with_h0 else None
@@ -146,7 +150,7 @@ def test_zero_lengths(backend, forward_tolerance, with_h0, batch_first):
     the other sequences as torch computes them on their own."""
     model = torch_model(5, num_layers=2, bidirectional=True, batch_first=batch_first,
                         dtype=np.float64)
-    rnn = RNN.from_state_dict(model.state_dict(), batch_first=batch_first, backend=backend)
+    rnn = RNN.from_torch(model, backend=backend)
     lengths = np.array([3, 0, STEPS, 0, 1])
     batch = len(lengths)
     x, h0, _ = draw_inputs(5, num_states=4, dtype=np.float64, batch_first=batch_first,
@@ -199,7 +203,8 @@ def test_merge_sum(backend, forward_tolerance, with_lengths):
     x, h0, lengths = draw_inputs(3, num_states=6, dtype=np.float64, batch_first=True, h0=True,
                                  lengths=with_lengths)
     concat = RNN(INPUT, HIDDEN, bidirectional=True, dtype=np.float64, seed=3, backend=backend)
-    summed = RNN.from_state_dict(concat.state_dict(), merge="sum", backend=backend)
+    summed = RNN.from_state_dict(concat.state_dict(), **TANH_BATCH_FIRST, merge="sum",
+                                 backend=backend)
     assert summed.output_size == HIDDEN and concat.output_size == 2 * HIDDEN
     concat_output, concat_h_n = concat(x, h0[:2], lengths)
     output, h_n = summed(x, h0[:2], lengths)
@@ -214,7 +219,8 @@ def test_merge_sum(backend, forward_tolerance, with_lengths):
     output, h_n = deep(x, h0, lengths)
     layer_input = x
     for layer in range(3):
-        one = RNN.from_state_dict(split_layer(weights, layer), merge="sum", backend=backend)
+        one = RNN.from_state_dict(split_layer(weights, layer), **TANH_BATCH_FIRST, merge="sum",
+                                  backend=backend)
         layer_input, layer_h_n = one(layer_input, h0[2 * layer:2 * layer + 2], lengths)
         check_close(h_n[2 * layer:2 * layer + 2], layer_h_n, forward_tolerance)
     check_close(output, layer_input, forward_tolerance)
@@ -222,7 +228,8 @@ def test_merge_sum(backend, forward_tolerance, with_lengths):
 
 def test_merge_sum_matches_torch_one_layer(forward_tolerance):
     model = torch_model(8, bidirectional=True, dtype=np.float64)
-    rnn = RNN.from_state_dict(model.state_dict(), merge="sum")
+    rnn = RNN.from_state_dict(model.state_dict(), nonlinearity=model.nonlinearity,
+                              batch_first=model.batch_first, merge="sum")
     x, _, lengths = draw_inputs(8, num_states=2, dtype=np.float64, batch_first=True, h0=False,
                                 lengths=True)
     expected_output, expected_h_n = torch_run(model, x, None, lengths, True)
@@ -432,23 +439,25 @@ def test_from_state_dict_infers_architecture(num_layers, bias, bidirectional, dt
     for name, value in source.state_dict().items():
         np.testing.assert_array_equal(rnn.state_dict()[name], value)
     other = np.float64 if np.dtype(dtype) == np.float32 else np.float32
-    assert RNN.from_state_dict(source.state_dict(), dtype=other).dtype == np.dtype(other)
+    assert RNN.from_state_dict(source.state_dict(), **TANH_BATCH_FIRST,
+                               dtype=other).dtype == np.dtype(other)
 
 
 def test_from_state_dict_dtype_inference():
     weights = RNN(INPUT, HIDDEN, seed=0).state_dict()
-    assert RNN.from_state_dict(weights).dtype == np.float32
+    assert RNN.from_state_dict(weights, **TANH_BATCH_FIRST).dtype == np.float32
     half = {k: v.astype(np.float16) for k, v in weights.items()}
-    assert RNN.from_state_dict(half).dtype == np.float32
+    assert RNN.from_state_dict(half, **TANH_BATCH_FIRST).dtype == np.float32
     weights["bias_hh_l0"] = weights["bias_hh_l0"].astype(np.float64)
-    assert RNN.from_state_dict(weights).dtype == np.float64
+    assert RNN.from_state_dict(weights, **TANH_BATCH_FIRST).dtype == np.float64
 
 
 def test_from_state_dict_torch_tensors():
-    model = torch_model(4, num_layers=3, bias=False, bidirectional=True)
-    rnn = RNN.from_state_dict(model.state_dict())
-    assert (rnn.num_layers, rnn.bias, rnn.bidirectional, rnn.dtype) == (
-        3, False, True, np.float32)
+    model = torch_model(4, num_layers=3, nonlinearity="relu", bias=False, batch_first=False,
+                        bidirectional=True)
+    rnn = RNN.from_state_dict(model.state_dict(), nonlinearity="relu", batch_first=False)
+    assert (rnn.num_layers, rnn.bias, rnn.bidirectional, rnn.dtype, rnn.nonlinearity,
+            rnn.batch_first) == (3, False, True, np.float32, "relu", False)
 
 
 @pytest.mark.parametrize(("state_dict", "kwargs", "error", "match"), [
@@ -471,7 +480,132 @@ def test_from_state_dict_torch_tensors():
 ])
 def test_from_state_dict_errors(state_dict, kwargs, error, match):
     with pytest.raises(error, match=match):
-        RNN.from_state_dict(state_dict, **kwargs)
+        RNN.from_state_dict(state_dict, **(TANH_BATCH_FIRST | kwargs))
+
+
+def test_from_state_dict_requires_what_a_state_dict_cannot_hold():
+    """No guess: a default batch_first=True (torch's is False) or tanh gave
+    outputs of the right shape and the wrong values."""
+    weights = RNN(INPUT, HIDDEN, seed=0).state_dict()
+    with pytest.raises(TypeError, match="missing 2 required keyword-only arguments: "
+                                        "'nonlinearity' and 'batch_first'"):
+        RNN.from_state_dict(weights)
+    with pytest.raises(TypeError, match="missing 1 required keyword-only argument: "
+                                        "'batch_first'"):
+        RNN.from_state_dict(weights, nonlinearity="tanh")
+
+
+def test_from_state_dict_refuses_a_model():
+    model = torch_model(0)
+    with pytest.raises(TypeError, match=re.escape(
+            "got the model itself (RNN): for a torch.nn.RNN call "
+            "fastrnn.RNN.from_torch(module)")) as raised:
+        RNN.from_state_dict(model, **TANH_BATCH_FIRST)
+    assert "from_state_dict(module.state_dict(), nonlinearity=..., batch_first=...)" in str(
+        raised.value)
+    with pytest.raises(TypeError, match=r"fastrnn.RNN.from_torch\(module\)"):
+        RNN(INPUT, HIDDEN).load_state_dict(model)
+    with pytest.raises(TypeError, match=r"got a fastrnn.RNN model: pass its rnn.state_dict\(\)"):
+        RNN.from_state_dict(RNN(INPUT, HIDDEN, seed=0), **TANH_BATCH_FIRST)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_from_state_dict_with_settings_equals_from_torch(seed):
+    rng = random.Random(seed)
+    model = torch_model(seed, num_layers=rng.choice((1, 2, 3)),
+                        nonlinearity=rng.choice(("tanh", "relu")), bias=rng.random() < 0.5,
+                        batch_first=rng.random() < 0.5, bidirectional=rng.random() < 0.5,
+                        dtype=rng.choice((np.float32, np.float64)))
+    converted = RNN.from_torch(model)
+    by_hand = RNN.from_state_dict(model.state_dict(), nonlinearity=model.nonlinearity,
+                                  batch_first=model.batch_first)
+    assert converted._config() == by_hand._config()
+    for name, value in converted.state_dict().items():
+        np.testing.assert_array_equal(by_hand.state_dict()[name], value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_from_torch_two_layer_bidirectional_relu_time_major(forward_tolerance, dtype):
+    """The case of issue 14: converted with from_state_dict's former defaults
+    (tanh, batch-first) this model's output differed from torch's by up to 1.3."""
+    model = torch_model(14, num_layers=2, nonlinearity="relu", batch_first=False,
+                        bidirectional=True, dtype=dtype)
+    rnn = RNN.from_torch(model)
+    x, h0, lengths = draw_inputs(14, num_states=4, dtype=dtype, batch_first=False, h0=True,
+                                 lengths=True)
+    output, h_n = rnn(x, h0, lengths)
+    expected_output, expected_h_n = torch_run(model, x, h0, lengths, False)
+    check_close(output, expected_output, forward_tolerance)
+    check_close(h_n, expected_h_n, forward_tolerance)
+
+
+def test_from_torch_ignores_dropout(forward_tolerance):
+    """Dropout acts between layers in training only: inference has none."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+    model = torch.nn.RNN(INPUT, HIDDEN, num_layers=3, dropout=0.5).double()
+    rnn = RNN.from_torch(model)
+    x, _, _ = draw_inputs(2, num_states=3, dtype=np.float64, batch_first=False, h0=False,
+                          lengths=False)
+    model.eval()
+    expected_output, expected_h_n = torch_run(model, x, None, None, False)
+    output, h_n = rnn(x)
+    check_close(output, expected_output, forward_tolerance)
+    check_close(h_n, expected_h_n, forward_tolerance)
+
+
+def test_from_torch_parametrized_weights(forward_tolerance):
+    """A weight computed by a parametrisation (weight norm): from_torch reads
+    the effective weight, which the state dict holds only in parts."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(6)
+    model = parametrizations.weight_norm(torch.nn.RNN(INPUT, HIDDEN, batch_first=True).double(),
+                                         name="weight_hh_l0")
+    assert "weight_hh_l0" not in model.state_dict()
+    with torch.no_grad():
+        model.parametrizations.weight_hh_l0.original0.mul_(0.5)  # not the weight it started as
+    rnn = RNN.from_torch(model)
+    x, _, _ = draw_inputs(6, num_states=1, dtype=np.float64, batch_first=True, h0=False,
+                          lengths=False)
+    expected_output, expected_h_n = torch_run(model, x, None, None, True)
+    output, h_n = rnn(x)
+    check_close(output, expected_output, forward_tolerance)
+    check_close(h_n, expected_h_n, forward_tolerance)
+
+
+def test_from_torch_refuses_other_modules():
+    torch = pytest.importorskip("torch")
+    for module in (torch.nn.LSTM(INPUT, HIDDEN), torch.nn.GRU(INPUT, HIDDEN)):
+        name = type(module).__name__
+        with pytest.raises(TypeError, match=rf"got torch.nn.{name}: fastrnn runs the Elman RNN "
+                                            "only; LSTM and GRU models are not supported yet"):
+            RNN.from_torch(module)
+    with pytest.raises(TypeError, match=r"got Sequential; for an nn.RNN inside a larger model "
+                                        r"pass that submodule"):
+        RNN.from_torch(torch.nn.Sequential(torch.nn.RNN(INPUT, HIDDEN)))
+    with pytest.raises(TypeError, match=r"module must be a torch.nn.RNN, got OrderedDict; for a "
+                                        r"state dict call fastrnn.RNN.from_state_dict"):
+        RNN.from_torch(torch.nn.RNN(INPUT, HIDDEN).state_dict())
+    with pytest.raises(TypeError, match="module must be a torch.nn.RNN, got RNN"):
+        RNN.from_torch(RNN(INPUT, HIDDEN))  # fastrnn's own RNN is not a torch module
+
+
+def test_from_torch_refuses_projections_and_other_dtypes():
+    torch = pytest.importorskip("torch")
+    # torch's constructor refuses proj_size for nn.RNN; a module changed afterwards:
+    model = torch.nn.RNN(INPUT, HIDDEN)
+    model.proj_size = 2
+    with pytest.raises(ValueError, match="module has proj_size=2: projections"):
+        RNN.from_torch(model)
+    with pytest.raises(TypeError, match=r"must all be float32 or all float64, got torch.float16; "
+                                        r"convert it with module.float\(\)"):
+        RNN.from_torch(torch.nn.RNN(INPUT, HIDDEN).half())
+    mixed = torch.nn.RNN(INPUT, HIDDEN)
+    mixed.bias_hh_l0.data = mixed.bias_hh_l0.data.double()
+    with pytest.raises(TypeError, match="got torch.float32, torch.float64"):
+        RNN.from_torch(mixed)
 
 
 # -- files ---------------------------------------------------------------------------------

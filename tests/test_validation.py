@@ -146,7 +146,7 @@ def test_w_ih_wrong_input_size(problem, batch_first, input_size):
     assert_rejected(
         ValueError,
         re.escape(f"w_ih must have shape (4, 3) (hidden_size, input_size) to match x of shape "
-                  f"{x.shape}, got (4, {input_size})"),
+                  f"{x.shape} and w_hh of shape (4, 4), got (4, {input_size})"),
         **dict(problem, x=x, w_ih=w_ih, batch_first=batch_first, h0=None),
     )
 
@@ -156,9 +156,51 @@ def test_w_ih_wrong_input_size_unbatched(make_problem):
     assert_rejected(
         ValueError,
         re.escape("w_ih must have shape (4, 3) (hidden_size, input_size) to match x of shape "
-                  "(6, 3), got (4, 2)"),
+                  "(6, 3) and w_hh of shape (4, 4), got (4, 2)"),
         **dict(arguments, w_ih=np.zeros((4, 2))),
     )
+
+
+def test_w_ih_transposed_asks_for_w_hh_hidden_size(make_problem):
+    """A transposed w_ih (I, H): the hidden size asked for is w_hh's (5),
+    not w_ih's first axis (3), and the message says it looks transposed."""
+    arguments = make_problem(105, input_size=3, hidden_size=5)
+    assert_rejected(
+        ValueError,
+        re.escape("w_ih must have shape (5, 3) (hidden_size, input_size) to match x of shape "
+                  "(2, 5, 3) and w_hh of shape (5, 5), got (3, 5); it looks transposed: "
+                  "pass w_ih.T"),
+        **dict(arguments, w_ih=arguments["w_ih"].T),
+    )
+
+
+def test_w_ih_wrong_shape_without_square_w_hh(problem):
+    """w_hh not square either: w_ih's own first axis is the hidden size asked
+    for (w_hh's error would come next)."""
+    assert_rejected(
+        ValueError,
+        re.escape("w_ih must have shape (4, 3) (hidden_size, input_size) to match x of shape "
+                  "(2, 5, 3), got (4, 2)"),
+        **dict(problem, w_ih=np.zeros((4, 2)), w_hh=np.zeros((4, 5))),
+    )
+
+
+@pytest.mark.parametrize("name", ["w_ih", "h0"])
+def test_sparse_dense_argument(problem, name):
+    """Only w_hh may be sparse. ReservoirPy's default Win is a CSR array:
+    the message says to densify it, and that suggestion works."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    sparse = scipy_sparse.csr_array(problem[name])
+    assert_rejected(
+        TypeError,
+        re.escape(f"{name} must be a dense array, got a SciPy sparse csr_array of shape "
+                  f"{problem[name].shape}; only w_hh may be sparse: pass {name}.toarray()"),
+        **dict(problem, **{name: sparse}),
+    )
+    output, h_n = fastrnn.forward(**dict(problem, **{name: sparse.toarray()}))
+    expected_output, expected_h_n = fastrnn.forward(**problem)
+    np.testing.assert_array_equal(output, expected_output)
+    np.testing.assert_array_equal(h_n, expected_h_n)
 
 
 def test_zero_hidden_size(problem):
