@@ -453,7 +453,10 @@ class _Interpreter:
         self.sizes[f"directions {k}"] = num_directions
         self.sizes[f"hidden {k}"] = hidden
         hidden_atom: Axis = (f"hidden {k}",)
-        time_atom, batch_atom = (self.time,), (self.batch,)
+        time_atom: Axis = (self.time,)
+        batch_atom: Axis = (self.batch,)
+        y_axes: tuple[Axis, ...]
+        y_h_axes: tuple[Axis, ...]
         if layout == 0:
             y_axes = (time_atom, directions_atom, batch_atom, hidden_atom)
             y_h_axes = (directions_atom, batch_atom, hidden_atom)
@@ -541,7 +544,10 @@ def from_onnx(cls: type[RNN], model_or_path: Any, *, backend: str = "auto") -> R
     final_summed = []
     for output in interpreter.graph.output:
         value = interpreter.values.get(output.name)
-        sources = value.sources if isinstance(value, _Tensor) else frozenset({"constant"})
+        if not isinstance(value, _Tensor):
+            raise ValueError(f"graph output {output.name!r} is not computed from the RNN "
+                             f"nodes' outputs")
+        sources = value.sources
         if not sources or not sources <= allowed:
             raise ValueError(f"graph output {output.name!r} is computed from "
                              f"{sorted(sources) or 'constants'}; fastrnn.RNN returns only the "
@@ -636,8 +642,8 @@ def to_onnx(rnn: RNN, path: str | os.PathLike[str] | None, *, h0: bool,
         initializers.append(numpy_helper.from_array(np.array(values, np.int64), name))
         return name
 
-    x_dims = ["batch", "time", rnn.input_size] if rnn.batch_first else [
-        "time", "batch", rnn.input_size]
+    x_dims: list[str | int] = (["batch", "time", rnn.input_size] if rnn.batch_first
+                               else ["time", "batch", rnn.input_size])
     inputs = [helper.make_tensor_value_info("X", element, x_dims)]
     if h0:
         inputs.append(helper.make_tensor_value_info(
@@ -704,8 +710,8 @@ def to_onnx(rnn: RNN, path: str | os.PathLike[str] | None, *, h0: bool,
     else:
         nodes.append(helper.make_node("Identity", [layer_input], ["Y"], name="Y"))
     nodes.append(helper.make_node("Concat", y_h_names, ["Y_h"], axis=0, name="Y_h"))
-    y_dims = (["batch", "time", rnn.output_size] if rnn.batch_first
-              else ["time", "batch", rnn.output_size])
+    y_dims: list[str | int] = (["batch", "time", rnn.output_size] if rnn.batch_first
+                               else ["time", "batch", rnn.output_size])
     outputs = [helper.make_tensor_value_info("Y", element, y_dims),
                helper.make_tensor_value_info("Y_h", element,
                                              [layers * directions, "batch", hidden])]
