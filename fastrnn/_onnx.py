@@ -122,18 +122,17 @@ class _Interpreter:
         self.sizes: dict[str, int | None] = {}
         for tensor in self.graph.initializer:
             self.values[tensor.name] = numpy_helper.to_array(tensor)
-        self.inputs: list[str] = []
         for info in self.graph.input:
             if info.name in self.values:
                 continue  # an initializer also listed as an input (IR < 4)
-            self.inputs.append(info.name)
-            dims = info.type.tensor_type.shape.dim if info.type.tensor_type.HasField(
-                "shape") else None
-            rank = len(dims) if dims is not None else 3
-            atoms = tuple(f"{info.name}:{axis}" for axis in range(rank))
-            for axis, atom in enumerate(atoms):
-                known = dims is not None and dims[axis].HasField("dim_value")
-                self.sizes[atom] = int(dims[axis].dim_value) if known else None  # type: ignore[index]
+            tensor_type = info.type.tensor_type
+            # Sizes known statically (dim_value) or not; no shape: taken as 3-D.
+            sizes: list[int | None] = (
+                [int(d.dim_value) if d.HasField("dim_value") else None
+                 for d in tensor_type.shape.dim]
+                if tensor_type.HasField("shape") else [None] * 3)
+            atoms = tuple(f"{info.name}:{axis}" for axis in range(len(sizes)))
+            self.sizes.update(zip(atoms, sizes, strict=True))
             self.values[info.name] = _Tensor(tuple((atom,) for atom in atoms),
                                              frozenset({f"input {info.name}"}))
         self.layers: list[dict[str, Any]] = []
@@ -257,7 +256,7 @@ class _Interpreter:
             return data
         if op == "Shape":
             if isinstance(data, _Shape):
-                return np.array([1 if data.scalar else len(data.entries)], dtype=np.int64)
+                return np.array([] if data.scalar else [len(data.entries)], dtype=np.int64)
             if data.axes is None:
                 return _Tensor(None)
             entries: list[Axis | int] = []
@@ -432,17 +431,20 @@ class _Interpreter:
                              f"{self.layers[0]['hidden']}: fastrnn.RNN's layers share one")
         self.check_input(where, k, layout, x, features)
         for label, value in (("sequence_lens", lengths), ("initial_h", h0)):
-            if value is None or (isinstance(value, _Tensor) and value.zero):
+            # Zeros (torch.onnx.export's ConstantOfShape or Expand of 0) as
+            # initial_h are what fastrnn starts from without h0.
+            zero = (isinstance(value, _Tensor) and value.zero
+                    or isinstance(value, np.ndarray) and not np.any(value))
+            if value is None or label == "initial_h" and zero:
                 continue
-            if isinstance(value, np.ndarray):
-                if label == "initial_h" and not np.any(value):
-                    continue
+            if not isinstance(value, _Tensor) or zero:
                 raise ValueError(f"{where}: input {label} is a constant; fastrnn.RNN takes "
                                  f"{'lengths' if label == 'sequence_lens' else 'h0'} at call "
                                  f"time, so it must come from a graph input")
             bad = [s for s in value.sources if not s.startswith("input ")]
             if bad or not value.sources:
-                raise ValueError(f"{where}: input {label} is computed from {sorted(bad)}; "
+                raise ValueError(f"{where}: input {label} is computed from "
+                                 f"{sorted(bad) or 'no graph input'}; "
                                  f"from_onnx takes it only from graph inputs")
         lengths_sources = (None if lengths is None or isinstance(lengths, np.ndarray)
                            else lengths.sources)

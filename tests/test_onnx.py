@@ -394,3 +394,54 @@ def test_missing_onnx_names_the_extra(monkeypatch):
         RNN(3, 4, seed=0).to_onnx()
     with pytest.raises(ImportError, match=r'pip install "fastrnn\[onnx\]"'):
         RNN.from_onnx("model.onnx")
+
+
+def two_layer_model(*, second_activation="Tanh", second_lengths=True, outputs=("Y1",)):
+    """Two forward nodes, torch.onnx.export's Squeeze between them."""
+    hidden, features = 3, 2
+    w0, r0, _ = weights(11, 1, hidden, features, np.float32)
+    w1, r1, _ = weights(12, 1, hidden, hidden, np.float32)
+    nodes = [
+        helper.make_node("RNN", ["X", "W0", "R0", "", "lens"], ["Y0"], hidden_size=hidden,
+                         name="first"),
+        helper.make_node("Squeeze", ["Y0", "axes"], ["X1"], name="squeeze"),
+        helper.make_node("RNN", ["X1", "W1", "R1", "", "lens" if second_lengths else ""],
+                         ["Y1"], hidden_size=hidden, activations=[second_activation],
+                         name="second"),
+    ]
+    arrays = {"W0": w0, "R0": r0, "W1": w1, "R1": r1, "axes": np.array([1], np.int64)}
+    return make_model(
+        nodes, [value_info("X", TensorProto.FLOAT, ["time", "batch", features]),
+                value_info("lens", TensorProto.INT32, ["batch"])],
+        [value_info(name, TensorProto.FLOAT, 4) for name in outputs],
+        [numpy_helper.from_array(array, name) for name, array in arrays.items()])
+
+
+def test_two_layer_graph_imports(assert_close):
+    rnn = RNN.from_onnx(two_layer_model())
+    assert repr(rnn) == "RNN(2, 3, num_layers=2, bias=False, batch_first=False)"
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((5, 3, 2)).astype(np.float32)
+    lengths = np.array([5, 1, 3])
+    output, h_n = rnn(x, lengths=lengths)
+    w0, r0, _ = weights(11, 1, 3, 2, np.float32)  # two_layer_model's weights
+    w1, r1, _ = weights(12, 1, 3, 3, np.float32)
+    middle, first_h = naive.rnn(x, w0[0], r0[0], batch_first=False, lengths=lengths)
+    expected, second_h = naive.rnn(middle, w1[0], r1[0], batch_first=False, lengths=lengths)
+    assert_close(output, expected)
+    assert_close(h_n, np.stack([first_h, second_h]))
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"second_activation": "Relu"},
+     r"node 'second' \(RNN\) has attribute 'activations' 'relu' where node 'first' \(RNN\) "
+     r"has 'tanh'"),
+    ({"second_lengths": False},
+     r"node 'second' \(RNN\): input 'sequence_lens' differs from the first RNN node's"),
+    ({"outputs": ("Y0", "Y1")},
+     r"graph output 'Y0' is computed from \['Y 0'\]; fastrnn.RNN returns only the last RNN "
+     r"node's Y and the Y_h of every node"),
+])
+def test_two_layer_graph_errors(options, message):
+    with pytest.raises(ValueError, match=message):
+        RNN.from_onnx(two_layer_model(**options))
