@@ -445,3 +445,40 @@ def test_two_layer_graph_imports(assert_close):
 def test_two_layer_graph_errors(options, message):
     with pytest.raises(ValueError, match=message):
         RNN.from_onnx(two_layer_model(**options))
+
+
+def test_forward_then_reverse_agrees_with_onnxruntime(forward_tolerance):
+    """A forward node then a reverse one (ONNX Runtime runs layout 0): the
+    import, bidirectional with zero weights in each missing direction and
+    merge="sum", gives ONNX Runtime's Y; h_n holds each node's Y_h."""
+    hidden, features = 4, 3
+    w0, r0, b0 = weights(14, 1, hidden, features, np.float32)
+    w1, r1, b1 = weights(15, 1, hidden, hidden, np.float32)
+    nodes = [
+        helper.make_node("RNN", ["X", "W0", "R0", "B0", "lens"], ["Y0", "Y_h0"],
+                         hidden_size=hidden, activations=["Relu"]),
+        helper.make_node("Squeeze", ["Y0", "axes"], ["X1"]),
+        helper.make_node("RNN", ["X1", "W1", "R1", "B1", "lens"], ["Y1", "Y_h1"],
+                         hidden_size=hidden, direction="reverse", activations=["Relu"]),
+        helper.make_node("Squeeze", ["Y1", "axes"], ["Y"]),
+        helper.make_node("Concat", ["Y_h0", "Y_h1"], ["Y_h"], axis=0),
+    ]
+    arrays = {"W0": w0, "R0": r0, "B0": b0, "W1": w1, "R1": r1, "B1": b1,
+              "axes": np.array([1], np.int64)}
+    model = make_model(
+        nodes, [value_info("X", TensorProto.FLOAT, ["time", "batch", features]),
+                value_info("lens", TensorProto.INT32, ["batch"])],
+        [value_info("Y", TensorProto.FLOAT, 3), value_info("Y_h", TensorProto.FLOAT, 3)],
+        [numpy_helper.from_array(array, name) for name, array in arrays.items()])
+    rnn = RNN.from_onnx(model)
+    assert (rnn.num_layers, rnn.bidirectional, rnn.merge) == (2, True, "sum")
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((6, 3, features)).astype(np.float32)
+    lengths = np.array([6, 2, 4])
+    y, y_h = ort_run(model, {"X": x, "lens": lengths.astype(np.int32)})
+    output, h_n = rnn(x, lengths=lengths)
+    tolerance = forward_tolerance[np.dtype(np.float32)]
+    np.testing.assert_allclose(output, y, **tolerance)
+    # h_n rows: layer 0 forward, layer 0 reverse (zero weights), layer 1 ...
+    np.testing.assert_allclose(h_n[[0, 3]], y_h, **tolerance)
+    assert not h_n[[1, 2]].any()
