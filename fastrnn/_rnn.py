@@ -697,7 +697,10 @@ class RNN:
         h_n then have 2 rows per layer, layer-major, forward first.
         ``torch.onnx.export(..., dynamo=True)`` unrolls ``nn.RNN`` into
         matrix products, which this does not read: export with
-        ``dynamo=False``.
+        ``dynamo=False``. A module that packs its input with
+        ``pack_padded_sequence(..., enforce_sorted=True)`` exports its
+        lengths as ``sequence_lens`` and imports; ``enforce_sorted=False``
+        sorts the batch with a ``TopK``, which does not.
         """
         from ._onnx import from_onnx
 

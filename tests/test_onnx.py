@@ -173,6 +173,40 @@ def test_torch_onnx_export_imports(num_layers, bidirectional, nonlinearity, bias
         np.testing.assert_allclose(got, want.numpy(), **forward_tolerance[np.dtype(np.float32)])
 
 
+def test_torch_onnx_export_of_packed_sequences(forward_tolerance, tmp_path):
+    """pack_padded_sequence(..., enforce_sorted=True) exports the lengths as
+    sequence_lens (enforce_sorted=False sorts the batch with TopK, which
+    from_onnx refuses)."""
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    class Packed(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.RNN(3, 5, num_layers=2, bidirectional=True, batch_first=True)
+
+        def forward(self, x, lengths):
+            packed = pack_padded_sequence(x, lengths, batch_first=True)
+            output, h_n = self.rnn(packed)
+            output, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+            return output, h_n
+
+    torch.manual_seed(0)
+    module = Packed()
+    x = np.random.default_rng(17).standard_normal((3, 6, 3), dtype=np.float32)
+    lengths = np.array([6, 4, 1])
+    args = (torch.from_numpy(x), torch.from_numpy(lengths))
+    path = tmp_path / "packed.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, path, dynamo=False, input_names=["x", "lengths"])
+    model = RNN.from_onnx(path)
+    with torch.no_grad():
+        expected = module(*args)
+    for got, want in zip(model(x, lengths=lengths), expected, strict=True):
+        np.testing.assert_allclose(got, want.numpy(), **forward_tolerance[np.dtype(np.float32)])
+
+
 # -- hand-built graphs ---------------------------------------------------------------------
 
 
