@@ -292,7 +292,7 @@ class _Interpreter:
             if op == "ReduceSum":
                 raise ValueError(f"{where}: from_onnx follows a ReduceSum only over the "
                                  f"directions axis of an RNN node's Y")
-            return _opaque(inputs)
+            return data  # rearranged, still not followed: the same sources
         axes = data.axes
         rank = len(axes)
         result: tuple[Axis, ...] | None

@@ -516,3 +516,29 @@ def test_forward_then_reverse_agrees_with_onnxruntime(forward_tolerance):
     # h_n rows: layer 0 forward, layer 0 reverse (zero weights), layer 1 ...
     np.testing.assert_allclose(h_n[[0, 3]], y_h, **tolerance)
     assert not h_n[[1, 2]].any()
+
+
+def test_initial_h_through_gather_and_unsqueeze(assert_close):
+    """initial_h computed from a graph input by ops whose arrangement is not
+    followed (Gather, then Unsqueeze with its constant axes) is accepted."""
+    hidden, features = 3, 2
+    w, r, b = weights(18, 1, hidden, features)
+    nodes = [helper.make_node("Gather", ["h0", "first"], ["h0_first"], axis=0),
+             helper.make_node("Unsqueeze", ["h0_first", "axes"], ["initial_h"]),
+             helper.make_node("RNN", ["X", "W", "R", "B", "", "initial_h"], ["Y"],
+                              hidden_size=hidden)]
+    arrays = {"W": w, "R": r, "B": b, "first": np.array(0, np.int64),
+              "axes": np.array([0], np.int64)}
+    model = make_model(
+        nodes, [value_info("X", TensorProto.DOUBLE, ["time", "batch", features]),
+                value_info("h0", TensorProto.DOUBLE, [1, "batch", hidden])],
+        [value_info("Y", TensorProto.DOUBLE, 4)],
+        [numpy_helper.from_array(array, name) for name, array in arrays.items()])
+    rnn = RNN.from_onnx(model)
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((4, 2, features))
+    h0 = rng.uniform(-1, 1, (1, 2, hidden))
+    output, h_n = rnn(x, h0)
+    expected, expected_h = naive_direction(x.transpose(1, 0, 2), w, r, b, 0, h0=h0[0])
+    assert_close(output, expected.transpose(1, 0, 2))
+    assert_close(h_n[0], expected_h)
