@@ -527,8 +527,9 @@ def test_initial_h_through_gather_and_unsqueeze(assert_close):
              helper.make_node("Unsqueeze", ["h0_first", "axes"], ["initial_h"]),
              helper.make_node("RNN", ["X", "W", "R", "B", "", "initial_h"], ["Y"],
                               hidden_size=hidden)]
+    # axes -3: the result's first axis, written so that the constant is nonzero
     arrays = {"W": w, "R": r, "B": b, "first": np.array(0, np.int64),
-              "axes": np.array([0], np.int64)}
+              "axes": np.array([-3], np.int64)}
     model = make_model(
         nodes, [value_info("X", TensorProto.DOUBLE, ["time", "batch", features]),
                 value_info("h0", TensorProto.DOUBLE, [1, "batch", hidden])],
