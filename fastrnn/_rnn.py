@@ -780,6 +780,127 @@ class RNN:
         model.load_state_dict(weights)
         return model
 
+    # -- ONNX (the optional [onnx] extra; fastrnn/_onnx.py) ----------------------
+
+    @classmethod
+    def from_onnx(cls, model_or_path: Any, *, backend: str = "auto") -> RNN:
+        """A model computing what an ONNX graph of ``RNN`` nodes computes.
+
+        The graph holds one ONNX ``RNN`` node per layer, each reading the
+        graph input (the first) or the previous node's output ``Y`` through
+        the plumbing ``torch.onnx.export(..., dynamo=False)`` writes, as
+        :meth:`to_onnx` writes it or as built by hand: directions forward,
+        reverse or bidirectional, activations Tanh or Relu, with or without
+        ``B``, ``sequence_lens`` and ``initial_h``, ``layout`` 0 or 1, weights
+        as initializers or Constant nodes. ONNX's ``W``, ``R`` and
+        ``B = [Wb, Rb]`` are PyTorch's ``weight_ih``, ``weight_hh``,
+        ``bias_ih`` and ``bias_hh``, one per direction. Needs the onnx
+        package: ``pip install "fastrnn[onnx]"``.
+
+        Parameters
+        ----------
+        model_or_path : onnx.ModelProto, str, os.PathLike or bytes
+            The model, the path of a ``.onnx`` file or its bytes.
+        backend : {"auto", "numba", "numpy"}
+            The model's default backend.
+
+        Returns
+        -------
+        RNN
+            ``num_layers`` is the number of RNN nodes; ``batch_first`` is the
+            layout of the graph input X as it reaches the first node (the
+            input itself with ``layout=1``, or transposed into ``layout=0``),
+            so the model takes the x the graph takes; ``bias`` is True if any
+            node has B (zeros for the others); ``merge`` is ``"sum"`` when the
+            graph adds the directions (a ReduceSum over Y's directions axis),
+            else ``"concat"``; ``dtype`` is W's. The model returns its own
+            ``(output, h_n)`` (h0 and h_n in PyTorch's (L * D, B, H) layout,
+            whatever layout the graph uses); the graph's outputs may be any
+            arrangement of the last node's Y and the nodes' Y_h.
+
+        Raises
+        ------
+        ValueError
+            Naming the node and attribute or input, for what fastrnn.RNN
+            cannot compute: an activation other than Tanh or Relu, different
+            activations per direction or per node, ``clip``,
+            ``activation_alpha``/``activation_beta``, different hidden sizes,
+            bidirectional and one-way nodes mixed, W/R/B computed at run time,
+            ``initial_h``/``sequence_lens`` that are nonzero constants or
+            computed from an RNN output, an X that is not the graph input or
+            the previous Y merged (forward first, or summed), a graph output
+            computed from anything else, or an op other than RNN and the
+            plumbing ``Cast``, ``Concat``, ``Constant``, ``ConstantOfShape``,
+            ``Expand``, ``Gather``, ``Identity``, ``ReduceSum`` (over Y's directions),
+            ``Reshape``, ``Shape``, ``Slice``, ``Squeeze``, ``Transpose``,
+            ``Unsqueeze``.
+        ImportError
+            When onnx is not installed.
+
+        Notes
+        -----
+        fastrnn.RNN runs a reverse direction only inside a bidirectional
+        layer, so a graph of one-way nodes with a ``direction="reverse"``
+        imports as a bidirectional model, ``merge="sum"``, whose missing
+        direction in each layer has zero weights (its output ``act(0) = 0``
+        adds nothing: exact for finite inputs, at twice the work). Its h0 and
+        h_n then have 2 rows per layer, layer-major, forward first.
+        ``torch.onnx.export(..., dynamo=True)`` unrolls ``nn.RNN`` into
+        matrix products, which this does not read: export with
+        ``dynamo=False``. A module that packs its input with
+        ``pack_padded_sequence(..., enforce_sorted=True)`` exports its
+        lengths as ``sequence_lens`` and imports; ``enforce_sorted=False``
+        sorts the batch with a ``TopK``, which does not.
+        """
+        from ._onnx import from_onnx
+
+        return from_onnx(cls, model_or_path, backend=backend)
+
+    def to_onnx(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        h0: bool = False,
+        lengths: bool = False,
+    ) -> Any:
+        """Export the model as an ONNX graph of one ``RNN`` node per layer.
+
+        Graph inputs: ``X`` in the model's layout ((batch, time, input) if
+        ``batch_first``, else (time, batch, input)), and, if asked,
+        ``initial_h`` ((L * D, batch, H), PyTorch's h0) and ``sequence_lens``
+        (int32, (batch,), every length >= 1). Outputs: ``Y``, the model's
+        output in its layout, and ``Y_h``, its h_n ((L * D, batch, H)). The
+        nodes use ``layout=0`` (ONNX Runtime refuses ``layout=1``), with
+        Transposes around them for a batch-first model; between layers a
+        bidirectional layer's Y is transposed and reshaped (``merge="concat"``,
+        as torch.onnx.export writes it) or summed over its directions with a
+        ReduceSum (``merge="sum"``). Opset 17, IR version 8; batch and time
+        are dynamic. Needs the onnx package: ``pip install "fastrnn[onnx]"``.
+
+        ONNX Runtime runs the ONNX RNN operator in float32 only: a float64
+        model exports as valid ONNX (read back by :meth:`from_onnx`) that
+        ONNX Runtime refuses to load.
+
+        Parameters
+        ----------
+        path : str, os.PathLike or None
+            Where to write the ``.onnx`` file; None writes nothing.
+        h0 : bool
+            Whether the graph takes an ``initial_h`` input (else zeros).
+        lengths : bool
+            Whether the graph takes a ``sequence_lens`` input (else every
+            sequence has all T steps). ONNX Runtime gives zeros in Y_h for a
+            length 0 where fastrnn gives h0.
+
+        Returns
+        -------
+        onnx.ModelProto
+            The model written (checked with ``onnx.checker``).
+        """
+        from ._onnx import to_onnx
+
+        return to_onnx(self, path, h0=h0, lengths=lengths)
+
 
 class _NoInit:
     """Sentinel seed: construct without drawing weights (they are loaded next)."""
