@@ -95,11 +95,6 @@ def test_python_blocks_extraction():
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"line{b.line}-{b.heading}" for b in BLOCKS])
-# A local distributed.Client warns when another process holds its dashboard's
-# port, or when its scratch directory takes over 1 s to create (a busy disk):
-# the machine's state, not the README's.
-@pytest.mark.filterwarnings(r"ignore:Port \d+ is already in use:UserWarning")
-@pytest.mark.filterwarnings("ignore:Creating scratch directories is taking:UserWarning")
 def test_readme_block_runs(block, tmp_path, monkeypatch):
     for name in optional_modules(block.source):
         pytest.importorskip(name)
