@@ -81,11 +81,19 @@ def aligned_zeros(rows, cols, like):
 
 @njit(**KERNEL_JIT)
 def pack_columns(w, u0, u1, packed):
-    """``packed`` (zeroed, ``vectors * K`` rows of ``lanes``) <- W = w[u0:u1].T
-    in panels, for :func:`matmul_rows`; w is (H, K) in any layout."""
+    """``packed`` (zeroed, ``vectors * K`` rows of ``lanes``, ``vectors * lanes``
+    >= u1 - u0) <- W = w[u0:u1].T in panels, for :func:`matmul_rows` with an
+    ``acc`` of ``vectors * lanes`` columns; w is (H, K) in any layout."""
     inner = w.shape[1]
+    if inner == 0:
+        return
+    # The panels follow the packed width, which may hold more vectors than
+    # the units need (a sparse w_hh's state has a padding column): matmul_rows
+    # cuts the same width into the same panels. (Cut by the units' vectors
+    # instead, float64 H = 20 on AVX2 packed its last vector alone where the
+    # product read a panel of two: wrong sums for units 16-19.)
     lanes = VECTOR_BYTES // packed.itemsize  # a constant: no division at run time
-    vectors = (u1 - u0 + lanes - 1) // lanes
+    vectors = packed.shape[0] // inner
     full = vectors // PANEL * PANEL
     # Row by row of w (read front to back: 0.69 ms for a 1024 x 1024 float32
     # matrix, where writing each packed row whole, from `lanes` rows of w

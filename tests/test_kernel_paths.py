@@ -75,6 +75,29 @@ def test_pack_columns_of_a_slice_of_units(dtype, u0, u1, fortran):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("units", [1, 5, 20, 37])
+@pytest.mark.parametrize("extra", [1, 2, 3])
+def test_packed_wider_than_the_units(dtype, units, extra):
+    # A sparse w_hh's packed weights are as wide as its padded state (H + 1
+    # columns): a width of more vectors than the units fill must be cut into
+    # the same panels by the packing and by the product (float64, H = 20 on
+    # AVX2 gave wrong sums for units 16-19 when it was not).
+    lanes = _simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    vectors = -(-units // lanes) + extra
+    rng = np.random.default_rng(units * 10 + extra)
+    w = rng.standard_normal((units, 9)).astype(dtype)
+    packed = _gemm.aligned_zeros(vectors * 9, lanes, np.zeros(1, dtype))
+    _gemm.pack_columns(w, 0, units, packed)
+    z = rng.standard_normal((5, 9)).astype(dtype)
+    acc = _gemm.aligned_zeros(5, vectors * lanes, np.zeros(1, dtype))
+    _gemm.matmul_rows(z, 5, 9, packed, acc)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(acc[:, :units], z.astype(np.float64) @ w.T.astype(np.float64),
+                               rtol=tolerance, atol=tolerance)
+    assert not acc[:, units:].any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows", [1, 7])
 def test_aligned_zeros(dtype, rows):
     array = _gemm.aligned_zeros(rows, 16, np.zeros(1, dtype))
