@@ -24,14 +24,30 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+def _masked(name: str, value: Any) -> TypeError | None:
+    # A masked array's mask would be silently dropped by np.asarray.
+    if type(value).__module__.startswith("numpy.ma"):
+        hint = " (masked steps at the end of sequences: pass lengths)" if name == "x" else ""
+        return TypeError(
+            f"{name} must not be a masked array (its mask would be ignored), got "
+            f"{type(value).__name__} of shape {value.shape}; pass a plain array, e.g. "
+            f"{name}.filled(0){hint}"
+        )
+    return None
+
+
 def as_float_array(name: str, value: Any) -> np.ndarray:
-    """Return ``value`` as an ndarray (no copy when it already is one) or raise
-    a TypeError naming ``name`` when it is not float32/float64."""
+    """Return ``value`` as a plain ndarray (no copy when it already is one) or
+    raise a TypeError naming ``name`` when it is not float32/float64.
+
+    An ndarray subclass (``np.matrix``, ``np.memmap``, ...) becomes a plain
+    ndarray view of its memory: every backend dispatches on plain ndarrays
+    (``np.matrix`` would also keep its results 2-D). A masked array is a
+    TypeError: its mask would be ignored."""
     if type(value) is np.ndarray:
         dtype = value.dtype
         if dtype is FLOAT32 or dtype is FLOAT64:
             return value
-    if isinstance(value, np.ndarray):
         array = value
     elif is_sparse(value):
         # np.asarray would wrap the matrix in a 0-d object array, and the
@@ -41,6 +57,9 @@ def as_float_array(name: str, value: Any) -> np.ndarray:
             f"shape {value.shape}; only w_hh may be sparse: pass {name}.toarray()"
         )
     else:
+        masked = _masked(name, value)
+        if masked is not None:
+            raise masked
         try:
             array = np.asarray(value)
         except Exception as exc:  # e.g. ragged nested lists
@@ -249,6 +268,13 @@ def _check_call(x: np.ndarray, x_given: np.ndarray, h0: np.ndarray | None,
 
     output_shape = (n1, n2, hidden)
     if out is not None:
+        if type(out) is not np.ndarray and isinstance(out, np.ndarray):
+            # A subclass (np.matrix, np.memmap, ...) is written through a
+            # plain view of its memory; the caller gets the object given.
+            masked = _masked("out", out)
+            if masked is not None:
+                raise masked
+            out = np.asarray(out)
         inputs = {"x": x_given, **weights, "h0": h0_given}
         _check_out(out, output_shape[1:] if unbatched else output_shape, dtype, inputs)
         if unbatched:
@@ -489,9 +515,19 @@ def validate_leak(leak: Any, hidden: int, dtype: np.dtype) -> np.ndarray | None:
     if not inside.all():
         bad = array if array.ndim == 0 else array[np.flatnonzero(~inside)[0]]
         raise ValueError(f"leak must lie in (0, 1], got {bad}")
-    if (array == 1).all():
+    # Checked again once cast (no overflow: every value is now at most 1): a
+    # leak that underflows to 0 would freeze the state at h0, silently.
+    cast = np.array(np.broadcast_to(array, (hidden,)), dtype=dtype)
+    if not (cast > 0).all():
+        bad = array if array.ndim == 0 else array[np.flatnonzero(cast <= 0)[0]]
+        raise ValueError(
+            f"leak must lie in (0, 1] in the computation's dtype, but {bad} underflows to 0 "
+            f"in {dtype}; the smallest positive {dtype} is "
+            f"{float(np.finfo(dtype).smallest_subnormal):.3g}"
+        )
+    if (cast == 1).all():
         return None
-    return np.array(np.broadcast_to(array, (hidden,)), dtype=dtype)
+    return cast
 
 
 def _bad_w_ih(shape: tuple[int, ...], input_size: int, x_shape: tuple[int, ...],
