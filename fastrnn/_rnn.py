@@ -991,8 +991,8 @@ def _file_config(file: Any, entry: np.ndarray, names: list[str]) -> dict[str, An
                       f"{'' if present else 'no '}{key} weights")
     expected = _param_names(config["num_layers"], 2 if config["bidirectional"] else 1,
                             config["bias"])
-    present = set(names)
-    missing = [name for name in expected if name not in present]
+    stored = set(names)
+    missing = [name for name in expected if name not in stored]
     if missing:
         raise bad(f"the file lacks the weights {_listing(missing)}")
     return config
