@@ -31,20 +31,14 @@ _SCRIPT = textwrap.dedent("""
     import numpy as np
 
     import fastrnn
-    from fastrnn import _numba, _units
+    from fastrnn import _numba, _plan, _units
 
     warnings.simplefilter("ignore", DeprecationWarning)
     path = sys.argv[1]
-    # Force the path whatever the machine: no work threshold, two threads.
-    _numba._THREADS = 2
-    _numba._cpu_count = lambda: 2
-    if path == "batch":
-        _numba.PARALLEL_MIN_FMAS = 0
-        _numba.SPLIT_MIN_FMAS = 10**18
-        batch, hidden = 4, 8
-    else:
-        _numba.SPLIT_MIN_FMAS = 0
-        batch, hidden = 1, _numba.SPLIT_MIN_HIDDEN
+    # Force the path on two threads, whatever the machine and the size.
+    forced = _plan.checked(_plan.BATCH_SPLIT if path == "batch" else _plan.UNITS_SPLIT, 2)
+    _numba.choose = lambda **_: forced
+    batch, hidden = (4, 8) if path == "batch" else (1, 64)
     units_calls = []
     units_forward = _units.forward
 
