@@ -192,7 +192,10 @@ def forward(
             if batch < 0:  # unbatched: one sequence
                 given = given[np.newaxis]
             rows = batch if batch >= 0 else 1
-            small = _small.get(backend, _UNKNOWN)
+            try:
+                small = _small.get(backend, _UNKNOWN)
+            except TypeError:  # unhashable: get_small says it is no backend name
+                small = _UNKNOWN
             if small is _UNKNOWN:
                 small = get_small(backend)
             if small is not None and rows <= 1 and hidden <= small[1]:

@@ -74,7 +74,9 @@ def get_small(backend: str) -> tuple[BackendForward, int] | None:
     ``max_hidden`` units: ``forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n,
     relu)``, x (1, T, I), no h0, every other option at its default. None
     otherwise (then ``get_backend(backend)`` runs it)."""
-    found = _small.get(backend, _UNKNOWN)
+    # Only a str can name a backend (and a list, say, cannot be hashed):
+    # anything else goes on to get_backend's ValueError.
+    found = _small.get(backend, _UNKNOWN) if isinstance(backend, str) else _UNKNOWN
     if found is not _UNKNOWN:
         return found
     get_backend(backend)  # checks the name, imports the module, resolves "auto"

@@ -612,6 +612,21 @@ def _thread_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool_after_fork() -> None:
+    # A forked child has only the thread that forked: the parent's pool
+    # workers do not exist there, yet the executor believes they are idle
+    # and would queue the child's work for them forever. The child starts
+    # a pool of its own on its first split call. The lock is replaced, not
+    # released: another parent thread may have held it at the fork.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, relu: bool, batch_first: bool, lengths: np.ndarray | None,

@@ -753,7 +753,18 @@ class RNN:
     @classmethod
     def load(cls, file: str | os.PathLike[str] | IO[bytes], *, backend: str = "auto") -> RNN:
         """The model :meth:`save` wrote to ``file`` (read with
-        ``allow_pickle=False``); a ValueError when it is not such a file."""
+        ``allow_pickle=False``).
+
+        The file is not trusted: its configuration is checked (a JSON object
+        of exactly :meth:`save`'s keys, each of the right type and range)
+        against the names of the arrays actually in the file, before any
+        model is built or any weight read; then each weight's shape.
+
+        Raises
+        ------
+        ValueError
+            When ``file`` is not such a file, naming it and what is wrong.
+        """
         data = np.load(file, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError(f"{file!r} is not a fastrnn.RNN file: it holds one array "
@@ -762,22 +773,18 @@ class RNN:
             if _CONFIG_KEY not in data.files:
                 raise ValueError(f"{file!r} is not a fastrnn.RNN file (an .npz with a "
                                  f"{_CONFIG_KEY!r} entry, as RNN.save writes)")
+            names = [name for name in data.files if name != _CONFIG_KEY]
+            config = _file_config(file, data[_CONFIG_KEY], names)
             try:
-                config = json.loads(str(data[_CONFIG_KEY][()]))
-                version = config.pop("format")
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{file!r}: unreadable fastrnn.RNN configuration: "
-                                 f"{exc}") from exc
-            if version != _FORMAT_VERSION:
-                raise ValueError(f"{file!r} has fastrnn.RNN file format {version!r}; this "
-                                 f"version reads format {_FORMAT_VERSION}")
-            weights = {name: data[name] for name in data.files if name != _CONFIG_KEY}
+                weights = {name: data[name] for name in names}
+            except ValueError as exc:  # e.g. an object array, refused unpickled
+                raise ValueError(f"{file!r}: unreadable fastrnn.RNN weights: {exc}") from exc
+        model = cls(**config, seed=_NO_INIT, backend=backend)
         try:
-            model = cls(**config, seed=_NO_INIT, backend=backend)
-        except TypeError as exc:
-            raise ValueError(f"{file!r}: bad fastrnn.RNN configuration {config}: "
-                             f"{exc}") from exc
-        model.load_state_dict(weights)
+            model.load_state_dict(weights)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{file!r}: weights that do not fit the configuration: "
+                             f"{exc.args[0]}") from exc
         return model
 
     # -- ONNX (the optional [onnx] extra; fastrnn/_onnx.py) ----------------------
@@ -900,6 +907,95 @@ class RNN:
         from ._onnx import to_onnx
 
         return to_onnx(self, path, h0=h0, lengths=lengths)
+
+
+# What RNN.save writes in its configuration besides "format", and the check
+# of each value (JSON gives int, bool and str).
+_CONFIG_CHECKS: dict[str, Any] = {
+    "input_size": lambda value: type(value) is int and value >= 1,
+    "hidden_size": lambda value: type(value) is int and value >= 1,
+    "num_layers": lambda value: type(value) is int and value >= 1,
+    "nonlinearity": lambda value: value in NONLINEARITIES,
+    "bias": lambda value: type(value) is bool,
+    "batch_first": lambda value: type(value) is bool,
+    "bidirectional": lambda value: type(value) is bool,
+    "merge": lambda value: value in MERGES,
+    "dtype": lambda value: value in ("float32", "float64"),
+}
+_CONFIG_EXPECTED = {
+    "input_size": "an int >= 1", "hidden_size": "an int >= 1", "num_layers": "an int >= 1",
+    "nonlinearity": f"one of {NONLINEARITIES}", "bias": "true or false",
+    "batch_first": "true or false", "bidirectional": "true or false",
+    "merge": f"one of {MERGES}", "dtype": "'float32' or 'float64'",
+}
+
+
+def _listing(items: list[Any], most: int = 10) -> str:
+    # A list for a message, cut short: a crafted file may name millions.
+    if len(items) <= most:
+        return str(items)
+    return f"{items[:most]} and {len(items) - most} more"
+
+
+def _file_config(file: Any, entry: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """The configuration of a file :meth:`RNN.save` wrote, checked: its JSON
+    entry an object of exactly the keys save writes, each value of the right
+    type and range, and num_layers, bidirectional and bias those of the
+    weight arrays the file holds (``names``). A ValueError naming ``file``
+    and the first problem; nothing is built before it passes."""
+    def bad(problem: str) -> ValueError:
+        return ValueError(f"{file!r}: bad fastrnn.RNN configuration: {problem}")
+
+    if entry.ndim != 0 or entry.dtype.kind != "U":
+        raise bad(f"{_CONFIG_KEY!r} must be one JSON string, got an array of shape "
+                  f"{entry.shape} and dtype {entry.dtype}")
+    try:
+        config = json.loads(str(entry[()]))
+    except (ValueError, RecursionError) as exc:  # RecursionError: deeply nested JSON
+        raise ValueError(f"{file!r}: unreadable fastrnn.RNN configuration: "
+                         f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise bad(f"it must be a JSON object, got a JSON {type(config).__name__}")
+    if "format" not in config:
+        raise bad("it has no 'format' entry")
+    version = config.pop("format")
+    if type(version) is not int or version != _FORMAT_VERSION:
+        raise ValueError(f"{file!r} has fastrnn.RNN file format {version!r:.100}; this version "
+                         f"reads format {_FORMAT_VERSION}")
+    missing = [key for key in _CONFIG_CHECKS if key not in config]
+    unknown = [key for key in config if key not in _CONFIG_CHECKS]
+    if missing or unknown:
+        parts = ([f"missing keys {missing}"] if missing else []) + (
+            [f"unknown keys {_listing(unknown)}"] if unknown else [])
+        raise bad(f"{' and '.join(parts)}; expected exactly {list(_CONFIG_CHECKS)}")
+    for key, check in _CONFIG_CHECKS.items():
+        value = config[key]
+        if not check(value):
+            raise bad(f"{key} must be {_CONFIG_EXPECTED[key]}, got {value!r:.100}")
+
+    # The weights the file holds, by their names alone (nothing read yet):
+    # a count checked before any list of expected names is built, so that a
+    # huge num_layers costs nothing.
+    matches = [_KEY_PATTERN.match(name) for name in names]
+    strays = [name for name, match in zip(names, matches, strict=True) if match is None]
+    if strays:
+        raise bad(f"the file holds arrays that are not nn.RNN weights: {_listing(strays)}")
+    layers = sorted({int(match.group(2)) for match in matches if match is not None})
+    if layers != list(range(config["num_layers"])):
+        raise bad(f"num_layers is {config['num_layers']}, but the file holds the weights of "
+                  f"layers {_listing(layers)}")
+    for key, present in (("bidirectional", any(name.endswith("_reverse") for name in names)),
+                         ("bias", any(name.startswith("bias") for name in names))):
+        if config[key] != present:
+            raise bad(f"{key} is {str(config[key]).lower()}, but the file holds "
+                      f"{'' if present else 'no '}{key} weights")
+    expected = _param_names(config["num_layers"], 2 if config["bidirectional"] else 1,
+                            config["bias"])
+    stored = set(names)
+    missing = [name for name in expected if name not in stored]
+    if missing:
+        raise bad(f"the file lacks the weights {_listing(missing)}")
+    return config
 
 
 class _NoInit:

@@ -24,14 +24,30 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+def _masked(name: str, value: Any) -> TypeError | None:
+    # A masked array's mask would be silently dropped by np.asarray.
+    if type(value).__module__.startswith("numpy.ma"):
+        hint = " (masked steps at the end of sequences: pass lengths)" if name == "x" else ""
+        return TypeError(
+            f"{name} must not be a masked array (its mask would be ignored), got "
+            f"{type(value).__name__} of shape {value.shape}; pass a plain array, e.g. "
+            f"{name}.filled(0){hint}"
+        )
+    return None
+
+
 def as_float_array(name: str, value: Any) -> np.ndarray:
-    """Return ``value`` as an ndarray (no copy when it already is one) or raise
-    a TypeError naming ``name`` when it is not float32/float64."""
+    """Return ``value`` as a plain ndarray (no copy when it already is one) or
+    raise a TypeError naming ``name`` when it is not float32/float64.
+
+    An ndarray subclass (``np.matrix``, ``np.memmap``, ...) becomes a plain
+    ndarray view of its memory: every backend dispatches on plain ndarrays
+    (``np.matrix`` would also keep its results 2-D). A masked array is a
+    TypeError: its mask would be ignored."""
     if type(value) is np.ndarray:
         dtype = value.dtype
         if dtype is FLOAT32 or dtype is FLOAT64:
             return value
-    if isinstance(value, np.ndarray):
         array = value
     elif is_sparse(value):
         # np.asarray would wrap the matrix in a 0-d object array, and the
@@ -41,6 +57,9 @@ def as_float_array(name: str, value: Any) -> np.ndarray:
             f"shape {value.shape}; only w_hh may be sparse: pass {name}.toarray()"
         )
     else:
+        masked = _masked(name, value)
+        if masked is not None:
+            raise masked
         try:
             array = np.asarray(value)
         except Exception as exc:  # e.g. ragged nested lists
@@ -249,6 +268,13 @@ def _check_call(x: np.ndarray, x_given: np.ndarray, h0: np.ndarray | None,
 
     output_shape = (n1, n2, hidden)
     if out is not None:
+        if type(out) is not np.ndarray and isinstance(out, np.ndarray):
+            # A subclass (np.matrix, np.memmap, ...) is written through a
+            # plain view of its memory; the caller gets the object given.
+            masked = _masked("out", out)
+            if masked is not None:
+                raise masked
+            out = np.asarray(out)
         inputs = {"x": x_given, **weights, "h0": h0_given}
         _check_out(out, output_shape[1:] if unbatched else output_shape, dtype, inputs)
         if unbatched:
@@ -313,19 +339,134 @@ def is_sparse(value: Any) -> bool:
 
 def as_sparse_csr(name: str, value: Any) -> Any:
     """A SciPy sparse matrix/array as canonical CSR (sorted indices, no
-    duplicates; a copy only when needed), or a TypeError naming ``name``."""
+    duplicates; a copy only when needed), or a TypeError/ValueError naming
+    ``name``.
+
+    SciPy does not check the index arrays of a matrix built from raw arrays
+    (``csr_matrix((data, indices, indptr))``) or changed in place, and its
+    own conversions read through them: an index outside the matrix reads or
+    writes out of bounds (a crash, or a weight silently dropped). So the
+    structure of the format given is checked first, in O(nnz) with NumPy,
+    before SciPy or a kernel uses it (see :func:`_check_compressed` and
+    :func:`_check_coo`).
+    """
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must have dtype float32 or float64, got sparse {value.dtype} "
             f"(shape {value.shape}); convert it, e.g. {name}.astype(np.float32)"
         )
-    if value.format not in ("csr", "csc", "coo"):
-        value = value.tocoo()
+    if len(value.shape) != 2:
+        raise ValueError(f"{name} must be a 2-D sparse matrix or array, got sparse "
+                         f"{value.format} of shape {value.shape}")
+    if value.format in ("csr", "csc", "bsr"):
+        _check_compressed(name, value)
+    else:
+        if value.format != "coo":
+            # DIA, LIL, DOK: SciPy builds the coordinates itself (and
+            # raises a ValueError of its own for an index it finds outside).
+            try:
+                value = value.tocoo()
+            except ValueError as exc:
+                raise ValueError(f"{name} (sparse {value.format.upper()}, shape {value.shape}) is "
+                                 f"malformed: {exc}") from exc
+        _check_coo(name, value)
     csr = value.tocsr()
     if not csr.has_canonical_format:
         csr = csr.copy()
         csr.sum_duplicates()  # also sorts the indices
     return csr
+
+
+def _malformed(name: str, value: Any, problem: str) -> ValueError:
+    return ValueError(f"{name} (sparse {value.format.upper()}, shape {value.shape}) is "
+                      f"malformed: {problem}")
+
+
+def _index_array(name: str, value: Any, field: str, array: Any) -> np.ndarray:
+    # One of a sparse matrix's index arrays: 1-D integers (SciPy converts
+    # them on construction, but not when an attribute is assigned).
+    if not isinstance(array, np.ndarray) or array.ndim != 1 or array.dtype.kind not in "iu":
+        raise _malformed(name, value, f"{field} must be a 1-D integer array, got "
+                                      f"{_describe(array)}")
+    return array
+
+
+def _check_index_range(name: str, value: Any, field: str, indices: np.ndarray, size: int,
+                       what: str, where: Any) -> None:
+    # Every value of ``indices`` in [0, size); ``where(position)`` names the
+    # row (or column) of a bad one for the message.
+    if indices.size == 0:
+        return
+    if indices.min() >= 0 and indices.max() < size:
+        return
+    position = int(np.flatnonzero((indices < 0) | (indices >= size))[0])
+    raise _malformed(name, value, f"{what} index {indices[position]} at {field}[{position}]"
+                                  f"{where(position)}; {what} indices must lie in [0, {size})")
+
+
+def _check_compressed(name: str, value: Any) -> None:
+    """The index arrays of a CSR, CSC or BSR matrix: ``indptr`` of (rows + 1)
+    entries (columns + 1 for CSC, block rows + 1 for BSR) from 0, never
+    decreasing, its last entry (the number of stored entries) at most the
+    length of ``indices``, which ``data`` shares, and every index of a stored
+    entry inside the matrix. A ValueError naming the first problem."""
+    rows, columns = value.shape
+    fmt = value.format
+    indptr = _index_array(name, value, "indptr", value.indptr)
+    indices = _index_array(name, value, "indices", value.indices)
+    data = value.data
+    if fmt == "bsr":
+        block_rows, block_columns = data.shape[1:] if data.ndim == 3 else (0, 0)
+        if data.ndim != 3 or rows % block_rows or columns % block_columns:
+            raise _malformed(name, value, f"data must be (blocks, R, C) blocks that tile the "
+                                          f"matrix, got {_describe(data)}")
+        major, minor = rows // block_rows, columns // block_columns
+        major_name, minor_name = "block row", "block column"
+    elif fmt == "csr":
+        major, minor, major_name, minor_name = rows, columns, "row", "column"
+    else:
+        major, minor, major_name, minor_name = columns, rows, "column", "row"
+    if fmt != "bsr" and data.ndim != 1:
+        raise _malformed(name, value, f"data must be 1-D, got {_describe(data)}")
+    if indptr.shape[0] != major + 1:
+        raise _malformed(name, value, f"indptr must have {major + 1} entries (one more than "
+                                      f"the {major} {major_name}s), got {indptr.shape[0]}")
+    if indptr[0] != 0:
+        raise _malformed(name, value, f"indptr must start at 0, got indptr[0] = {indptr[0]}")
+    decrease = np.flatnonzero(indptr[1:] < indptr[:-1])
+    if decrease.size:
+        k = int(decrease[0])
+        raise _malformed(name, value, f"indptr must never decrease, got indptr[{k}] = "
+                                      f"{indptr[k]} > indptr[{k + 1}] = {indptr[k + 1]}")
+    if indices.shape[0] != data.shape[0]:
+        raise _malformed(name, value, f"indices and data must have one entry per stored "
+                                      f"value, got {indices.shape[0]} and {data.shape[0]}")
+    stored = int(indptr[-1])  # indptr is now 0 <= ... <= stored
+    if stored > indices.shape[0]:
+        raise _malformed(name, value, f"indptr[-1] = {stored} (the number of stored "
+                                      f"entries) exceeds the {indices.shape[0]} entries of "
+                                      "indices and data")
+    _check_index_range(
+        name, value, "indices", indices[:stored], minor, minor_name,
+        lambda position: f" ({major_name} {np.searchsorted(indptr, position, 'right') - 1})")
+
+
+def _check_coo(name: str, value: Any) -> None:
+    """The coordinates of a COO matrix: ``row`` and ``col`` of one entry per
+    value of ``data``, each inside the matrix. A ValueError naming the first
+    problem."""
+    rows, columns = value.shape
+    row = _index_array(name, value, "row", value.row)
+    col = _index_array(name, value, "col", value.col)
+    data = value.data
+    if data.ndim != 1 or not row.shape[0] == col.shape[0] == data.shape[0]:
+        raise _malformed(name, value, f"row, col and data must have one entry per stored "
+                                      f"value, got lengths {row.shape[0]}, {col.shape[0]} "
+                                      f"and data {_describe(data)}")
+    _check_index_range(name, value, "row", row, rows, "row",
+                       lambda position: f" (column {col[position]})")
+    _check_index_range(name, value, "col", col, columns, "column",
+                       lambda position: f" (row {row[position]})")
 
 
 def _integers(name: str, value: Any) -> np.ndarray:
@@ -374,9 +515,19 @@ def validate_leak(leak: Any, hidden: int, dtype: np.dtype) -> np.ndarray | None:
     if not inside.all():
         bad = array if array.ndim == 0 else array[np.flatnonzero(~inside)[0]]
         raise ValueError(f"leak must lie in (0, 1], got {bad}")
-    if (array == 1).all():
+    # Checked again once cast (no overflow: every value is now at most 1): a
+    # leak that underflows to 0 would freeze the state at h0, silently.
+    cast = np.array(np.broadcast_to(array, (hidden,)), dtype=dtype)
+    if not (cast > 0).all():
+        bad = array if array.ndim == 0 else array[np.flatnonzero(cast <= 0)[0]]
+        raise ValueError(
+            f"leak must lie in (0, 1] in the computation's dtype, but {bad} underflows to 0 "
+            f"in {dtype}; the smallest positive {dtype} is "
+            f"{float(np.finfo(dtype).smallest_subnormal):.3g}"
+        )
+    if (cast == 1).all():
         return None
-    return np.array(np.broadcast_to(array, (hidden,)), dtype=dtype)
+    return cast
 
 
 def _bad_w_ih(shape: tuple[int, ...], input_size: int, x_shape: tuple[int, ...],

@@ -179,6 +179,23 @@ def test_leak_rejected(backend, make_problem, leak, error, match):
         fastrnn.forward(**problem, leak=leak, backend=backend)
 
 
+@pytest.mark.parametrize("leak", [1e-50, np.array([0.5, 0.5, 1e-46, 0.5])],
+                         ids=["scalar", "per-unit"])
+def test_leak_underflowing_in_float32_rejected(backend, make_problem, leak):
+    # In (0, 1] as given (float64), 0 once cast to float32: the state would
+    # stay h0, silently.
+    problem = make_problem(0, dtype=np.float32, h0=True)  # H = 4
+    with pytest.raises(ValueError, match=r"leak must lie in \(0, 1\] in the computation's "
+                                         r"dtype, but 1e-(50|46) underflows to 0 in float32"):
+        fastrnn.forward(**problem, leak=leak, backend=backend)
+
+
+def test_tiny_leak_in_float64(backend, make_problem, assert_close):
+    # The same leak is representable in float64: accepted, and computed.
+    problem = make_problem(0, h0=True)
+    _check(problem, backend, assert_close, leak=1e-50)
+
+
 # sparse w_hh -----------------------------------------------------------------
 
 def _sparse(hidden: int, dtype, fmt: str, seed: int = 5, density: float = 0.2):

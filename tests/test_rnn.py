@@ -11,8 +11,10 @@ from __future__ import annotations
 import copy
 import io
 import itertools
+import json
 import random
 import re
+import time
 
 import numpy as np
 import pytest
@@ -662,8 +664,134 @@ def test_load_rejects_other_files(tmp_path):
         arrays = dict(data)
     arrays.pop("weight_hh_l0")
     np.savez(tmp_path / "broken.npz", **arrays)
-    with pytest.raises(KeyError, match="weight_hh_l0"):
+    with pytest.raises(ValueError, match=r"broken.npz'\): .* lacks the weights \['weight_hh_l0'\]"):
         RNN.load(tmp_path / "broken.npz")
+
+
+def _saved_parts() -> tuple[dict, dict]:
+    # The configuration and weights RNN.save writes for a 2-layer
+    # bidirectional model, to be altered and written back by _write.
+    buffer = io.BytesIO()
+    RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, seed=0).save(buffer)
+    buffer.seek(0)
+    with np.load(buffer) as data:
+        arrays = dict(data)
+    return json.loads(str(arrays.pop("fastrnn_rnn_config"))), arrays
+
+
+def _write(path, config, arrays) -> None:
+    text = config if isinstance(config, str) else json.dumps(config)
+    np.savez(path, fastrnn_rnn_config=np.array(text), **arrays)
+
+
+def _config_change(**changes):
+    def change(config, arrays):
+        config.update(changes)
+        return config, arrays
+    return change
+
+
+def _config_without(key):
+    def change(config, arrays):
+        del config[key]
+        return config, arrays
+    return change
+
+
+def _arrays_change(drop=(), **extra):
+    def change(config, arrays):
+        return config, {k: v for k, v in arrays.items() if k not in drop} | extra
+    return change
+
+
+BAD_FILES = {
+    "many-layers": (_config_change(num_layers=10**6),
+                    r"num_layers is 1000000, but the file holds the weights of layers \[0, 1\]"),
+    "fewer-layers": (_config_change(num_layers=1),
+                     r"num_layers is 1, but the file holds the weights of layers \[0, 1\]"),
+    "zero-layers": (_config_change(num_layers=0), r"num_layers must be an int >= 1, got 0"),
+    "string-layers": (_config_change(num_layers="2"), r"num_layers must be an int >= 1, got '2'"),
+    "bool-layers": (_config_change(num_layers=True), r"num_layers must be an int >= 1, got True"),
+    "float-layers": (_config_change(num_layers=2.0), r"num_layers must be an int >= 1, got 2.0"),
+    "negative-hidden": (_config_change(hidden_size=-1), r"hidden_size must be an int >= 1"),
+    "null-input": (_config_change(input_size=None), r"input_size must be an int >= 1, got None"),
+    "nonlinearity": (_config_change(nonlinearity="sigmoid"),
+                     r"nonlinearity must be one of \('tanh', 'relu'\), got 'sigmoid'"),
+    "merge": (_config_change(merge=3), r"merge must be one of \('concat', 'sum'\), got 3"),
+    "dtype": (_config_change(dtype="float16"), r"dtype must be 'float32' or 'float64'"),
+    "bias-string": (_config_change(bias="yes"), r"bias must be true or false, got 'yes'"),
+    "batch-first-int": (_config_change(batch_first=1), r"batch_first must be true or false"),
+    "unknown-key": (_config_change(dropout=0.5),
+                    r"unknown keys \['dropout'\]; expected exactly \['input_size'"),
+    "missing-key": (_config_without("merge"), r"missing keys \['merge'\]"),
+    "no-format": (_config_without("format"), r"it has no 'format' entry"),
+    "format-true": (_config_change(format=True), r"has fastrnn.RNN file format True"),
+    "list": (lambda config, arrays: ([1, 2], arrays),
+             r"it must be a JSON object, got a JSON list"),
+    "string": (lambda config, arrays: ('"abc"', arrays),
+               r"it must be a JSON object, got a JSON str"),
+    "not-json": (lambda config, arrays: ("{", arrays),
+                 r"unreadable fastrnn.RNN configuration: JSONDecodeError"),
+    "nested": (lambda config, arrays: ("[" * 100_000, arrays),
+               r"unreadable fastrnn.RNN configuration: RecursionError"),
+    "not-bidirectional": (_config_change(bidirectional=False),
+                          r"bidirectional is false, but the file holds bidirectional weights"),
+    "no-bias": (_config_change(bias=False), r"bias is false, but the file holds bias weights"),
+    "stray-array": (_arrays_change(extra=np.zeros(3)),
+                    r"arrays that are not nn.RNN weights: \['extra'\]"),
+    "missing-weight": (_arrays_change(drop=("bias_hh_l1_reverse",)),
+                       r"lacks the weights \['bias_hh_l1_reverse'\]"),
+    "hidden-size": (_config_change(hidden_size=HIDDEN + 1),
+                    r"weights that do not fit the configuration: state_dict\['weight_ih_l0'\] "
+                    rf"must have shape \({HIDDEN + 1}, {INPUT}\)"),
+    "weight-shape": (_arrays_change(weight_hh_l1=np.zeros((HIDDEN, HIDDEN + 1))),
+                     r"weights that do not fit the configuration: state_dict\['weight_hh_l1'\] "
+                     rf"must have shape \({HIDDEN}, {HIDDEN}\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_load_checks_the_configuration(tmp_path, case):
+    # The file is not trusted: every problem is a ValueError that names the
+    # file, raised before a model is built. (num_layers=10**6 took 8 s and
+    # raised a KeyError of 159 MB; a JSON list escaped as AttributeError.)
+    change, match = BAD_FILES[case]
+    config, arrays = change(*_saved_parts())
+    path = tmp_path / "model.npz"
+    _write(path, config, arrays)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=re.escape(repr(path)) + r".*" + match) as info:
+        RNN.load(path)
+    assert time.perf_counter() - started < 5  # nothing in proportion to num_layers
+    assert len(str(info.value)) < 1000
+
+
+def test_load_config_entry_not_a_string(tmp_path):
+    _, arrays = _saved_parts()
+    np.savez(tmp_path / "model.npz", fastrnn_rnn_config=np.zeros(3), **arrays)
+    with pytest.raises(ValueError, match=r"'fastrnn_rnn_config' must be one JSON string, got "
+                                         r"an array of shape \(3,\) and dtype float64"):
+        RNN.load(tmp_path / "model.npz")
+
+
+def test_load_refuses_pickled_weights(tmp_path):
+    config, arrays = _saved_parts()
+    arrays["weight_ih_l0"] = np.array([None, 1], dtype=object)  # savez pickles it
+    _write(tmp_path / "model.npz", config, arrays)
+    with pytest.raises(ValueError, match=r"unreadable fastrnn.RNN weights: Object arrays "
+                                         r"cannot be loaded when allow_pickle=False"):
+        RNN.load(tmp_path / "model.npz")
+
+
+def test_load_written_by_hand(tmp_path):
+    # A configuration written by other code than save, in another key order,
+    # loads like save's own.
+    config, arrays = _saved_parts()
+    _write(tmp_path / "model.npz", dict(reversed(list(config.items()))), arrays)
+    loaded = RNN.load(tmp_path / "model.npz")
+    assert loaded.num_layers == 2 and loaded.bidirectional
+    for name, value in arrays.items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value)
 
 
 # -- arguments -------------------------------------------------------------------------------

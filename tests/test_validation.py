@@ -4,6 +4,7 @@ argument was touched."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -307,6 +308,19 @@ def test_unknown_backend_unhashable(problem):
     assert_rejected(ValueError, r"backend must be one of", **dict(problem, backend=["numba"]))
 
 
+@pytest.mark.parametrize("batch", [1, 2], ids=["small-sequence", "plain"])
+@pytest.mark.parametrize("backend_name", [["numba"], {"numba": 1}, ("numba",), b"numba"])
+def test_unknown_backend_in_the_plain_call(make_problem, batch, backend_name):
+    # The plain call (no h0 or option) looks the backend up in a dict before
+    # anything else: an unhashable one was a TypeError from that lookup.
+    arguments = make_problem(101, batch=batch)
+    assert_rejected(
+        ValueError,
+        re.escape(f"backend must be one of ('auto', 'numba', 'numpy'), got {backend_name!r}"),
+        **dict(arguments, backend=backend_name),
+    )
+
+
 def test_options_are_keyword_only(problem):
     positional = [problem[name] for name in ARRAY_ARGS]
     with pytest.raises(TypeError, match="positional argument"):
@@ -486,3 +500,79 @@ def test_numpy_float_scalars_in_lists(backend, check_forward, make_problem):
     x = [[np.float32(v) for v in row] for row in arguments["x"]]
     output, _ = check_forward(dict(arguments, x=x), backend)
     assert output.dtype == np.float32
+
+
+# --- ndarray subclasses ---------------------------------------------------------------------
+
+
+def _matrix(array: np.ndarray) -> np.matrix:
+    # np.matrix warns on construction (PendingDeprecationWarning); only its
+    # construction is silenced, not what fastrnn does with it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return np.matrix(array)
+
+
+class _Tagged(np.ndarray):
+    """Any ndarray subclass: a plain view is taken, as for np.matrix."""
+
+
+@pytest.mark.parametrize("name", ARRAY_ARGS)
+def test_ndarray_subclass_arguments(backend, make_problem, name):
+    # Each argument as a subclass gives the plain arrays' results, as plain
+    # arrays. (Any subclass, np.matrix included, was taken for a sparse
+    # matrix by the Numba backend: AttributeError: ... no attribute 'nnz'.)
+    arguments = make_problem(115, h0=True)
+    expected = fastrnn.forward(**arguments, backend=backend)
+    tagged = arguments[name].view(_Tagged)
+    got = fastrnn.forward(**dict(arguments, **{name: tagged}), backend=backend)
+    for result, reference in zip(got, expected, strict=True):
+        assert type(result) is np.ndarray
+        np.testing.assert_array_equal(result, reference)
+    assert type(tagged) is _Tagged  # the caller's object is left as it was
+
+
+@pytest.mark.parametrize("name", ["x", "w_ih", "w_hh", "h0"])
+def test_np_matrix_arguments(backend, make_problem, name):
+    # Every 2-D argument may be an np.matrix: x as one unbatched (T, I)
+    # sequence; h0 (B, H) with batched x.
+    unbatched = name == "x"
+    arguments = make_problem(116, unbatched=unbatched, h0=not unbatched)
+    expected = fastrnn.forward(**arguments, backend=backend)
+    got = fastrnn.forward(**dict(arguments, **{name: _matrix(arguments[name])}),
+                          backend=backend)
+    for result, reference in zip(got, expected, strict=True):
+        assert type(result) is np.ndarray and result.shape == reference.shape
+        np.testing.assert_array_equal(result, reference)
+
+
+@pytest.mark.parametrize("name", ["b_ih", "b_hh"])
+def test_np_matrix_bias_is_2d(problem, name):
+    # An np.matrix is never 1-D: a (1, H) bias is a shape error, as a (1, H)
+    # array is.
+    assert_rejected(ValueError, rf"{name} must have shape \(4,\) \(hidden_size,\) .*got "
+                                r"\(1, 4\)", **dict(problem, **{name: _matrix(problem[name])}))
+
+
+@pytest.mark.parametrize("kind", ["matrix", "subclass"])
+def test_ndarray_subclass_out(backend, make_problem, kind):
+    # out may be a subclass: the output is written into its memory and the
+    # object given is returned (an np.matrix for an unbatched (T, H) output).
+    arguments = make_problem(117, unbatched=True, steps=3)  # output (3, 4)
+    expected, expected_h_n = fastrnn.forward(**arguments, backend=backend)
+    out = _matrix(np.zeros((3, 4))) if kind == "matrix" else np.zeros((3, 4)).view(_Tagged)
+    output, h_n = fastrnn.forward(**arguments, out=out, backend=backend)
+    assert output is out
+    np.testing.assert_array_equal(np.asarray(out), expected)
+    np.testing.assert_array_equal(h_n, expected_h_n)
+
+
+@pytest.mark.parametrize("name", [*ARRAY_ARGS, "out"])
+def test_masked_arrays_rejected(problem, name):
+    # np.asarray would drop the mask: the masked values would be used.
+    value = np.zeros((2, 5, 4)) if name == "out" else problem[name]
+    masked = np.ma.masked_array(value, mask=np.zeros(value.shape, dtype=bool))
+    shape = re.escape(str(value.shape))
+    assert_rejected(TypeError, rf"{name} must not be a masked array \(its mask would be "
+                               rf"ignored\), got MaskedArray of shape {shape}",
+                    **dict(problem, **{name: masked}))

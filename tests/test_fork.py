@@ -1,0 +1,92 @@
+"""A process forked after fastrnn has run threads computes as its parent.
+
+``multiprocessing`` forks by default on Linux, and a forked child has only
+the thread that forked. The batch split keeps a pool of worker threads
+(``_numba._thread_pool``): a child that reused the parent's pool queued its
+work for workers that do not exist there and waited forever. The units split
+starts its threads per call, so it must work in a child as it is.
+
+Each case runs in a subprocess, so that a hang is a failed test (a timeout),
+not a stuck test run: the parent process takes the forced path once, then a
+``multiprocessing`` pool of one forked worker runs the same call, which must
+return within the timeout and equal the parent's result bit for bit (the
+same kernels on the same split).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# Forking a process that has threads is what is tested here: Python 3.12+
+# warns about it (DeprecationWarning), which is not this test's subject.
+_SCRIPT = textwrap.dedent("""
+    import multiprocessing
+    import sys
+    import warnings
+
+    import numpy as np
+
+    import fastrnn
+    from fastrnn import _numba, _plan, _units
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    path = sys.argv[1]
+    # Force the path on two threads, whatever the machine and the size.
+    forced = _plan.checked(_plan.BATCH_SPLIT if path == "batch" else _plan.UNITS_SPLIT, 2)
+    _numba.choose = lambda **_: forced
+    batch, hidden = (4, 8) if path == "batch" else (1, 64)
+    units_calls = []
+    units_forward = _units.forward
+
+    def counted_units_forward(*args):
+        units_calls.append(path)
+        return units_forward(*args)
+
+    _units.forward = counted_units_forward
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((batch, 6, 3))
+    w_ih = rng.standard_normal((hidden, 3)) / 2
+    w_hh = rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)
+    h0 = rng.standard_normal((batch, hidden))
+
+    def run():
+        output, h_n = fastrnn.forward(x, w_ih, w_hh, h0=h0, backend="numba")
+        # Which path ran: the pool exists after a batch split, the units
+        # split was counted.
+        return output, h_n, _numba._pool is not None, len(units_calls)
+
+    parent = run()
+    took_path = parent[2] if path == "batch" else parent[3] == 1
+    if not took_path:
+        sys.exit(f"the parent did not take the {path} split: {parent[2:]}")
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        try:
+            child = pool.apply_async(run).get(timeout=60)
+        except multiprocessing.TimeoutError:
+            sys.exit(f"the forked child's {path}-split forward did not return in 60 s")
+    if path == "batch" and not child[2]:
+        sys.exit("the child did not take the batch split")
+    if path == "units" and child[3] != 2:  # the parent's call and its own
+        sys.exit(f"the child did not take the units split: {child[3]} calls counted")
+    for name, a, b in zip(("output", "h_n"), parent[:2], child[:2]):
+        if not np.array_equal(a, b):
+            sys.exit(f"the child's {name} differs from the parent's: "
+                     f"largest difference {np.abs(a - b).max()}")
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows")
+@pytest.mark.parametrize("path", ["batch", "units"])
+def test_forked_child_computes_as_the_parent(path):
+    try:
+        result = subprocess.run([sys.executable, "-c", _SCRIPT, path], capture_output=True,
+                                text=True, timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the {path}-split script did not finish in 600 s (hung): {exc}")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (
+        f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
