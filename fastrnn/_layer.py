@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 
 from ._api import finish_call
 from ._backends import auto_backend_name, get_backend
+from ._plan import STEP_BLAS_MIN_HIDDEN
 from ._validate import (
     NONLINEARITIES,
     _describe,
@@ -99,11 +100,14 @@ class Layer:
         if name == "numba":
             from . import _numba
 
-            prepared = _numba.Prepared(self._w_ih, self._w_hh, bias, leak_arr)
-            self._prepared = prepared
-            self._step_kernel = prepared.step
-            self._step_args = (prepared.weights, prepared.sparse, prepared.rows, relu)
-        else:
+            self._prepared = _numba.Prepared(self._w_ih, self._w_hh, bias, leak_arr)
+            if hidden < STEP_BLAS_MIN_HIDDEN or not isinstance(self._w_hh, np.ndarray):
+                self._step_kernel = _numba.step_kernel(dtype, self._prepared.sparse is not None)
+                self._step_args = (self._prepared.weights, self._prepared.sparse,
+                                   self._prepared.rows, relu)
+        if self._step_kernel is None:
+            # The NumPy backend, or a large dense state whose steps run
+            # faster in NumPy's product (see _plan.STEP_BLAS_MIN_HIDDEN).
             from . import _numpy
 
             self._numpy_step = _numpy.step

@@ -560,11 +560,11 @@ def step_kernel(dtype: np.dtype, sparse: bool) -> Any:
 class Prepared:
     """A layer's weights as the kernels read them, made once for
     :class:`fastrnn.Layer`: ``weights`` (w_ih.T and a dense w_hh.T packed in
-    panels), ``sparse`` (a sparse w_hh in SELL-C-sigma form, else None),
+    panels), ``sparse`` (a sparse w_hh in SELL-C-sigma form, else None) and
     ``rows`` (the fused bias, and with a leak the leak and 1 - leak: the
-    rows of :func:`_step`) and the step kernel."""
+    rows of :func:`_step`)."""
 
-    __slots__ = ("weights", "sparse", "rows", "step")
+    __slots__ = ("weights", "sparse", "rows")
 
     def __init__(self, w_ih: np.ndarray, w_hh: Any, bias: np.ndarray,
                  leak: np.ndarray | None) -> None:
@@ -575,7 +575,6 @@ class Prepared:
                        _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden))
         rows = [bias] if leak is None else [bias, leak, 1 - leak]
         self.rows = np.ascontiguousarray(np.stack(rows), dtype=bias.dtype)
-        self.step = step_kernel(bias.dtype, dense is None)
 
 
 def _thread_count(setting: str | None) -> int:

@@ -263,3 +263,21 @@ def test_rnn_keeps_prepared_layers_and_prepares_again_on_new_weights():
     # astype prepares layers of the new dtype.
     np.testing.assert_allclose(rnn.astype(np.float64)(x.astype(np.float64))[0], second[0],
                                atol=1e-5)
+
+
+def test_large_dense_steps_run_numpys_product(make_problem, assert_close):
+    # From STEP_BLAS_MIN_HIDDEN units on, a dense layer's step is NumPy's
+    # product (every core), and still gives forward's states.
+    from fastrnn import _plan
+
+    hidden = _plan.STEP_BLAS_MIN_HIDDEN
+    problem, weights = _problem(make_problem, 31, np.float32, batch=2, steps=3, input_size=5,
+                                hidden_size=hidden, h0=True)
+    layer = fastrnn.prepare(**weights, leak=0.5)
+    assert layer._step_kernel is None
+    output, h_n = fastrnn.forward(**problem, leak=0.5)
+    h = problem["h0"]
+    for t in range(3):
+        h = layer.step(problem["x"][:, t], h)
+        assert_close(h, output[:, t])
+    assert_close(layer.step(problem["x"][0, 0], problem["h0"][0]), output[0, 0])
