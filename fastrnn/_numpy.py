@@ -112,13 +112,7 @@ def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths
             else:
                 np.matmul(h, w_hh_t, out=recurrent[:active])
                 z += recurrent[:active]
-            if relu:
-                np.maximum(z, 0, out=z)
-            else:
-                np.tanh(z, out=z)
-            if keep is not None:
-                z *= leak
-                z += keep * h
+            _activate(z, h, relu, leak, keep)
             if in_place:
                 state = z  # already in the output
                 continue
@@ -151,11 +145,19 @@ def step(x: np.ndarray, h: np.ndarray, out: np.ndarray, w_ih: np.ndarray, w_hh: 
             z += np.matmul(h, w_hh.T)
         else:
             z += (w_hh @ h.T).T
-        if relu:
-            np.maximum(z, 0, out=z)
-        else:
-            np.tanh(z, out=z)
-        if leak is not None:
-            z *= leak
-            z += (1 - leak) * h
+        _activate(z, h, relu, leak, None if leak is None else 1 - leak)
         out[...] = z
+
+
+def _activate(z: np.ndarray, h: np.ndarray, relu: bool, leak: np.ndarray | None,
+              keep: np.ndarray | None) -> None:
+    """z <- act(z), in place; with a leak, (1 - leak) h + leak act(z) (``keep``
+    is 1 - leak): the tail of every step, of the forward pass and of
+    :func:`step`."""
+    if relu:
+        np.maximum(z, 0, out=z)
+    else:
+        np.tanh(z, out=z)
+    if keep is not None:
+        z *= leak
+        z += keep * h
