@@ -66,6 +66,14 @@ class Layer:
         if probe_w_ih.ndim != 2:
             raise ValueError(f"w_ih must be 2-D (hidden_size, input_size), got shape "
                              f"{probe_w_ih.shape}")
+        # The weights' dtypes, named without the stand-in x below.
+        given = {"w_ih": probe_w_ih, "w_hh": w_hh, "b_ih": b_ih, "b_hh": b_hh}
+        dtypes = {name: np.dtype(value.dtype) for name, value in given.items()
+                  if value is not None and hasattr(value, "dtype")}
+        if len(set(dtypes.values())) > 1:
+            listing = ", ".join(f"{name}={dtype}" for name, dtype in dtypes.items())
+            raise TypeError(f"the weights must share one dtype (float32 or float64), got "
+                            f"{listing}; cast them to one dtype, e.g. .astype(np.float32)")
         stand_in = np.zeros((1, 1, probe_w_ih.shape[1]), probe_w_ih.dtype)
         (_, w_ih_arr, w_hh_arr, b_ih_arr, b_hh_arr, _, _, relu, _, _, _, _, hidden, _,
          leak_arr) = validate_forward(stand_in, probe_w_ih, w_hh, b_ih, b_hh, None,

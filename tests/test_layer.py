@@ -218,6 +218,9 @@ def test_prepare_validates_like_forward(make_problem):
         fastrnn.prepare(weights["w_ih"], weights["w_hh"], leak=1.5)
     with pytest.raises(ValueError, match="nonlinearity"):
         fastrnn.prepare(weights["w_ih"], weights["w_hh"], nonlinearity="gelu")
+    with pytest.raises(TypeError, match=r"share one dtype .*w_ih=float32, w_hh=float64$|"
+                                        r"w_ih=float32, w_hh=float64;"):
+        fastrnn.prepare(weights["w_ih"], weights["w_hh"].astype(np.float64))
     layer = fastrnn.prepare(weights["w_ih"], weights["w_hh"], nonlinearity="relu")
     assert (layer.input_size, layer.hidden_size, layer.dtype) == (3, 4, np.float32)
     assert layer.nonlinearity == "relu"
