@@ -16,8 +16,10 @@ Blocks of 4 rows x ``PANEL`` vectors keep their accumulators in registers
 ``_simd.TARGET``: 4 x 4 on AVX-512, 4 x 2 on AVX2); each step of the inner
 loop loads ``PANEL`` weight vectors, broadcasts 4 inputs and issues 4 x
 ``PANEL`` multiply-adds. A single row (B = 1: the latency-bound case) splits
-the inner loop in two halves with separate accumulators, so two independent
-dependency chains run per vector. ``packed`` and ``acc`` are 64-byte aligned
+four panels at once (4 x ``PANEL`` independent dependency chains). Every
+block sums k in order, one chain per output, so that a sum does not depend
+on which block computes it: the batch split, the units split, a window's
+chunking and one thread give the same bits. ``packed`` and ``acc`` are 64-byte aligned
 (see :func:`aligned_zeros`): unaligned 64-byte loads split cache lines and
 halved the speed on AVX-512.
 """
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from ._simd import TARGET, VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
+from ._simd import TARGET, VECTOR_BYTES, vfma, vload, vsplat, vstore, vzero
 
 
 def _cache_available() -> bool:
@@ -192,51 +194,74 @@ def _rows4_panel(z, r, inner, w, base, acc, j):
 
 
 @njit(**KERNEL_JIT)
-def _rows1_panel(z, r, inner, w, base, acc, j):
-    # One row: the chain of dependent adds, not throughput, bounds the time,
-    # so even and odd k accumulate separately (2 * PANEL chains).
+def _rows1_panels(z, r, inner, w, base, acc, j, panels):
+    # One row x `panels` (1 to 4) panels side by side: one accumulator per
+    # vector, k in order, as in every block (so a sum does not depend on
+    # the block that computes it). One row is bound by the latency of its
+    # chains of dependent adds, not by throughput: four panels give 4 x
+    # PANEL independent chains (8 on AVX2, enough to cover 4 cycles of
+    # latency at 2 multiply-adds a cycle), read as four streams.
     lanes = VECTOR_BYTES // acc.itemsize
-    j1 = j + lanes
-    j2 = j + 2 * lanes
-    j3 = j + 3 * lanes
+    stride = PANEL * inner  # one panel's rows
+    b1 = base + stride * min(1, panels - 1)
+    b2 = base + stride * min(2, panels - 1)
+    b3 = base + stride * min(3, panels - 1)
     a0 = vzero(acc)
     a1 = vzero(acc)
     a2 = vzero(acc)
     a3 = vzero(acc)
-    b0 = vzero(acc)
-    b1 = vzero(acc)
-    b2 = vzero(acc)
-    b3 = vzero(acc)
-    half = inner // 2
-    for i in range(half):
-        k = 2 * i
-        q = base + PANEL * k
+    c0 = vzero(acc)
+    c1 = vzero(acc)
+    c2 = vzero(acc)
+    c3 = vzero(acc)
+    d0 = vzero(acc)
+    d1 = vzero(acc)
+    d2 = vzero(acc)
+    d3 = vzero(acc)
+    e0 = vzero(acc)
+    e1 = vzero(acc)
+    e2 = vzero(acc)
+    e3 = vzero(acc)
+    for k in range(inner):
+        q = PANEL * k
         s = vsplat(z[r, k])
-        a0 = vfma(vload(w, q, 0), s, a0)
-        a1 = vfma(vload(w, q + _V1, 0), s, a1)
-        a2 = vfma(vload(w, q + _V2, 0), s, a2)
-        a3 = vfma(vload(w, q + _V3, 0), s, a3)
-        q += PANEL
-        s = vsplat(z[r, k + 1])
-        b0 = vfma(vload(w, q, 0), s, b0)
-        b1 = vfma(vload(w, q + _V1, 0), s, b1)
-        b2 = vfma(vload(w, q + _V2, 0), s, b2)
-        b3 = vfma(vload(w, q + _V3, 0), s, b3)
-    if inner % 2:
-        k = inner - 1
-        q = base + PANEL * k
-        s = vsplat(z[r, k])
-        a0 = vfma(vload(w, q, 0), s, a0)
-        a1 = vfma(vload(w, q + _V1, 0), s, a1)
-        a2 = vfma(vload(w, q + _V2, 0), s, a2)
-        a3 = vfma(vload(w, q + _V3, 0), s, a3)
-    vstore(acc, r, j, vadd(a0, b0))
+        a0 = vfma(vload(w, base + q, 0), s, a0)
+        a1 = vfma(vload(w, base + q + _V1, 0), s, a1)
+        a2 = vfma(vload(w, base + q + _V2, 0), s, a2)
+        a3 = vfma(vload(w, base + q + _V3, 0), s, a3)
+        c0 = vfma(vload(w, b1 + q, 0), s, c0)
+        c1 = vfma(vload(w, b1 + q + _V1, 0), s, c1)
+        c2 = vfma(vload(w, b1 + q + _V2, 0), s, c2)
+        c3 = vfma(vload(w, b1 + q + _V3, 0), s, c3)
+        d0 = vfma(vload(w, b2 + q, 0), s, d0)
+        d1 = vfma(vload(w, b2 + q + _V1, 0), s, d1)
+        d2 = vfma(vload(w, b2 + q + _V2, 0), s, d2)
+        d3 = vfma(vload(w, b2 + q + _V3, 0), s, d3)
+        e0 = vfma(vload(w, b3 + q, 0), s, e0)
+        e1 = vfma(vload(w, b3 + q + _V1, 0), s, e1)
+        e2 = vfma(vload(w, b3 + q + _V2, 0), s, e2)
+        e3 = vfma(vload(w, b3 + q + _V3, 0), s, e3)
+    step = PANEL * lanes  # one panel's columns
+    _store_panel(acc, r, j, a0, a1, a2, a3)
+    if panels > 1:
+        _store_panel(acc, r, j + step, c0, c1, c2, c3)
+    if panels > 2:
+        _store_panel(acc, r, j + 2 * step, d0, d1, d2, d3)
+    if panels > 3:
+        _store_panel(acc, r, j + 3 * step, e0, e1, e2, e3)
+
+
+@njit(**dict(KERNEL_JIT, inline="always"))
+def _store_panel(acc, r, j, x0, x1, x2, x3):
+    # One row of one panel's PANEL vectors, from column j on.
+    lanes = VECTOR_BYTES // acc.itemsize
+    vstore(acc, r, j, x0)
     if PANEL > 1:
-        vstore(acc, r, j1, vadd(a1, b1))
+        vstore(acc, r, j + lanes, x1)
     if PANEL > 2:
-        vstore(acc, r, j2, vadd(a2, b2))
+        vstore(acc, r, j + 2 * lanes, x2)
     if PANEL > 3:
-        vstore(acc, r, j3, vadd(a3, b3))
+        vstore(acc, r, j + 3 * lanes, x3)
 
 
 @njit(**KERNEL_JIT)
@@ -260,21 +285,11 @@ def _rows4_vecs1(z, r, inner, w, base, acc, j):
 
 @njit(**KERNEL_JIT)
 def _rows1_vecs1(z, r, inner, w, base, acc, j):
+    # k in order, as every block (one chain: the last panel's few vectors).
     a0 = vzero(acc)
-    a1 = vzero(acc)
-    a2 = vzero(acc)
-    a3 = vzero(acc)
-    quarter = inner // 4
-    for i in range(quarter):
-        k = 4 * i
-        q = base + k
-        a0 = vfma(vload(w, q, 0), vsplat(z[r, k]), a0)
-        a1 = vfma(vload(w, q + 1, 0), vsplat(z[r, k + 1]), a1)
-        a2 = vfma(vload(w, q + 2, 0), vsplat(z[r, k + 2]), a2)
-        a3 = vfma(vload(w, q + 3, 0), vsplat(z[r, k + 3]), a3)
-    for k in range(4 * quarter, inner):
+    for k in range(inner):
         a0 = vfma(vload(w, base + k, 0), vsplat(z[r, k]), a0)
-    vstore(acc, r, j, vadd(vadd(a0, a1), vadd(a2, a3)))
+    vstore(acc, r, j, a0)
 
 
 @njit(**KERNEL_JIT)
@@ -291,10 +306,16 @@ def matmul_rows(z, rows, inner, packed, acc):
         while r + 4 <= rows:
             _rows4_panel(z, r, inner, packed, base, acc, v * lanes)
             r += 4
-        while r < rows:
-            _rows1_panel(z, r, inner, packed, base, acc, v * lanes)
-            r += 1
         v += PANEL
+    # The rows left over (all of them for one sample), four panels at a time.
+    if rows % 4:
+        v = 0
+        while v < full:
+            panels = min(4, (full - v) // PANEL)
+            for r in range(rows - rows % 4, rows):
+                _rows1_panels(z, r, inner, packed, v * inner, acc, v * lanes, panels)
+            v += panels * PANEL
+    v = full
     while v < vectors:
         base = v * inner
         r = 0
