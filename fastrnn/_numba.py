@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,17 @@ from numba import from_dtype, njit, types
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
 from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
-from ._plan import BLOCKED, SMALL, UNITS_SPLIT, Plan, available_cores
+from ._plan import (
+    BATCH_SPLIT,
+    BLOCKED,
+    SMALL,
+    UNITS_SPLIT,
+    WINDOWS_MIN_FMAS,
+    Plan,
+    Verdict,
+    Windows,
+    available_cores,
+)
 from ._plan import plan as choose
 from ._simd import VECTOR_BYTES, vadd, vfma, vgather, vload, vsplat, vstore, vzero
 
@@ -90,9 +100,11 @@ def _packed_weights(w_ih, w_hh, like):
 
 @njit(**JIT)
 def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
-                   lens, leak, reverse, b_start, count, weights):
+                   lens, leak, reverse, b_start, count, weights, first, last):
     # Our blocked kernel (dense w_hh) or the sparse product (w_hh None,
-    # sparse = _sell_pack's tuple) for `count` samples, all their steps: samples order[0..count)
+    # sparse = _sell_pack's tuple) for `count` samples, steps first..last-1
+    # (a window of the call: h0 holds the states after step first - 1, and
+    # h_n gets them after step last - 1): samples order[0..count)
     # (sorted by length, longest first; lens their lengths) or, with order
     # None, b_start.. (every sequence T steps long). x: (B, T, I) if
     # batch_first else (T, B, I), any layout; out: x's layout with H
@@ -111,6 +123,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     # with T.
     longest = _longest(lens, count, steps_total)
     chunk = max(1, min(longest, CHUNK_ELEMENTS // max(1, count * width)))
+    stop = min(longest, last)
 
     # One aligned, zeroed workspace holds every buffer (one allocation: at
     # the textbook size each allocation is a visible share of the call), rows
@@ -131,7 +144,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     work = aligned_zeros(tail + 3 + (weight_rows if weights is None else 0), width, h_n)
     state = work[:count]
     _load_state(state, h0, order, b_start)
-    if longest > 0:
+    if first < stop:
         acc = work[count:2 * count]
         pre = work[2 * count:2 * count + pre_rows]
         sorted_acc = work[2 * count + pre_rows:tail]
@@ -149,8 +162,8 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
         gathered = np.empty((pre_rows, input_size), dtype=h_n.dtype)
         row_start = np.empty(chunk, dtype=np.int64)
         active = count
-        for s0 in range(0, longest, chunk):
-            s1 = min(longest, s0 + chunk)
+        for s0 in range(first, stop, chunk):
+            s1 = min(stop, s0 + chunk)
             rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, b_start,
                            steps_total, reverse, batch_first)
             matmul_rows(gathered, rows, input_size, w_ih_p, pre)
@@ -178,7 +191,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
                     if out is not None:
                         _store(out, state, i, b_start + i if order is None else order[i],
                                _time(s, i, lens, steps_total, reverse), hidden, batch_first)
-    _finish(out, h_n, state, state, order, lens, b_start, steps_total, batch_first)
+    _finish(out, h_n, state, state, order, lens, b_start, steps_total, batch_first, last)
 
 
 @njit(**JIT)
@@ -355,19 +368,20 @@ def _add_bias(pre, rows, bias, hidden):
 
 
 @njit(**KERNEL_JIT)
-def _finish(out, h_n, state_a, state_b, order, lens, b_start, steps_total, batch_first):
-    # Each sample's final state into h_n, and zeros in the output past its
-    # length (as PyTorch's padded output). A double-buffered state
-    # (fastrnn._units) holds it in the buffer its last step wrote: state_a
-    # after an even number of steps; a single one is passed as both.
+def _finish(out, h_n, state_a, state_b, order, lens, b_start, steps_total, batch_first, last):
+    # Each sample's state after the window's last step (last - 1, or its
+    # own last) into h_n, and, after the call's last window, zeros in the
+    # output past its length (as PyTorch's padded output). A double-buffered
+    # state (fastrnn._units) holds it in the buffer its last step wrote:
+    # state_a after an even number of steps; a single one is passed as both.
     hidden = h_n.shape[1]
     for i in range(state_a.shape[0]):
         b = b_start + i if order is None else order[i]
-        steps = steps_total if lens is None else lens[i]
+        steps = min(last, steps_total if lens is None else lens[i])
         final = state_a if steps % 2 == 0 else state_b
         for j in range(hidden):
             h_n[b, j] = final[i, j]
-        if out is not None:
+        if out is not None and last >= steps_total:
             for t in range(steps, steps_total):
                 for j in range(hidden):
                     if batch_first:
@@ -661,33 +675,92 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         # ns an argument).
         _forward_small(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
         return
+    steps_total = x.shape[1] if batch_first else x.shape[0]
+    longest = steps_total if lens is None else int(lens[0])
+    per_step = x.shape[2] * hidden + (hidden * hidden if dense is not None else w_hh.nnz)
+    weights = None if prepared is None else prepared.weights
+    one_sparse = None if prepared is None else prepared.sparse
+    windowed = rows * per_step >= WINDOWS_MIN_FMAS and longest > 0
+
+    def run_one(h: np.ndarray | None, first: int, last: int) -> None:
+        # Steps first..last-1 of every sample on this thread.
+        nonlocal weights, one_sparse
+        if dense is None and one_sparse is None:
+            one_sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
+        if weights is None and (windowed or path != BLOCKED):
+            # Packed once for the windows (else each would pack them again).
+            weights = _packed_weights(w_ih, dense, h_n)
+        _forward_range(x, w_ih, dense, one_sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
+                       order, lens, leak, reverse, 0, batch, weights, first, last)
+
     if path == UNITS_SPLIT:
         # Imported here: most programs never take this path, so they need
         # not pay for importing it (and defining its kernels) at start-up.
         from . import _units
 
-        _units.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
-                       lens, leak, reverse, plan.parts)
-        return
-    weights = None if prepared is None else prepared.weights
-    if prepared is not None:
-        sparse = prepared.sparse
-    elif dense is None:
-        sparse = _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
+        split = _units.Split(w_ih, w_hh, b_ih, b_hh, leak, h_n, order, lens, plan.parts)
+
+        def run_split(h: np.ndarray | None, first: int, last: int) -> None:
+            split.run(x, h, out, h_n, relu, batch_first, reverse, first, last)
+    elif path == BATCH_SPLIT:
+        run_split = _batch_split(x, w_ih, dense, w_hh, b_ih, b_hh, out, h_n, relu, batch_first,
+                                 order, lens, leak, reverse, plan.parts, prepared)
     else:
-        sparse = None
-    if path == BLOCKED:
-        _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                       order, lens, leak, reverse, 0, batch, weights)
+        run_split = run_one
+    if not windowed:
+        run_split(h0, 0, steps_total)
         return
-    # Samples are independent: each thread runs every step for its share of
-    # the batch (the kernels release the GIL), with no per-step hand-off,
-    # all reading one packed copy of the weights. With lengths, thread p
-    # takes every parts-th sequence of the sorted order, so that each gets
-    # a fair share of long and short ones.
-    parts = min(plan.parts, batch)
-    if weights is None:
+    # A window at a time (see fastrnn._plan.Windows): Ctrl-C is answered
+    # between two, and a split plan is timed against one thread.
+    if lens is None:
+        def sample_steps(first: int, last: int) -> int:
+            return batch * (last - first)
+    else:
+        def sample_steps(first: int, last: int) -> int:
+            return int(np.clip(lens - first, 0, last - first).sum())
+    verdict = None if run_split is run_one else _verdict(
+        (path, plan.parts, batch, hidden, x.shape[2], per_step, h_n.dtype.char))
+    h = h0
+    for first, last, threads_on in Windows(longest, sample_steps, per_step, verdict):
+        # The last window also writes the zeros past every sequence's end.
+        (run_split if threads_on else run_one)(h, first, steps_total if last == longest
+                                               else last)
+        h = h_n
+
+
+_verdicts: dict[tuple, Verdict] = {}
+
+
+def _verdict(key: tuple) -> Verdict:
+    """The :class:`fastrnn._plan.Verdict` of one shape of call, kept for
+    later calls (a stream of chunks; the last few dozen shapes)."""
+    verdict = _verdicts.get(key)
+    if verdict is None:
+        if len(_verdicts) >= 64:
+            _verdicts.clear()
+        verdict = _verdicts[key] = Verdict()
+    return verdict
+
+
+def _batch_split(x: np.ndarray, w_ih: np.ndarray, dense: np.ndarray | None, w_hh: Any,
+                 b_ih: np.ndarray | None, b_hh: np.ndarray | None, out: np.ndarray | None,
+                 h_n: np.ndarray, relu: bool, batch_first: bool, order: np.ndarray | None,
+                 lens: np.ndarray | None, leak: np.ndarray | None, reverse: bool, parts: int,
+                 prepared: Prepared | None):
+    """The batch split's window runner: samples are independent, so each
+    thread runs every step of the window for its share of the batch (the
+    kernels release the GIL), with no per-step hand-off, all reading one
+    packed copy of the weights. With lengths, thread p takes every
+    parts-th sequence of the sorted order, so that each gets a fair share of
+    long and short ones."""
+    batch, hidden = h_n.shape
+    parts = min(parts, batch)
+    if prepared is not None:
+        weights, sparse = prepared.weights, prepared.sparse
+    else:
         weights = _packed_weights(w_ih, dense, h_n)
+        sparse = (None if dense is not None else
+                  _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden))
     jobs: list[tuple[np.ndarray | None, np.ndarray | None, int, int]] = []
     for p in range(parts):
         if order is None or lens is None:
@@ -696,14 +769,26 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         else:
             mine = np.ascontiguousarray(order[p::parts])
             jobs.append((mine, np.ascontiguousarray(lens[p::parts]), 0, mine.shape[0]))
-    pool = _thread_pool()
-    futures = [
-        pool.submit(_forward_range, x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu,
-                    batch_first, job_order, job_lens, leak, reverse, start, count, weights)
-        for job_order, job_lens, start, count in jobs[1:]
-    ]
-    job_order, job_lens, start, count = jobs[0]
-    _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first,
-                   job_order, job_lens, leak, reverse, start, count, weights)
-    for future in futures:
-        future.result()
+
+    def run(h: np.ndarray | None, first: int, last: int) -> None:
+        pool = _thread_pool()
+        futures = [
+            pool.submit(_forward_range, x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu,
+                        batch_first, job_order, job_lens, leak, reverse, start, count, weights,
+                        first, last)
+            for job_order, job_lens, start, count in jobs[1:]
+        ]
+        job_order, job_lens, start, count = jobs[0]
+        try:
+            _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
+                           job_order, job_lens, leak, reverse, start, count, weights, first,
+                           last)
+        finally:
+            # Every thread's share is done before the call returns, or
+            # raises (Ctrl-C while waiting): the pool is idle again, and
+            # nothing writes the output after it.
+            wait(futures)
+        for future in futures:
+            future.result()
+
+    return run

@@ -176,3 +176,116 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
     if batch < 2 or limit < 2 or work < PARALLEL_MIN_FMAS:
         return _BLOCKED_PLAN
     return Plan(BATCH_SPLIT, min(limit, batch))
+
+
+# --- Windows: a long call runs a window of steps at a time -----------------
+#
+# Between two windows the call is back in Python, where Ctrl-C raises
+# KeyboardInterrupt (compiled code cannot be interrupted; every thread of a
+# window stops at its end), and where a call planned on several threads is
+# timed against one thread. The policy:
+#
+# - A call of at least WINDOWS_MIN_FMAS multiply-adds is cut into windows.
+#   The first is FIRST_WINDOW_FMAS long; each next one is sized from the
+#   rate measured so far to take about WINDOW_SECONDS (at most 8 times the
+#   one before), so a Ctrl-C waits for at most about that much work.
+#   A window costs a return to Python and, on the units split, starting its
+#   threads (about 0.1 ms): well under 1% of WINDOW_SECONDS.
+# - A split plan (several threads) is checked against one thread: a short
+#   window (PROBE_SECONDS) of each, and the rest of the call goes the
+#   faster way, the threads only if SPLIT_MIN_GAIN times faster. Where other
+#   processes keep the cores busy, a thread of the split waits for a
+#   descheduled one at every step's barrier, and one thread is faster
+#   (AMD Zen 3, 2 cores, one busy process: float32 (1, 10 000, 1, 1000) 2x,
+#   (2, 2000, 1, 512) 2.6x).
+# - The verdict holds for REVISE_SECONDS, for this call and later calls of
+#   the same shape (a stream of chunks), then both ways are timed again; and
+#   sooner when the chosen way's rate falls below SLOWDOWN times its rate
+#   when chosen (another process has started).
+WINDOWS_MIN_FMAS = 20_000_000
+FIRST_WINDOW_FMAS = 2_000_000
+WINDOW_SECONDS = 0.02
+PROBE_SECONDS = 0.003
+PROBE_MIN_FMAS = 10_000_000
+SPLIT_MIN_GAIN = 1.05
+REVISE_SECONDS = 1.0
+SLOWDOWN = 0.6
+
+
+class Verdict:
+    """Whether a split plan's threads beat one thread, as last measured for
+    one shape of call (``Judge.verdict``)."""
+
+    __slots__ = ("split", "when", "rate", "seen")
+
+    def __init__(self) -> None:
+        self.split = True  # the faster way
+        self.when = -math.inf  # when it was measured (time.perf_counter), -inf: never
+        self.rate = 0.0  # its rate then, multiply-adds a second
+        # The ways that have run once: a way's first window may include
+        # compiling its kernel (seconds), so it does not count.
+        self.seen: set[bool] = set()
+
+
+class Windows:
+    """The windows of one call: iterate to get ``(first, last, split)``, run
+    steps first..last-1 (on the plan's threads if ``split``, else on one),
+    and the time until the next iteration is that window's. ``verdict``:
+    the shape's :class:`Verdict` (None: a one-thread plan, nothing to
+    compare); ``sample_steps(first, last)``: the sample-steps in a window;
+    ``per_step``: multiply-adds per sample-step; ``clock``: for tests."""
+
+    def __init__(self, steps: int, sample_steps, per_step: float,
+                 verdict: Verdict | None, clock=None) -> None:
+        import time
+
+        self.steps = steps
+        self.sample_steps = sample_steps
+        self.per_step = max(1.0, float(per_step))
+        self.verdict = verdict
+        self.clock = clock or time.perf_counter
+        self.rate = {True: 0.0, False: 0.0}  # the last window's rate each way
+        self.log: list[tuple[int, int, bool, float]] = []  # what ran, for tests and tuning
+
+    def _steps_for(self, first: int, fmas: float) -> int:
+        # Steps from `first` that make about `fmas` multiply-adds.
+        running = self.sample_steps(first, first + 1)
+        return max(1, int(fmas / (max(1, running) * self.per_step)))
+
+    def __iter__(self):
+        first, size = 0, FIRST_WINDOW_FMAS
+        verdict = self.verdict
+        while first < self.steps:
+            now = self.clock()
+            probe = verdict is not None and now - verdict.when > REVISE_SECONDS
+            warm = verdict is not None and len(verdict.seen) == 2
+            if probe:
+                # Both ways, the same short window each; the split first.
+                ways = (True, False)
+                fmas = (max(PROBE_MIN_FMAS, PROBE_SECONDS * max(self.rate.values())) if warm
+                        else FIRST_WINDOW_FMAS)
+            else:
+                ways = (True,) if verdict is None else (verdict.split,)
+                fmas = size
+            for split in ways:
+                if first >= self.steps:
+                    break
+                last = min(self.steps, first + self._steps_for(first, fmas))
+                start = self.clock()
+                yield first, last, split
+                seconds = max(self.clock() - start, 1e-9)
+                rate = self.sample_steps(first, last) * self.per_step / seconds
+                self.rate[split] = rate
+                self.log.append((first, last, split, seconds))
+                first = last
+                size = min(8 * size, rate * WINDOW_SECONDS)
+                if verdict is not None:
+                    verdict.seen.add(split)
+            if verdict is None:
+                continue
+            if probe and warm and self.rate[False] > 0:
+                verdict.split = self.rate[True] >= SPLIT_MIN_GAIN * self.rate[False]
+                verdict.rate = self.rate[verdict.split]
+                verdict.when = self.clock()
+            elif not probe and self.rate[verdict.split] < SLOWDOWN * verdict.rate:
+                verdict.when = -math.inf  # slowed down: compare again

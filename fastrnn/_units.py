@@ -74,58 +74,72 @@ def _sparse_rows(state, active, sparse, product, acc):
 
 
 @njit(**JIT)
-def _forward_part(x, w_ih, b_ih, b_hh, leak, u0, u1, dense, sparse, state_a, state_b, out,
-                  relu, batch_first, order, lens, reverse, part, parts, flags):
-    # Every step of the B samples (the rows of state_a) for units u0..u1-1,
-    # whose rows of w_hh are those of `dense` (the whole (H, H) array) or
-    # `sparse` (_sell_pack of those rows only). Samples order[i] (longest
-    # first, lens their lengths) or, with order None, sample i (every one T
-    # steps long). Returns False if another part aborted.
+def _pack_part(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
+    # What part u0..u1-1 reads at every step, packed once per call (not per
+    # window): rows of `width` (this part's units, padded to whole vectors)
+    # holding w_ih.T for these units (I rows, packed for matmul_rows), then
+    # w_hh.T for them (H rows; a dense w_hh only), then the fused bias, the
+    # leak and 1 - leak (a row each).
+    hidden, input_size = w_ih.shape
+    lanes = VECTOR_BYTES // like.itemsize
+    mine = u1 - u0
+    width = max(lanes, (mine + lanes - 1) // lanes * lanes)
+    vectors = width // lanes
+    packed = hidden if dense is not None else 0
+    rows = input_size + packed
+    work = aligned_zeros(rows + 3, width, like)
+    pack_columns(w_ih, u0, u1, work[:input_size].reshape(input_size * vectors, lanes))
+    if dense is not None:
+        pack_columns(dense, u0, u1, work[input_size:rows].reshape(hidden * vectors, lanes))
+    for j in range(mine):
+        if b_ih is not None:
+            work[rows, j] += b_ih[u0 + j]
+        if b_hh is not None:
+            work[rows, j] += b_hh[u0 + j]
+        if leak is not None:
+            work[rows + 1, j] = leak[u0 + j]
+            work[rows + 2, j] = 1 - leak[u0 + j]
+    return work
+
+
+@njit(**JIT)
+def _forward_part(x, packed, sparse, leak, u0, u1, state_a, state_b, out, relu, batch_first,
+                  order, lens, reverse, part, parts, flags, first, last):
+    # Steps first..last-1 (a window of the call) of the B samples (the rows
+    # of state_a) for units u0..u1-1, from `packed` (_pack_part's rows) and,
+    # for a sparse w_hh, `sparse` (_sell_pack of this part's rows). Samples
+    # order[i] (longest first, lens their lengths) or, with order None,
+    # sample i (every one T steps long). Returns False if another part
+    # aborted.
     n1, n2, input_size = x.shape
     steps_total = n2 if batch_first else n1
     count = state_a.shape[0]
-    hidden = w_ih.shape[0]
     lanes = VECTOR_BYTES // state_a.itemsize
     mine = u1 - u0
-    width = max(lanes, (mine + lanes - 1) // lanes * lanes)
+    width = packed.shape[1]
+    vectors = width // lanes
+    hidden = packed.shape[0] - 3 - input_size  # H rows (dense), 0 (sparse)
+    w_ih_p = packed[:input_size].reshape(input_size * vectors, lanes)
+    w_hh_p = packed[input_size:input_size + hidden].reshape(hidden * vectors, lanes)
+    tail = input_size + hidden
+    bias, leak_row, keep = packed[tail], packed[tail + 1], packed[tail + 2]
     longest = _longest(lens, count, steps_total)
+    stop = min(longest, last)
     chunk = max(1, min(longest, CHUNK_ELEMENTS // max(1, count * width)))
     # One workspace, rows of `width`: pre (chunk * B rows: input product +
-    # biases), acc (B rows), w_ih_p (I rows: w_ih.T for these units,
-    # packed), w_hh_p (H rows: w_hh.T for these units, packed; dense only),
-    # product (B rows: the sparse product in packed order; sparse only),
-    # bias, leak_row, keep (1 each).
+    # biases), acc (B rows), product (B rows: the sparse product in packed
+    # order; sparse only).
     pre_rows = chunk * count
-    packed = hidden if dense is not None else 0
     products = count if sparse is not None else 0
-    first = pre_rows + count
-    tail = first + input_size + packed + products
-    work = aligned_zeros(tail + 3, width, state_a)
+    work = aligned_zeros(pre_rows + count + products, width, state_a)
     pre = work[:pre_rows]
-    acc = work[pre_rows:first]
-    w_ih_p = work[first:first + input_size]
-    w_hh_p = work[first + input_size:first + input_size + packed]
-    product = work[first + input_size + packed:tail]
-    bias, leak_row, keep = work[tail], work[tail + 1], work[tail + 2]
-    vectors = width // lanes
-    if dense is not None:
-        w_hh_p = w_hh_p.reshape(hidden * vectors, lanes)
-        pack_columns(dense, u0, u1, w_hh_p)
-    w_ih_p = w_ih_p.reshape(input_size * vectors, lanes)
-    pack_columns(w_ih, u0, u1, w_ih_p)
-    for j in range(mine):
-        if b_ih is not None:
-            bias[j] += b_ih[u0 + j]
-        if b_hh is not None:
-            bias[j] += b_hh[u0 + j]
-        if leak is not None:
-            leak_row[j] = leak[u0 + j]
-            keep[j] = 1 - leak[u0 + j]
+    acc = work[pre_rows:pre_rows + count]
+    product = work[pre_rows + count:]
     gathered = np.empty((pre_rows, input_size), dtype=state_a.dtype)
     row_start = np.empty(chunk, dtype=np.int64)
     active = count
-    for s0 in range(0, longest, chunk):
-        s1 = min(longest, s0 + chunk)
+    for s0 in range(first, stop, chunk):
+        s1 = min(stop, s0 + chunk)
         rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, 0, steps_total,
                        reverse, batch_first)
         matmul_rows(gathered, rows, input_size, w_ih_p, pre)
@@ -192,61 +206,85 @@ def split_units(indptr: np.ndarray, hidden: int, lanes: int, parts: int) -> list
     return cuts
 
 
-def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
-            b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
-            h_n: np.ndarray, relu: bool, batch_first: bool, order: np.ndarray | None,
-            lens: np.ndarray | None, leak: np.ndarray | None, reverse: bool,
-            parts: int) -> None:
-    """The whole batch on ``parts`` threads (the caller's and parts - 1
-    started here); w_hh a dense array or a canonical CSR matrix. ``order``
-    and ``lens``: the samples longest first and their lengths (None: every
-    sequence runs T steps). Same contract as ``_numba.forward`` otherwise."""
-    batch, hidden = h_n.shape
-    steps_total = x.shape[1] if batch_first else x.shape[0]
-    line = ALIGN_BYTES // h_n.itemsize  # values per cache line
-    dense = w_hh if isinstance(w_hh, np.ndarray) else None
-    packs: list[Any] = [None] * parts
-    if dense is not None:
-        cuts = split_units(np.arange(hidden + 1) * hidden, hidden, line, parts)
-    else:
-        cuts = split_units(w_hh.indptr, hidden, line, parts)
-        for p in range(parts):
-            u0, u1 = cuts[p], cuts[p + 1]
-            indptr = w_hh.indptr[u0:u1 + 1] - w_hh.indptr[u0]
-            rows = slice(w_hh.indptr[u0], w_hh.indptr[u1])
-            packs[p] = _sell_pack(indptr, w_hh.indices[rows], w_hh.data[rows], u1 - u0, hidden)
-    # Column H is the padding column of the gathers: always zero.
-    columns = (hidden + 1 + line - 1) // line * line
-    state_a = aligned_zeros(batch, columns, h_n)
-    state_b = aligned_zeros(batch, columns, h_n)
-    if h0 is not None:
-        state_a[:, :hidden] = h0 if order is None else h0[order]
-    flags = np.zeros((parts + 1) * FLAG_STRIDE, dtype=np.int64)
-    failures: list[BaseException] = []
+class Split:
+    """One call's units split on ``parts`` threads (the caller's and
+    parts - 1 started for each window), set up once: the cuts, each part's
+    packed weights, the double-buffered state and the barrier's flags. w_hh
+    a dense array or a canonical CSR matrix; ``order`` and ``lens``: the
+    samples longest first and their lengths (None: every sequence runs T
+    steps). :meth:`run` runs a window of steps."""
 
-    def run(part: int) -> None:
+    def __init__(self, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
+                 b_hh: np.ndarray | None, leak: np.ndarray | None, h_n: np.ndarray,
+                 order: np.ndarray | None, lens: np.ndarray | None, parts: int) -> None:
+        batch, hidden = h_n.shape
+        line = ALIGN_BYTES // h_n.itemsize  # values per cache line
+        dense = w_hh if isinstance(w_hh, np.ndarray) else None
+        if dense is not None:
+            cuts = split_units(np.arange(hidden + 1) * hidden, hidden, line, parts)
+        else:
+            cuts = split_units(w_hh.indptr, hidden, line, parts)
+        self.sparse: list[Any] = [None] * parts
+        if dense is None:
+            for p in range(parts):
+                u0, u1 = cuts[p], cuts[p + 1]
+                indptr = w_hh.indptr[u0:u1 + 1] - w_hh.indptr[u0]
+                rows = slice(w_hh.indptr[u0], w_hh.indptr[u1])
+                self.sparse[p] = _sell_pack(indptr, w_hh.indices[rows], w_hh.data[rows],
+                                            u1 - u0, hidden)
+        self.packed = [_pack_part(w_ih, dense, b_ih, b_hh, leak, cuts[p], cuts[p + 1], h_n)
+                       for p in range(parts)]
+        self.cuts, self.parts, self.leak = cuts, parts, leak
+        self.order, self.lens = order, lens
+        # Column H is the padding column of the gathers: always zero.
+        columns = (hidden + 1 + line - 1) // line * line
+        self.state_a = aligned_zeros(batch, columns, h_n)
+        self.state_b = aligned_zeros(batch, columns, h_n)
+        self.flags = np.zeros((parts + 1) * FLAG_STRIDE, dtype=np.int64)
+
+    def run(self, x: np.ndarray, h: np.ndarray | None, out: np.ndarray | None,
+            h_n: np.ndarray, relu: bool, batch_first: bool, reverse: bool, first: int,
+            last: int) -> None:
+        """Steps first..last-1 from the states h (None: zeros) after step
+        first - 1; the states after them into h_n (h may be h_n)."""
+        parts, order, lens = self.parts, self.order, self.lens
+        hidden = h_n.shape[1]
+        steps_total = x.shape[1] if batch_first else x.shape[0]
+        state_a, state_b = self.state_a, self.state_b
+        if h is not None:
+            # Into both buffers: a sample that has already ended keeps its
+            # state in whichever _finish reads.
+            state_a[:, :hidden] = h if order is None else h[order]
+            state_b[:, :hidden] = state_a[:, :hidden]
+        flags = self.flags
+        flags[:] = 0
+        flags[:parts * FLAG_STRIDE:FLAG_STRIDE] = first
+        failures: list[BaseException] = []
+
+        def run(part: int) -> None:
+            try:
+                _forward_part(x, self.packed[part], self.sparse[part], self.leak,
+                              self.cuts[part], self.cuts[part + 1], state_a, state_b, out,
+                              relu, batch_first, order, lens, reverse, part, parts, flags,
+                              first, last)
+            except BaseException as exc:  # the other parts must not wait for this one
+                failures.append(exc)
+                flags[parts * FLAG_STRIDE] = 1
+
+        workers = [threading.Thread(target=run, args=(p,), name="fastrnn-units", daemon=True)
+                   for p in range(1, parts)]
+        started = []
         try:
-            _forward_part(x, w_ih, b_ih, b_hh, leak, cuts[part], cuts[part + 1], dense,
-                          packs[part], state_a, state_b, out, relu, batch_first, order, lens,
-                          reverse, part, parts, flags)
-        except BaseException as exc:  # the other parts must not wait for this one
-            failures.append(exc)
+            for worker in workers:
+                worker.start()
+                started.append(worker)
+            run(0)
+        except BaseException:
             flags[parts * FLAG_STRIDE] = 1
-
-    workers = [threading.Thread(target=run, args=(p,), name="fastrnn-units", daemon=True)
-               for p in range(1, parts)]
-    started = []
-    try:
-        for worker in workers:
-            worker.start()
-            started.append(worker)
-        run(0)
-    except BaseException:
-        flags[parts * FLAG_STRIDE] = 1
-        raise
-    finally:
-        for worker in started:
-            worker.join()
-    if failures:
-        raise failures[0]
-    _finish(out, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first)
+            raise
+        finally:
+            for worker in started:
+                worker.join()
+        if failures:
+            raise failures[0]
+        _finish(out, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last)

@@ -45,14 +45,19 @@ def forced(monkeypatch):
     returns the list of part counts the path was called with."""
     monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(_plan.UNITS_SPLIT, 3))
     calls: list[int] = []
-    original = _units.forward
-
-    def spy(*args):
-        calls.append(args[-1])
-        return original(*args)
-
-    monkeypatch.setattr(_units, "forward", spy)
+    monkeypatch.setattr(_units, "Split", _spy_split(calls))
     return calls
+
+
+def _spy_split(calls):
+    """_units.Split, recording the thread count of every split set up."""
+
+    class Spy(_units.Split):
+        def __init__(self, *args):
+            calls.append(args[-1])
+            super().__init__(*args)
+
+    return Spy
 
 
 def _problem(make_problem, hidden, dtype, density, *, steps=23, input_size=3, seed=7, **kw):
@@ -206,10 +211,8 @@ def test_shipped_thresholds_take_the_path(monkeypatch, make_problem, assert_clos
                                           density, steps):
     # Defaults as a user runs them: 300 units at density 0.1 over 2500 steps,
     # 128 dense units over 1300 steps (just over SPLIT_MIN_FMAS each).
-    calls = []
-    original = _units.forward
-    monkeypatch.setattr(_units, "forward", lambda *args: (calls.append(args[-1]),
-                                                          original(*args))[1])
+    calls: list[int] = []
+    monkeypatch.setattr(_units, "Split", _spy_split(calls))
     problem = _problem(make_problem, hidden, np.float64, density, steps=steps, input_size=1)
     _check(problem, assert_close, leak=0.3)
     assert calls == [min(_numba._THREADS, _numba._CORES)]
@@ -239,7 +242,7 @@ def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_probl
     original = _units._forward_part
 
     def failing(*args):
-        if args[-3] == 2:  # part 2 of 3 fails before its first step
+        if args[-5] == 2:  # part 2 of 3 fails before its first step
             raise RuntimeError("part 2 failed")
         return original(*args)
 

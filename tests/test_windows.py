@@ -1,0 +1,321 @@
+"""A long call runs a window of steps at a time (fastrnn._plan.Windows).
+
+Between windows the call is back in Python: Ctrl-C raises there, and a plan
+on several threads is timed against one thread, so that a busy machine does
+not make the default slower than threads=1. Here: the policy with a clock
+that the test drives (quiet and busy machines simulated), every path run in
+many windows against the naive reference (windows alternating between the
+plan's threads and one thread), and Ctrl-C on a real long call.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import _plan
+
+
+class Clock:
+    """A clock the test advances: each window takes its multiply-adds at
+    the rate of the way it ran."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(windows, clock, rates, per_step, batch=1, timed=False):
+    """Iterate ``windows``, advancing ``clock`` by each window's simulated
+    time (``rates[split]`` multiply-adds a second, a callable of the time
+    for a load that changes); returns the windows (with their start and
+    duration if ``timed``)."""
+    ran = []
+    for first, last, split in windows:
+        rate = rates[split](clock.now) if callable(rates[split]) else rates[split]
+        seconds = batch * (last - first) * per_step / rate
+        ran.append((first, last, split, clock.now, seconds))
+        clock.now += seconds
+    return [window[:3] for window in ran] if not timed else ran
+
+
+def _windows(steps, per_step, verdict, clock, batch=1):
+    return _plan.Windows(steps, lambda a, b: batch * (b - a), per_step, verdict, clock=clock)
+
+
+def _check_cover(ran, steps):
+    # Contiguous windows from 0 to steps, none empty.
+    assert ran[0][0] == 0 and ran[-1][1] == steps
+    for (_, last, _), (first, _, _) in zip(ran, ran[1:], strict=False):
+        assert first == last
+    assert all(last > first for first, last, _ in ran)
+
+
+def test_one_thread_plans_are_cut_into_windows_of_about_the_target_time():
+    clock = Clock()
+    per_step = 1_000_000  # (1, T, 1, 1000): a step is a million multiply-adds
+    ran = _run(_windows(10_000, per_step, None, clock), clock, {True: 2e10}, per_step)
+    _check_cover(ran, 10_000)
+    assert all(split for _, _, split in ran)
+    sizes = [last - first for first, last, _ in ran]
+    # Growing from FIRST_WINDOW_FMAS by at most 8x, then WINDOW_SECONDS each.
+    assert sizes[0] == _plan.FIRST_WINDOW_FMAS // per_step
+    assert all(b <= 8 * a for a, b in zip(sizes, sizes[1:], strict=False))
+    target = round(2e10 * _plan.WINDOW_SECONDS / per_step)
+    assert max(sizes) == target
+    assert sizes[-2] == target
+    seconds = [size * per_step / 2e10 for size in sizes]
+    assert max(seconds) <= _plan.WINDOW_SECONDS * 1.01
+
+
+@pytest.mark.parametrize(("split_rate", "expect_split"), [(3.4e10, True), (0.7e10, False)])
+def test_a_split_plan_goes_the_faster_way(split_rate, expect_split):
+    # One thread at 2e10 multiply-adds a second; the threads at 1.7x that
+    # (a quiet machine) or 0.35x (one busy process shares the two cores).
+    clock = Clock()
+    per_step = 1_000_000
+    verdict = _plan.Verdict()
+    ran = _run(_windows(20_000, per_step, verdict, clock), clock,
+               {True: split_rate, False: 2e10}, per_step)
+    _check_cover(ran, 20_000)
+    # First each way once (a first window may include compiling), then both
+    # timed on equal windows, then the verdict for the rest of the call.
+    assert [split for _, _, split in ran[:4]] == [True, False, True, False]
+    assert ran[2][1] - ran[2][0] == ran[3][1] - ran[3][0]
+    assert verdict.split is expect_split
+    assert all(split is expect_split for _, _, split in ran[4:])
+    # The windows the other way (the probes) are a small share of the call.
+    wrong = sum(last - first for first, last, split in ran if split is not expect_split)
+    assert wrong < 0.02 * 20_000
+
+
+def test_the_verdict_serves_later_calls_then_is_revised():
+    clock = Clock()
+    per_step = 1_000_000
+    verdict = _plan.Verdict()
+    rates = {True: 0.7e10, False: 2e10}  # busy
+    _run(_windows(5_000, per_step, verdict, clock), clock, rates, per_step)
+    assert verdict.split is False
+    # A later call within REVISE_SECONDS: no probe, one thread throughout.
+    clock.now += 0.1
+    ran = _run(_windows(2_000, per_step, verdict, clock), clock, rates, per_step)
+    assert not any(split for _, _, split in ran)
+    # The other process has ended: the next call after REVISE_SECONDS
+    # compares again and takes the threads.
+    clock.now += _plan.REVISE_SECONDS
+    rates = {True: 3.4e10, False: 2e10}
+    ran = _run(_windows(5_000, per_step, verdict, clock), clock, rates, per_step)
+    assert ran[0][2] is True and ran[1][2] is False
+    assert verdict.split is True
+    assert all(split for _, _, split in ran[2:])
+
+
+def test_a_slowdown_during_a_call_triggers_a_new_comparison():
+    # Quiet at first; from t = 100.5 another process takes a core: the
+    # threads fall to 0.35x of one thread, which the call notices.
+    clock = Clock()
+    per_step = 1_000_000
+    verdict = _plan.Verdict()
+    start = clock.now
+    rates = {True: lambda now: 3.4e10 if now < start + 0.5 else 0.7e10, False: 2e10}
+    ran = _run(_windows(60_000, per_step, verdict, clock), clock, rates, per_step, timed=True)
+    _check_cover([window[:3] for window in ran], 60_000)
+    assert verdict.split is False
+    assert clock.now - start > 2.0
+    # On the threads after the change: the window that was running (sized
+    # for the quiet rate, so about 5x longer) and one probe, not the rest.
+    slow = sum(seconds for _, _, split, when, seconds in ran if split and when >= start + 0.5)
+    assert slow < 7 * _plan.WINDOW_SECONDS
+
+
+# --- every path in many windows, against the naive reference ----------------
+
+numba = pytest.importorskip("numba")
+import naive  # noqa: E402
+
+from fastrnn import _numba  # noqa: E402
+from fastrnn._api import run_layer  # noqa: E402
+
+PLANS = [
+    _plan.checked(_plan.BLOCKED),
+    _plan.checked(_plan.BATCH_SPLIT, 2),
+    _plan.checked(_plan.UNITS_SPLIT, 3),
+]
+
+
+@pytest.fixture
+def tiny_windows(monkeypatch):
+    """Every call is cut into windows of a few steps, and each window
+    compares the two ways again, so windows alternate between the plan's
+    threads and one thread."""
+    monkeypatch.setattr(_numba, "WINDOWS_MIN_FMAS", 0)
+    monkeypatch.setattr(_plan, "FIRST_WINDOW_FMAS", 1)
+    monkeypatch.setattr(_plan, "PROBE_MIN_FMAS", 1)
+    monkeypatch.setattr(_plan, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(_plan, "WINDOW_SECONDS", 0.0)
+    monkeypatch.setattr(_plan, "REVISE_SECONDS", -1.0)
+    monkeypatch.setattr(_numba, "_verdicts", {})
+    logs = []
+    original = _plan.Windows.__iter__
+
+    def logged(self):
+        logs.append(self.log)
+        return original(self)
+
+    monkeypatch.setattr(_plan.Windows, "__iter__", logged)
+    return logs
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.path)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("option", "value"), [
+    ("plain", None), ("lengths", [9, 3, 0, 9, 5]), ("reverse", True), ("leak", 0.3),
+    ("return_sequences", False), ("batch_first", False), ("h0", None)])
+def test_windows_match_naive(monkeypatch, tiny_windows, make_problem, assert_close, plan,
+                             dtype, option, value):
+    monkeypatch.setattr(_numba, "choose", lambda **_: plan)
+    problem = make_problem(3, batch=5, steps=9, input_size=3, hidden_size=37, dtype=dtype,
+                           batch_first=option != "batch_first", h0=option == "h0")
+    options: dict = {}
+    if option == "lengths":
+        options["lengths"] = np.array(value)
+    elif option == "leak":
+        options[option] = value
+    if option == "reverse":  # reached through run_layer (a bidirectional layer's)
+        lengths = np.array([9, 4, 1, 7, 9])
+        output = np.full((5, 9, 37), 7.0, dtype=dtype)
+        h_n = np.empty((5, 37), dtype=dtype)
+        run_layer(problem["x"], problem["w_ih"], problem["w_hh"], problem["b_ih"],
+                  problem["b_hh"], None, output, h_n, relu=False, batch_first=True,
+                  lengths=lengths, reverse=True, backend="numba")
+        options.update(lengths=lengths, reverse=True)
+    elif option == "return_sequences":
+        output = None
+        h_n = fastrnn.forward(**problem, backend="numba", return_sequences=False)
+    else:
+        output, h_n = fastrnn.forward(**problem, backend="numba", **options)
+    expected_output, expected_h_n = naive.rnn(**problem, **options)
+    if output is not None:
+        assert_close(output, expected_output)
+    assert_close(h_n, expected_h_n)
+    log = tiny_windows[-1]
+    assert len(log) >= 4  # several windows ran
+    if plan.path != _plan.BLOCKED:
+        assert {split for _, _, split, _ in log} == {True, False}  # both ways
+
+
+def test_windows_of_a_sparse_reservoir(monkeypatch, tiny_windows, assert_close):
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    monkeypatch.setattr(_numba, "choose", lambda **_: PLANS[2])
+    rng = np.random.default_rng(5)
+    w_hh = scipy_sparse.random(150, 150, density=0.1, random_state=5, format="csr") * 0.5
+    x = rng.standard_normal((1, 40, 2))
+    w_ih = rng.standard_normal((150, 2))
+    output, h_n = fastrnn.forward(x, w_ih, w_hh, leak=0.4, backend="numba")
+    expected_output, expected_h_n = naive.rnn(x=x, w_ih=w_ih, w_hh=w_hh.toarray(), leak=0.4)
+    assert_close(output, expected_output)
+    assert_close(h_n, expected_h_n)
+    assert len(tiny_windows[-1]) >= 10
+
+
+# --- Ctrl-C ------------------------------------------------------------------
+
+_INTERRUPTED = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    import fastrnn
+    from fastrnn import _numba
+
+    threads = int(sys.argv[1])
+    rng = np.random.default_rng(0)
+    w_ih = rng.standard_normal((512, 1)).astype(np.float32)
+    w_hh = (rng.standard_normal((512, 512)) / np.sqrt(512) * 0.9).astype(np.float32)
+    short = rng.standard_normal((1, 300, 1)).astype(np.float32)
+    fastrnn.forward(short, w_ih, w_hh, threads=threads)  # compiled now, not below
+    long = np.ones((1, 2_000_000, 1), dtype=np.float32)  # some 30 s of work
+    print("start", flush=True)
+    try:
+        fastrnn.forward(long, w_ih, w_hh, threads=threads, return_sequences=False)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print(f"interrupted {time.monotonic():.6f}", flush=True)
+    # Usable afterwards, with every thread of the call stopped.
+    output, h_n = fastrnn.forward(short, w_ih, w_hh, threads=threads)
+    expected, _ = fastrnn.forward(short, w_ih, w_hh, backend="numpy")
+    print("again", bool(np.allclose(output, expected, atol=1e-4)), flush=True)
+""")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to a child process")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_ctrl_c_stops_a_long_call_quickly(tmp_path, threads):
+    script = tmp_path / "interrupted.py"
+    script.write_text(_INTERRUPTED)
+    child = subprocess.Popen([sys.executable, str(script), str(threads)],
+                             stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().split() == ["start"]
+        time.sleep(0.5)  # well into the long call
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        words = child.stdout.readline().split()
+        assert words[0] == "interrupted", words
+        # time.monotonic: one clock for both processes. A window is about
+        # 20 ms of work; allow for a loaded machine, far below the 30 s the
+        # call would take.
+        latency = float(words[1]) - sent
+        assert latency < 1.0, latency
+        assert child.stdout.readline().split() == ["again", "True"]
+        assert child.wait(timeout=60) == 0
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+# --- the same bits whatever the plan, the windows and the load ---------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("batch", "hidden", "options"), [
+    (1, 70, {}), (5, 37, {"lengths": [9, 3, 0, 9, 5]}), (6, 300, {"leak": 0.3}),
+    (3, 130, {"nonlinearity": "relu"})])
+def test_every_plan_gives_the_same_bits(monkeypatch, make_problem, dtype, batch, hidden,
+                                        options):
+    # Every block of the product sums in the same order (fastrnn._gemm), so
+    # the result cannot depend on how a call is split between threads, cut
+    # into windows, or which way its windows went on a busy machine.
+    problem = make_problem(11, batch=batch, steps=9, input_size=5, hidden_size=hidden,
+                           dtype=dtype, h0=True)
+    if "lengths" in options:
+        options = dict(options, lengths=np.array(options["lengths"]))
+    results = []
+    for plan, windows in [(PLANS[0], False), (PLANS[0], True), (PLANS[1], False),
+                          (PLANS[2], False), (_plan.checked(_plan.UNITS_SPLIT, 2), True),
+                          (PLANS[1], True)]:
+        with monkeypatch.context() as patch:
+            patch.setattr(_numba, "choose", lambda plan=plan, **_: plan)
+            if windows:
+                for name, value in [("FIRST_WINDOW_FMAS", 1), ("PROBE_MIN_FMAS", 1),
+                                    ("PROBE_SECONDS", 0.0), ("WINDOW_SECONDS", 0.0),
+                                    ("REVISE_SECONDS", -1.0)]:
+                    patch.setattr(_plan, name, value)
+                patch.setattr(_numba, "WINDOWS_MIN_FMAS", 0)
+                patch.setattr(_numba, "_verdicts", {})
+            results.append(fastrnn.forward(**problem, backend="numba", **options))
+    for output, h_n in results[1:]:
+        np.testing.assert_array_equal(output, results[0][0])
+        np.testing.assert_array_equal(h_n, results[0][1])
