@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from . import _cache  # noqa: F401  (first: every kernel's cache keyed to all their sources)
 from ._simd import TARGET, VECTOR_BYTES, vfma, vload, vsplat, vstore, vzero
 
 

@@ -1,0 +1,70 @@
+"""Numba's on-disk cache is keyed to the source of every kernel module
+(fastrnn/_cache.py): editing a helper module recompiles the kernels that use
+it, where Numba alone checks only the kernel's own file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("numba")
+
+import fastrnn  # noqa: E402
+from fastrnn import _cache  # noqa: E402
+
+_RUN = textwrap.dedent("""
+    import numpy as np
+    import fastrnn
+    from fastrnn import _cache, _numba
+    x = np.ones((1, 5, 2), np.float32)
+    w_ih = np.ones((4, 2), np.float32)
+    w_hh = np.eye(4, dtype=np.float32)
+    fastrnn.forward(x, w_ih, w_hh)  # the plain call: the compiled forward_small
+    stats = _numba.forward_small.stats
+    locator = type(_numba.forward_small._cache._impl.locator)
+    print(locator in _cache.LOCATORS, sum(stats.cache_hits.values()),
+          sum(stats.cache_misses.values()))
+""")
+
+
+def test_the_stamp_covers_every_file(tmp_path):
+    names = ("a.py", "b.py")
+    for name in names:
+        (tmp_path / name).write_text("x = 1\n")
+    before = _cache.sources_stamp(str(tmp_path), names)
+    assert _cache.sources_stamp(str(tmp_path), names) == before
+    (tmp_path / "b.py").write_text("x = 2\n")
+    assert _cache.sources_stamp(str(tmp_path), names) != before
+    # Every module with compiled code is in the stamp.
+    package = Path(fastrnn.__file__).parent
+    compiled = {path.name for path in package.glob("_*.py")
+                if "njit" in path.read_text() or "intrinsic" in path.read_text()}
+    assert compiled <= set(_cache.KERNEL_MODULES), compiled - set(_cache.KERNEL_MODULES)
+
+
+def test_editing_a_helper_module_recompiles_the_kernels(tmp_path):
+    # A copy of the package and a cache of its own: compile, load from the
+    # cache, then edit _activations.py (inlined into the kernels of
+    # _numba.py) and find the kernel compiled again.
+    shutil.copytree(Path(fastrnn.__file__).parent, tmp_path / "fastrnn",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = tmp_path / "run.py"
+    script.write_text(_RUN)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run() -> list[str]:
+        done = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600, check=True)
+        return done.stdout.split()
+
+    assert run() == ["True", "0", "1"]  # compiled
+    assert run() == ["True", "1", "0"]  # loaded
+    with open(tmp_path / "fastrnn" / "_activations.py", "a", encoding="utf-8") as handle:
+        handle.write("# edited\n")
+    assert run() == ["True", "0", "1"]  # compiled again
