@@ -253,8 +253,11 @@ class Windows:
         return max(1, int(fmas / (max(1, running) * self.per_step)))
 
     def __iter__(self):
-        first, size = 0, FIRST_WINDOW_FMAS
         verdict = self.verdict
+        # A shape already measured starts at its rate's window size.
+        first = 0
+        size = (FIRST_WINDOW_FMAS if verdict is None or verdict.rate <= 0
+                else max(FIRST_WINDOW_FMAS, verdict.rate * WINDOW_SECONDS))
         while first < self.steps:
             now = self.clock()
             probe = verdict is not None and now - verdict.when > REVISE_SECONDS

@@ -276,7 +276,7 @@ def test_ctrl_c_stops_a_long_call_quickly(tmp_path, threads):
         # 20 ms of work; allow for a loaded machine, far below the 30 s the
         # call would take.
         latency = float(words[1]) - sent
-        assert latency < 1.0, latency
+        assert latency < 2.0, f"{latency:.3f} s from SIGINT to KeyboardInterrupt"
         assert child.stdout.readline().split() == ["again", "True"]
         assert child.wait(timeout=60) == 0
     finally:
