@@ -16,12 +16,14 @@ Blocks of 4 rows x ``PANEL`` vectors keep their accumulators in registers
 ``_simd.TARGET``: 4 x 4 on AVX-512, 4 x 2 on AVX2); each step of the inner
 loop loads ``PANEL`` weight vectors, broadcasts 4 inputs and issues 4 x
 ``PANEL`` multiply-adds. A single row (B = 1: the latency-bound case) splits
-four panels at once (4 x ``PANEL`` independent dependency chains). Every
-block sums k in order, one chain per output, so that a sum does not depend
-on which block computes it: the batch split, the units split, a window's
-chunking and one thread give the same bits. ``packed`` and ``acc`` are 64-byte aligned
-(see :func:`aligned_zeros`): unaligned 64-byte loads split cache lines and
-halved the speed on AVX-512.
+the inner loop in two halves with separate accumulators, so two independent
+dependency chains run per vector. Every block sums ``BLOCK`` values of k in
+registers and adds them to ``acc``: float32 sums over K = 1024 stay as accurate
+as PyTorch's. A sum depends on its row's place in a block of 4 rows (one
+chain, or even and odd k), never on its vector's place: the callers keep the
+rows' blocks the same whatever the threads (see fastrnn._numba). ``packed``
+and ``acc`` are 64-byte aligned (see :func:`aligned_zeros`): unaligned 64-byte
+loads split cache lines and halved the speed on AVX-512.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 from numba import njit
 
 from . import _cache  # noqa: F401  (first: every kernel's cache keyed to all their sources)
-from ._simd import TARGET, VECTOR_BYTES, vfma, vload, vsplat, vstore, vzero
+from ._simd import TARGET, VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
 
 
 def _cache_available() -> bool:
@@ -70,6 +72,14 @@ ALIGN_BYTES = 64
 # broadcast input live at once): 4 x 4 fills 32 AVX-512 (or NEON)
 # registers; with 16 (AVX2, AVX, SSE) 4 x 2 fits.
 PANEL = 4 if TARGET.registers >= 32 else 2
+# k is summed in blocks of BLOCK: each block's products in registers from
+# zero, then added to acc. One chain per lane over all of K let the float32
+# rounding error grow with the running sum: (32, 50, 1024, 1024) had 2.7x
+# PyTorch's error against a float64 reference, one step's pre-activations 3x
+# (bench/accuracy.py); in blocks of 64, 0.7x. The error grows about as
+# sqrt(K * BLOCK) + K / sqrt(BLOCK): 32 would be a little more accurate, but
+# its extra stores and loop exits cost more time (up to 15% at K = 1024).
+BLOCK = 64
 
 
 @njit(**JIT)
@@ -122,175 +132,198 @@ _V1, _V2, _V3 = min(1, PANEL - 1), min(2, PANEL - 1), min(3, PANEL - 1)
 
 
 @njit(**KERNEL_JIT)
+def _put(acc, r, j, a, first):
+    # The first block of k stores its sums; later blocks add theirs. (z is
+    # indexed with np.uintp(k) in the blocks: k from range(k0, ...) is not
+    # known to be >= 0, and the wraparound for negative indices cost three
+    # instructions per load and halved the unrolling.)
+    if first:
+        vstore(acc, r, j, a)
+    else:
+        vstore(acc, r, j, vadd(vload(acc, r, j), a))
+
+
+@njit(**KERNEL_JIT)
 def _rows4_panel(z, r, inner, w, base, acc, j):
-    # Rows r..r+3 x one panel of PANEL vectors: 4 * PANEL accumulators.
+    # Rows r..r+3 x one panel of PANEL vectors: 4 * PANEL accumulators, per
+    # block of BLOCK k (see BLOCK).
     lanes = VECTOR_BYTES // acc.itemsize
     j1 = j + lanes
     j2 = j + 2 * lanes
     j3 = j + 3 * lanes
-    a00 = vzero(acc)
-    a01 = vzero(acc)
-    a02 = vzero(acc)
-    a03 = vzero(acc)
-    a10 = vzero(acc)
-    a11 = vzero(acc)
-    a12 = vzero(acc)
-    a13 = vzero(acc)
-    a20 = vzero(acc)
-    a21 = vzero(acc)
-    a22 = vzero(acc)
-    a23 = vzero(acc)
-    a30 = vzero(acc)
-    a31 = vzero(acc)
-    a32 = vzero(acc)
-    a33 = vzero(acc)
     r1 = r + 1
     r2 = r + 2
     r3 = r + 3
-    for k in range(inner):
-        q = base + PANEL * k
-        w0 = vload(w, q, 0)
-        w1 = vload(w, q + _V1, 0)
-        w2 = vload(w, q + _V2, 0)
-        w3 = vload(w, q + _V3, 0)
-        s = vsplat(z[r, k])
-        a00 = vfma(w0, s, a00)
-        a01 = vfma(w1, s, a01)
-        a02 = vfma(w2, s, a02)
-        a03 = vfma(w3, s, a03)
-        s = vsplat(z[r1, k])
-        a10 = vfma(w0, s, a10)
-        a11 = vfma(w1, s, a11)
-        a12 = vfma(w2, s, a12)
-        a13 = vfma(w3, s, a13)
-        s = vsplat(z[r2, k])
-        a20 = vfma(w0, s, a20)
-        a21 = vfma(w1, s, a21)
-        a22 = vfma(w2, s, a22)
-        a23 = vfma(w3, s, a23)
-        s = vsplat(z[r3, k])
-        a30 = vfma(w0, s, a30)
-        a31 = vfma(w1, s, a31)
-        a32 = vfma(w2, s, a32)
-        a33 = vfma(w3, s, a33)
-    vstore(acc, r, j, a00)
-    vstore(acc, r1, j, a10)
-    vstore(acc, r2, j, a20)
-    vstore(acc, r3, j, a30)
-    if PANEL > 1:
-        vstore(acc, r, j1, a01)
-        vstore(acc, r1, j1, a11)
-        vstore(acc, r2, j1, a21)
-        vstore(acc, r3, j1, a31)
-    if PANEL > 2:
-        vstore(acc, r, j2, a02)
-        vstore(acc, r1, j2, a12)
-        vstore(acc, r2, j2, a22)
-        vstore(acc, r3, j2, a32)
-    if PANEL > 3:
-        vstore(acc, r, j3, a03)
-        vstore(acc, r1, j3, a13)
-        vstore(acc, r2, j3, a23)
-        vstore(acc, r3, j3, a33)
+    for k0 in range(0, inner, BLOCK):
+        a00 = vzero(acc)
+        a01 = vzero(acc)
+        a02 = vzero(acc)
+        a03 = vzero(acc)
+        a10 = vzero(acc)
+        a11 = vzero(acc)
+        a12 = vzero(acc)
+        a13 = vzero(acc)
+        a20 = vzero(acc)
+        a21 = vzero(acc)
+        a22 = vzero(acc)
+        a23 = vzero(acc)
+        a30 = vzero(acc)
+        a31 = vzero(acc)
+        a32 = vzero(acc)
+        a33 = vzero(acc)
+        for k in range(k0, min(k0 + BLOCK, inner)):
+            q = base + PANEL * k
+            w0 = vload(w, q, 0)
+            w1 = vload(w, q + _V1, 0)
+            w2 = vload(w, q + _V2, 0)
+            w3 = vload(w, q + _V3, 0)
+            s = vsplat(z[r, np.uintp(k)])
+            a00 = vfma(w0, s, a00)
+            a01 = vfma(w1, s, a01)
+            a02 = vfma(w2, s, a02)
+            a03 = vfma(w3, s, a03)
+            s = vsplat(z[r1, np.uintp(k)])
+            a10 = vfma(w0, s, a10)
+            a11 = vfma(w1, s, a11)
+            a12 = vfma(w2, s, a12)
+            a13 = vfma(w3, s, a13)
+            s = vsplat(z[r2, np.uintp(k)])
+            a20 = vfma(w0, s, a20)
+            a21 = vfma(w1, s, a21)
+            a22 = vfma(w2, s, a22)
+            a23 = vfma(w3, s, a23)
+            s = vsplat(z[r3, np.uintp(k)])
+            a30 = vfma(w0, s, a30)
+            a31 = vfma(w1, s, a31)
+            a32 = vfma(w2, s, a32)
+            a33 = vfma(w3, s, a33)
+        first = k0 == 0
+        _put(acc, r, j, a00, first)
+        _put(acc, r1, j, a10, first)
+        _put(acc, r2, j, a20, first)
+        _put(acc, r3, j, a30, first)
+        if PANEL > 1:
+            _put(acc, r, j1, a01, first)
+            _put(acc, r1, j1, a11, first)
+            _put(acc, r2, j1, a21, first)
+            _put(acc, r3, j1, a31, first)
+        if PANEL > 2:
+            _put(acc, r, j2, a02, first)
+            _put(acc, r1, j2, a12, first)
+            _put(acc, r2, j2, a22, first)
+            _put(acc, r3, j2, a32, first)
+        if PANEL > 3:
+            _put(acc, r, j3, a03, first)
+            _put(acc, r1, j3, a13, first)
+            _put(acc, r2, j3, a23, first)
+            _put(acc, r3, j3, a33, first)
+    if inner == 0:
+        _zero_rows(acc, r, 4, j, PANEL)
 
 
 @njit(**KERNEL_JIT)
-def _rows1_panels(z, r, inner, w, base, acc, j, panels):
-    # One row x `panels` (1 to 4) panels side by side: one accumulator per
-    # vector, k in order, as in every block (so a sum does not depend on
-    # the block that computes it). One row is bound by the latency of its
-    # chains of dependent adds, not by throughput: four panels give 4 x
-    # PANEL independent chains (8 on AVX2, enough to cover 4 cycles of
-    # latency at 2 multiply-adds a cycle), read as four streams.
+def _rows1_panel(z, r, inner, w, base, acc, j):
+    # One row: the chain of dependent adds, not throughput, bounds the time,
+    # so even and odd k accumulate separately (2 * PANEL chains), per block
+    # of BLOCK k.
     lanes = VECTOR_BYTES // acc.itemsize
-    stride = PANEL * inner  # one panel's rows
-    b1 = base + stride * min(1, panels - 1)
-    b2 = base + stride * min(2, panels - 1)
-    b3 = base + stride * min(3, panels - 1)
-    a0 = vzero(acc)
-    a1 = vzero(acc)
-    a2 = vzero(acc)
-    a3 = vzero(acc)
-    c0 = vzero(acc)
-    c1 = vzero(acc)
-    c2 = vzero(acc)
-    c3 = vzero(acc)
-    d0 = vzero(acc)
-    d1 = vzero(acc)
-    d2 = vzero(acc)
-    d3 = vzero(acc)
-    e0 = vzero(acc)
-    e1 = vzero(acc)
-    e2 = vzero(acc)
-    e3 = vzero(acc)
-    for k in range(inner):
-        q = PANEL * k
-        s = vsplat(z[r, k])
-        a0 = vfma(vload(w, base + q, 0), s, a0)
-        a1 = vfma(vload(w, base + q + _V1, 0), s, a1)
-        a2 = vfma(vload(w, base + q + _V2, 0), s, a2)
-        a3 = vfma(vload(w, base + q + _V3, 0), s, a3)
-        c0 = vfma(vload(w, b1 + q, 0), s, c0)
-        c1 = vfma(vload(w, b1 + q + _V1, 0), s, c1)
-        c2 = vfma(vload(w, b1 + q + _V2, 0), s, c2)
-        c3 = vfma(vload(w, b1 + q + _V3, 0), s, c3)
-        d0 = vfma(vload(w, b2 + q, 0), s, d0)
-        d1 = vfma(vload(w, b2 + q + _V1, 0), s, d1)
-        d2 = vfma(vload(w, b2 + q + _V2, 0), s, d2)
-        d3 = vfma(vload(w, b2 + q + _V3, 0), s, d3)
-        e0 = vfma(vload(w, b3 + q, 0), s, e0)
-        e1 = vfma(vload(w, b3 + q + _V1, 0), s, e1)
-        e2 = vfma(vload(w, b3 + q + _V2, 0), s, e2)
-        e3 = vfma(vload(w, b3 + q + _V3, 0), s, e3)
-    step = PANEL * lanes  # one panel's columns
-    _store_panel(acc, r, j, a0, a1, a2, a3)
-    if panels > 1:
-        _store_panel(acc, r, j + step, c0, c1, c2, c3)
-    if panels > 2:
-        _store_panel(acc, r, j + 2 * step, d0, d1, d2, d3)
-    if panels > 3:
-        _store_panel(acc, r, j + 3 * step, e0, e1, e2, e3)
-
-
-@njit(**dict(KERNEL_JIT, inline="always"))
-def _store_panel(acc, r, j, x0, x1, x2, x3):
-    # One row of one panel's PANEL vectors, from column j on.
-    lanes = VECTOR_BYTES // acc.itemsize
-    vstore(acc, r, j, x0)
-    if PANEL > 1:
-        vstore(acc, r, j + lanes, x1)
-    if PANEL > 2:
-        vstore(acc, r, j + 2 * lanes, x2)
-    if PANEL > 3:
-        vstore(acc, r, j + 3 * lanes, x3)
+    j1 = j + lanes
+    j2 = j + 2 * lanes
+    j3 = j + 3 * lanes
+    for k0 in range(0, inner, BLOCK):
+        a0 = vzero(acc)
+        a1 = vzero(acc)
+        a2 = vzero(acc)
+        a3 = vzero(acc)
+        b0 = vzero(acc)
+        b1 = vzero(acc)
+        b2 = vzero(acc)
+        b3 = vzero(acc)
+        count = min(BLOCK, inner - k0)
+        for i in range(count // 2):
+            k = k0 + 2 * i
+            q = base + PANEL * k
+            s = vsplat(z[r, np.uintp(k)])
+            a0 = vfma(vload(w, q, 0), s, a0)
+            a1 = vfma(vload(w, q + _V1, 0), s, a1)
+            a2 = vfma(vload(w, q + _V2, 0), s, a2)
+            a3 = vfma(vload(w, q + _V3, 0), s, a3)
+            q += PANEL
+            s = vsplat(z[r, np.uintp(k + 1)])
+            b0 = vfma(vload(w, q, 0), s, b0)
+            b1 = vfma(vload(w, q + _V1, 0), s, b1)
+            b2 = vfma(vload(w, q + _V2, 0), s, b2)
+            b3 = vfma(vload(w, q + _V3, 0), s, b3)
+        if count % 2:
+            k = k0 + count - 1
+            q = base + PANEL * k
+            s = vsplat(z[r, np.uintp(k)])
+            a0 = vfma(vload(w, q, 0), s, a0)
+            a1 = vfma(vload(w, q + _V1, 0), s, a1)
+            a2 = vfma(vload(w, q + _V2, 0), s, a2)
+            a3 = vfma(vload(w, q + _V3, 0), s, a3)
+        first = k0 == 0
+        _put(acc, r, j, vadd(a0, b0), first)
+        if PANEL > 1:
+            _put(acc, r, j1, vadd(a1, b1), first)
+        if PANEL > 2:
+            _put(acc, r, j2, vadd(a2, b2), first)
+        if PANEL > 3:
+            _put(acc, r, j3, vadd(a3, b3), first)
+    if inner == 0:
+        _zero_rows(acc, r, 1, j, PANEL)
 
 
 @njit(**KERNEL_JIT)
 def _rows4_vecs1(z, r, inner, w, base, acc, j):
     # The last panel's vectors, one at a time.
-    a0 = vzero(acc)
-    a1 = vzero(acc)
-    a2 = vzero(acc)
-    a3 = vzero(acc)
-    for k in range(inner):
-        wv = vload(w, base + k, 0)
-        a0 = vfma(wv, vsplat(z[r, k]), a0)
-        a1 = vfma(wv, vsplat(z[r + 1, k]), a1)
-        a2 = vfma(wv, vsplat(z[r + 2, k]), a2)
-        a3 = vfma(wv, vsplat(z[r + 3, k]), a3)
-    vstore(acc, r, j, a0)
-    vstore(acc, r + 1, j, a1)
-    vstore(acc, r + 2, j, a2)
-    vstore(acc, r + 3, j, a3)
+    for k0 in range(0, inner, BLOCK):
+        a0 = vzero(acc)
+        a1 = vzero(acc)
+        a2 = vzero(acc)
+        a3 = vzero(acc)
+        for k in range(k0, min(k0 + BLOCK, inner)):
+            wv = vload(w, base + k, 0)
+            a0 = vfma(wv, vsplat(z[r, np.uintp(k)]), a0)
+            a1 = vfma(wv, vsplat(z[r + 1, np.uintp(k)]), a1)
+            a2 = vfma(wv, vsplat(z[r + 2, np.uintp(k)]), a2)
+            a3 = vfma(wv, vsplat(z[r + 3, np.uintp(k)]), a3)
+        first = k0 == 0
+        _put(acc, r, j, a0, first)
+        _put(acc, r + 1, j, a1, first)
+        _put(acc, r + 2, j, a2, first)
+        _put(acc, r + 3, j, a3, first)
+    if inner == 0:
+        _zero_rows(acc, r, 4, j, 1)
 
 
 @njit(**KERNEL_JIT)
 def _rows1_vecs1(z, r, inner, w, base, acc, j):
-    # k in order, as every block (one chain: the last panel's few vectors).
-    a0 = vzero(acc)
-    for k in range(inner):
-        a0 = vfma(vload(w, base + k, 0), vsplat(z[r, k]), a0)
-    vstore(acc, r, j, a0)
+    # Even and odd k apart, per block, as _rows1_panel: a vector's sums do
+    # not depend on whether it falls in a full panel or the last one.
+    for k0 in range(0, inner, BLOCK):
+        a0 = vzero(acc)
+        b0 = vzero(acc)
+        count = min(BLOCK, inner - k0)
+        for i in range(count // 2):
+            k = k0 + 2 * i
+            a0 = vfma(vload(w, base + k, 0), vsplat(z[r, np.uintp(k)]), a0)
+            b0 = vfma(vload(w, base + k + 1, 0), vsplat(z[r, np.uintp(k + 1)]), b0)
+        if count % 2:
+            k = k0 + count - 1
+            a0 = vfma(vload(w, base + k, 0), vsplat(z[r, np.uintp(k)]), a0)
+        _put(acc, r, j, vadd(a0, b0), k0 == 0)
+    if inner == 0:
+        _zero_rows(acc, r, 1, j, 1)
+
+
+@njit(**KERNEL_JIT)
+def _zero_rows(acc, r, rows, j, vectors):
+    # An empty product (inner == 0) is zero, as the unblocked loops stored.
+    lanes = VECTOR_BYTES // acc.itemsize
+    for i in range(r, r + rows):
+        for v in range(vectors):
+            vstore(acc, i, j + v * lanes, vzero(acc))
 
 
 @njit(**KERNEL_JIT)
@@ -307,16 +340,10 @@ def matmul_rows(z, rows, inner, packed, acc):
         while r + 4 <= rows:
             _rows4_panel(z, r, inner, packed, base, acc, v * lanes)
             r += 4
+        while r < rows:
+            _rows1_panel(z, r, inner, packed, base, acc, v * lanes)
+            r += 1
         v += PANEL
-    # The rows left over (all of them for one sample), four panels at a time.
-    if rows % 4:
-        v = 0
-        while v < full:
-            panels = min(4, (full - v) // PANEL)
-            for r in range(rows - rows % 4, rows):
-                _rows1_panels(z, r, inner, packed, v * inner, acc, v * lanes, panels)
-            v += panels * PANEL
-    v = full
     while v < vectors:
         base = v * inner
         r = 0
