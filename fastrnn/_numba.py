@@ -61,6 +61,15 @@ from ._simd import VECTOR_BYTES, vadd, vfma, vgather, vload, vsplat, vstore, vze
 CHUNK_ELEMENTS = 32 * 1024
 
 
+def chunk_steps(batch: int, hidden: int) -> int:
+    """Steps per chunk of the hoisted input product, for a call of ``batch``
+    samples: the same for every way a call runs (one thread, the batch or
+    units split, any windows), and chunks start at multiples of it, so that
+    the product's blocks of 4 rows, and so its sums (fastrnn._gemm), are the
+    same whatever the threads."""
+    return max(1, CHUNK_ELEMENTS // max(1, batch * (hidden + 1)))
+
+
 @njit(**KERNEL_JIT)
 def _add_biases(bias, b_ih, b_hh):
     # bias[:H] += b_ih + b_hh, either of which may be None.
@@ -100,7 +109,7 @@ def _packed_weights(w_ih, w_hh, like):
 
 @njit(**JIT)
 def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_first, order,
-                   lens, leak, reverse, b_start, count, weights, first, last):
+                   lens, leak, reverse, b_start, count, weights, first, last, chunk):
     # Our blocked kernel (dense w_hh) or the sparse product (w_hh None,
     # sparse = _sell_pack's tuple) for `count` samples, steps first..last-1
     # (a window of the call: h0 holds the states after step first - 1, and
@@ -109,7 +118,8 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     # None, b_start.. (every sequence T steps long). x: (B, T, I) if
     # batch_first else (T, B, I), any layout; out: x's layout with H
     # features, or None. weights: _packed_weights(w_ih, w_hh), or None to
-    # pack them here.
+    # pack them here. chunk: steps per chunk of the hoisted input product
+    # (chunk_steps), its chunks starting at multiples of it.
     n1, n2, input_size = x.shape
     hidden = h_n.shape[1]
     steps_total = n2 if batch_first else n1
@@ -118,12 +128,9 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     # more column, always zero.
     used = hidden if w_hh is not None else hidden + 1
     width = (used + lanes - 1) // lanes * lanes
-    # The hoisted input product of a chunk of steps stays near CHUNK_ELEMENTS,
-    # so that the recurrence reads it back from cache and no buffer grows
-    # with T.
     longest = _longest(lens, count, steps_total)
-    chunk = max(1, min(longest, CHUNK_ELEMENTS // max(1, count * width)))
     stop = min(longest, last)
+    held = max(1, min(longest, chunk))  # steps the input product's buffer holds
 
     # One aligned, zeroed workspace holds every buffer (one allocation: at
     # the textbook size each allocation is a visible share of the call), rows
@@ -137,7 +144,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
     #   bias, leak, keep    1 row each
     #   weights I + H rows  w_ih.T and w_hh.T packed (_pack_weights), unless
     #                       given
-    pre_rows = chunk * count
+    pre_rows = held * count
     sorted_rows = count if w_hh is None else 0
     weight_rows = input_size + (hidden if w_hh is not None else 0)
     tail = 2 * count + pre_rows + sorted_rows
@@ -160,10 +167,11 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
         w_hh_p = packed[input_size:weight_rows].reshape((weight_rows - input_size) * vectors,
                                                         lanes)
         gathered = np.empty((pre_rows, input_size), dtype=h_n.dtype)
-        row_start = np.empty(chunk, dtype=np.int64)
+        row_start = np.empty(held, dtype=np.int64)
         active = count
-        for s0 in range(first, stop, chunk):
-            s1 = min(stop, s0 + chunk)
+        s0 = first
+        while s0 < stop:
+            s1 = min(stop, (s0 // chunk + 1) * chunk)
             rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, b_start,
                            steps_total, reverse, batch_first)
             matmul_rows(gathered, rows, input_size, w_ih_p, pre)
@@ -191,6 +199,7 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
                     if out is not None:
                         _store(out, state, i, b_start + i if order is None else order[i],
                                _time(s, i, lens, steps_total, reverse), hidden, batch_first)
+            s0 = s1
     _finish(out, h_n, state, state, order, lens, b_start, steps_total, batch_first, last)
 
 
@@ -681,6 +690,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     weights = None if prepared is None else prepared.weights
     one_sparse = None if prepared is None else prepared.sparse
     windowed = rows * per_step >= WINDOWS_MIN_FMAS and longest > 0
+    chunk = chunk_steps(batch, hidden)
 
     def run_one(h: np.ndarray | None, first: int, last: int) -> None:
         # Steps first..last-1 of every sample on this thread.
@@ -691,7 +701,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             # Packed once for the windows (else each would pack them again).
             weights = _packed_weights(w_ih, dense, h_n)
         _forward_range(x, w_ih, dense, one_sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
-                       order, lens, leak, reverse, 0, batch, weights, first, last)
+                       order, lens, leak, reverse, 0, batch, weights, first, last, chunk)
 
     if path == UNITS_SPLIT:
         # Imported here: most programs never take this path, so they need
@@ -701,10 +711,14 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         split = _units.Split(w_ih, w_hh, b_ih, b_hh, leak, h_n, order, lens, plan.parts)
 
         def run_split(h: np.ndarray | None, first: int, last: int) -> None:
-            split.run(x, h, out, h_n, relu, batch_first, reverse, first, last)
+            split.run(x, h, out, h_n, relu, batch_first, reverse, first, last, chunk)
     elif path == BATCH_SPLIT:
+        # One thread runs the same shares one after the other (the same
+        # sums as on the threads).
         run_split = _batch_split(x, w_ih, dense, w_hh, b_ih, b_hh, out, h_n, relu, batch_first,
-                                 order, lens, leak, reverse, plan.parts, prepared)
+                                 order, lens, leak, reverse, plan.parts, prepared, chunk, True)
+        run_one = _batch_split(x, w_ih, dense, w_hh, b_ih, b_hh, out, h_n, relu, batch_first,
+                               order, lens, leak, reverse, plan.parts, prepared, chunk, False)
     else:
         run_split = run_one
     if not windowed:
@@ -721,7 +735,9 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     verdict = None if run_split is run_one else _verdict(
         (path, plan.parts, batch, hidden, x.shape[2], per_step, h_n.dtype.char))
     h = h0
-    for first, last, threads_on in Windows(longest, sample_steps, per_step, verdict):
+    # Window boundaries at multiples of the chunk: the input product's chunks
+    # (and so its sums) are those of one window.
+    for first, last, threads_on in Windows(longest, sample_steps, per_step, verdict, chunk):
         # The last window also writes the zeros past every sequence's end.
         (run_split if threads_on else run_one)(h, first, steps_total if last == longest
                                                else last)
@@ -746,13 +762,14 @@ def _batch_split(x: np.ndarray, w_ih: np.ndarray, dense: np.ndarray | None, w_hh
                  b_ih: np.ndarray | None, b_hh: np.ndarray | None, out: np.ndarray | None,
                  h_n: np.ndarray, relu: bool, batch_first: bool, order: np.ndarray | None,
                  lens: np.ndarray | None, leak: np.ndarray | None, reverse: bool, parts: int,
-                 prepared: Prepared | None):
+                 prepared: Prepared | None, chunk: int, threaded: bool):
     """The batch split's window runner: samples are independent, so each
     thread runs every step of the window for its share of the batch (the
     kernels release the GIL), with no per-step hand-off, all reading one
     packed copy of the weights. With lengths, thread p takes every
     parts-th sequence of the sorted order, so that each gets a fair share of
-    long and short ones."""
+    long and short ones. Not ``threaded``: the same shares one after the
+    other on the calling thread."""
     batch, hidden = h_n.shape
     parts = min(parts, batch)
     if prepared is not None:
@@ -771,18 +788,24 @@ def _batch_split(x: np.ndarray, w_ih: np.ndarray, dense: np.ndarray | None, w_hh
             jobs.append((mine, np.ascontiguousarray(lens[p::parts]), 0, mine.shape[0]))
 
     def run(h: np.ndarray | None, first: int, last: int) -> None:
+        if not threaded:
+            for job_order, job_lens, start, count in jobs:
+                _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu,
+                               batch_first, job_order, job_lens, leak, reverse, start, count,
+                               weights, first, last, chunk)
+            return
         pool = _thread_pool()
         futures = [
             pool.submit(_forward_range, x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu,
                         batch_first, job_order, job_lens, leak, reverse, start, count, weights,
-                        first, last)
+                        first, last, chunk)
             for job_order, job_lens, start, count in jobs[1:]
         ]
         job_order, job_lens, start, count = jobs[0]
         try:
             _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
                            job_order, job_lens, leak, reverse, start, count, weights, first,
-                           last)
+                           last, chunk)
         finally:
             # Every thread's share is done before the call returns, or
             # raises (Ctrl-C while waiting): the pool is idle again, and

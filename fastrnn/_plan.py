@@ -230,16 +230,18 @@ class Verdict:
 class Windows:
     """The windows of one call: iterate to get ``(first, last, split)``, run
     steps first..last-1 (on the plan's threads if ``split``, else on one),
-    and the time until the next iteration is that window's. ``verdict``:
+    and the time until the next iteration is that window's. Every window
+    but the last is a multiple of ``quantum`` steps. ``verdict``:
     the shape's :class:`Verdict` (None: a one-thread plan, nothing to
     compare); ``sample_steps(first, last)``: the sample-steps in a window;
     ``per_step``: multiply-adds per sample-step; ``clock``: for tests."""
 
     def __init__(self, steps: int, sample_steps, per_step: float,
-                 verdict: Verdict | None, clock=None) -> None:
+                 verdict: Verdict | None, quantum: int = 1, clock=None) -> None:
         import time
 
         self.steps = steps
+        self.quantum = max(1, quantum)
         self.sample_steps = sample_steps
         self.per_step = max(1.0, float(per_step))
         self.verdict = verdict
@@ -250,7 +252,8 @@ class Windows:
     def _steps_for(self, first: int, fmas: float) -> int:
         # Steps from `first` that make about `fmas` multiply-adds.
         running = self.sample_steps(first, first + 1)
-        return max(1, int(fmas / (max(1, running) * self.per_step)))
+        steps = max(1, int(fmas / (max(1, running) * self.per_step)))
+        return -(-steps // self.quantum) * self.quantum
 
     def __iter__(self):
         verdict = self.verdict

@@ -57,10 +57,6 @@ from ._numba import _add_bias, _finish, _gather, _longest, _running, _sell_pack,
 from ._simd import VECTOR_BYTES, prefetch_write
 from ._sync import FLAG_STRIDE, store_release, wait_all
 
-# The hoisted input product of a chunk of steps: about this many elements
-# per thread, so that it is read back from cache.
-CHUNK_ELEMENTS = 32 * 1024
-
 
 @njit(**KERNEL_JIT)
 def _sparse_rows(state, active, sparse, product, acc):
@@ -104,12 +100,13 @@ def _pack_part(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
 
 @njit(**JIT)
 def _forward_part(x, packed, sparse, leak, u0, u1, state_a, state_b, out, relu, batch_first,
-                  order, lens, reverse, part, parts, flags, first, last):
+                  order, lens, reverse, part, parts, flags, first, last, chunk):
     # Steps first..last-1 (a window of the call) of the B samples (the rows
     # of state_a) for units u0..u1-1, from `packed` (_pack_part's rows) and,
     # for a sparse w_hh, `sparse` (_sell_pack of this part's rows). Samples
     # order[i] (longest first, lens their lengths) or, with order None,
-    # sample i (every one T steps long). Returns False if another part
+    # sample i (every one T steps long). chunk: as _numba._forward_range's
+    # (the same chunks, so the same sums). Returns False if another part
     # aborted.
     n1, n2, input_size = x.shape
     steps_total = n2 if batch_first else n1
@@ -125,21 +122,22 @@ def _forward_part(x, packed, sparse, leak, u0, u1, state_a, state_b, out, relu, 
     bias, leak_row, keep = packed[tail], packed[tail + 1], packed[tail + 2]
     longest = _longest(lens, count, steps_total)
     stop = min(longest, last)
-    chunk = max(1, min(longest, CHUNK_ELEMENTS // max(1, count * width)))
+    held = max(1, min(longest, chunk))  # steps the input product's buffer holds
     # One workspace, rows of `width`: pre (chunk * B rows: input product +
     # biases), acc (B rows), product (B rows: the sparse product in packed
     # order; sparse only).
-    pre_rows = chunk * count
+    pre_rows = held * count
     products = count if sparse is not None else 0
     work = aligned_zeros(pre_rows + count + products, width, state_a)
     pre = work[:pre_rows]
     acc = work[pre_rows:pre_rows + count]
     product = work[pre_rows + count:]
     gathered = np.empty((pre_rows, input_size), dtype=state_a.dtype)
-    row_start = np.empty(chunk, dtype=np.int64)
+    row_start = np.empty(held, dtype=np.int64)
     active = count
-    for s0 in range(first, stop, chunk):
-        s1 = min(stop, s0 + chunk)
+    s0 = first
+    while s0 < stop:
+        s1 = min(stop, (s0 // chunk + 1) * chunk)
         rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, 0, steps_total,
                        reverse, batch_first)
         matmul_rows(gathered, rows, input_size, w_ih_p, pre)
@@ -189,6 +187,7 @@ def _forward_part(x, packed, sparse, leak, u0, u1, state_a, state_b, out, relu, 
                     else:
                         for j in range(mine):
                             out[t, b, u0 + j] = nxt[i, u0 + j]
+        s0 = s1
     return True
 
 
@@ -244,9 +243,10 @@ class Split:
 
     def run(self, x: np.ndarray, h: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, relu: bool, batch_first: bool, reverse: bool, first: int,
-            last: int) -> None:
+            last: int, chunk: int) -> None:
         """Steps first..last-1 from the states h (None: zeros) after step
-        first - 1; the states after them into h_n (h may be h_n)."""
+        first - 1; the states after them into h_n (h may be h_n). chunk:
+        _numba.chunk_steps."""
         parts, order, lens = self.parts, self.order, self.lens
         hidden = h_n.shape[1]
         steps_total = x.shape[1] if batch_first else x.shape[0]
@@ -266,7 +266,7 @@ class Split:
                 _forward_part(x, self.packed[part], self.sparse[part], self.leak,
                               self.cuts[part], self.cuts[part + 1], state_a, state_b, out,
                               relu, batch_first, order, lens, reverse, part, parts, flags,
-                              first, last)
+                              first, last, chunk)
             except BaseException as exc:  # the other parts must not wait for this one
                 failures.append(exc)
                 flags[parts * FLAG_STRIDE] = 1

@@ -242,7 +242,7 @@ def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_probl
     original = _units._forward_part
 
     def failing(*args):
-        if args[-5] == 2:  # part 2 of 3 fails before its first step
+        if args[-6] == 2:  # part 2 of 3 fails before its first step
             raise RuntimeError("part 2 failed")
         return original(*args)
 

@@ -159,6 +159,7 @@ def tiny_windows(monkeypatch):
     compares the two ways again, so windows alternate between the plan's
     threads and one thread."""
     monkeypatch.setattr(_numba, "WINDOWS_MIN_FMAS", 0)
+    monkeypatch.setattr(_numba, "CHUNK_ELEMENTS", 1)  # chunks of one step
     monkeypatch.setattr(_plan, "FIRST_WINDOW_FMAS", 1)
     monkeypatch.setattr(_plan, "PROBE_MIN_FMAS", 1)
     monkeypatch.setattr(_plan, "PROBE_SECONDS", 0.0)
@@ -293,16 +294,21 @@ def test_ctrl_c_stops_a_long_call_quickly(tmp_path, threads):
 @pytest.mark.parametrize(("batch", "hidden", "options"), [
     (1, 70, {}), (5, 37, {"lengths": [9, 3, 0, 9, 5]}), (6, 300, {"leak": 0.3}),
     (3, 130, {"nonlinearity": "relu"})])
-def test_every_plan_gives_the_same_bits(monkeypatch, make_problem, dtype, batch, hidden,
-                                        options):
-    # Every block of the product sums in the same order (fastrnn._gemm), so
-    # the result cannot depend on how a call is split between threads, cut
-    # into windows, or which way its windows went on a busy machine.
+def test_every_way_gives_the_same_bits(monkeypatch, make_problem, dtype, batch, hidden,
+                                       options):
+    # A sum depends on its row's place in a block of 4 rows, never on its
+    # vector's (fastrnn._gemm), and every way a call runs keeps the rows'
+    # blocks: the units split and one thread, windows or not, which way the
+    # windows went (timed, so different from run to run on a busy machine).
+    # The batch split gives each thread its own blocks of samples: its
+    # windows run those blocks on the threads or one after the other.
     problem = make_problem(11, batch=batch, steps=9, input_size=5, hidden_size=hidden,
                            dtype=dtype, h0=True)
+    # Chunks of 2 steps: windows of several chunks, several chunks a call.
+    monkeypatch.setattr(_numba, "CHUNK_ELEMENTS", 2 * batch * (hidden + 1))
     if "lengths" in options:
         options = dict(options, lengths=np.array(options["lengths"]))
-    results = []
+    results: dict[str, list] = {"one thread or units": [], "batch split": []}
     for plan, windows in [(PLANS[0], False), (PLANS[0], True), (PLANS[1], False),
                           (PLANS[2], False), (_plan.checked(_plan.UNITS_SPLIT, 2), True),
                           (PLANS[1], True)]:
@@ -315,7 +321,9 @@ def test_every_plan_gives_the_same_bits(monkeypatch, make_problem, dtype, batch,
                     patch.setattr(_plan, name, value)
                 patch.setattr(_numba, "WINDOWS_MIN_FMAS", 0)
                 patch.setattr(_numba, "_verdicts", {})
-            results.append(fastrnn.forward(**problem, backend="numba", **options))
-    for output, h_n in results[1:]:
-        np.testing.assert_array_equal(output, results[0][0])
-        np.testing.assert_array_equal(h_n, results[0][1])
+            group = "batch split" if plan.path == _plan.BATCH_SPLIT else "one thread or units"
+            results[group].append(fastrnn.forward(**problem, backend="numba", **options))
+    for group in results.values():
+        for output, h_n in group[1:]:
+            np.testing.assert_array_equal(output, group[0][0])
+            np.testing.assert_array_equal(h_n, group[0][1])
