@@ -703,6 +703,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         _forward_range(x, w_ih, dense, one_sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
                        order, lens, leak, reverse, 0, batch, weights, first, last, chunk)
 
+    split = None
     if path == UNITS_SPLIT:
         # Imported here: most programs never take this path, so they need
         # not pay for importing it (and defining its kernels) at start-up.
@@ -722,7 +723,11 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     else:
         run_split = run_one
     if not windowed:
-        run_split(h0, 0, steps_total)
+        try:
+            run_split(h0, 0, steps_total)
+        finally:
+            if split is not None:
+                split.close()
         return
     # A window at a time (see fastrnn._plan.Windows): Ctrl-C is answered
     # between two, and a split plan is timed against one thread.
@@ -735,13 +740,17 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     verdict = None if run_split is run_one else _verdict(
         (path, plan.parts, batch, hidden, x.shape[2], per_step, h_n.dtype.char))
     h = h0
-    # Window boundaries at multiples of the chunk: the input product's chunks
-    # (and so its sums) are those of one window.
-    for first, last, threads_on in Windows(longest, sample_steps, per_step, verdict, chunk):
-        # The last window also writes the zeros past every sequence's end.
-        (run_split if threads_on else run_one)(h, first, steps_total if last == longest
-                                               else last)
-        h = h_n
+    try:
+        # Window boundaries at multiples of the chunk: the input product's
+        # chunks (and so its sums) are those of one window.
+        for first, last, threads_on in Windows(longest, sample_steps, per_step, verdict, chunk):
+            # The last window also writes the zeros past every sequence's end.
+            (run_split if threads_on else run_one)(h, first, steps_total if last == longest
+                                                   else last)
+            h = h_n
+    finally:
+        if split is not None:
+            split.close()
 
 
 _verdicts: dict[tuple, Verdict] = {}

@@ -189,10 +189,11 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
 #   The first is FIRST_WINDOW_FMAS long; each next one is sized from the
 #   rate measured so far to take about WINDOW_SECONDS (at most 8 times the
 #   one before), so a Ctrl-C waits for at most about that much work.
-#   A window costs a return to Python and, on the units split, starting its
-#   threads (about 0.1 ms): well under 1% of WINDOW_SECONDS.
+#   A window costs a return to Python and, on a split, handing the window to
+#   the threads (about 0.02 ms): well under 1% of WINDOW_SECONDS.
 # - A split plan (several threads) is checked against one thread: a short
-#   window (PROBE_SECONDS) of each, and the rest of the call goes the
+#   window (PROBE_SECONDS: the split's fixed cost a window, ~0.2 ms, is a
+#   small share of it) of each, and the rest of the call goes the
 #   faster way, the threads only if SPLIT_MIN_GAIN times faster. Where other
 #   processes keep the cores busy, a thread of the split waits for a
 #   descheduled one at every step's barrier, and one thread is faster
@@ -205,8 +206,8 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
 WINDOWS_MIN_FMAS = 20_000_000
 FIRST_WINDOW_FMAS = 2_000_000
 WINDOW_SECONDS = 0.02
-PROBE_SECONDS = 0.003
-PROBE_MIN_FMAS = 10_000_000
+PROBE_SECONDS = 0.01
+PROBE_MIN_FMAS = 30_000_000
 SPLIT_MIN_GAIN = 1.05
 REVISE_SECONDS = 1.0
 SLOWDOWN = 0.6
