@@ -22,6 +22,9 @@ path                   when
 ``BATCH_SPLIT``        otherwise B >= 2 from PARALLEL_MIN_FMAS multiply-adds
                        on, more than one thread allowed: each thread runs
                        every step for its share of the batch
+``NUMPY``              B = 1, dense H >= NUMPY_MIN_HIDDEN, compiled without
+                       FMA, more than one thread allowed and available: the
+                       NumPy backend (its product is BLAS's, on every core)
 ``BLOCKED``            everything else: the register-blocked product on the
                        calling thread
 =====================  ==========================================================
@@ -37,7 +40,8 @@ SMALL = "small"
 BLOCKED = "blocked"
 BATCH_SPLIT = "batch split"
 UNITS_SPLIT = "units split"
-PATHS = (SMALL, BLOCKED, BATCH_SPLIT, UNITS_SPLIT)
+NUMPY = "numpy"
+PATHS = (SMALL, BLOCKED, BATCH_SPLIT, UNITS_SPLIT, NUMPY)
 
 # One sequence (B = 1) of a plain call runs the small kernel up to this
 # hidden size. Against the blocked path, inside the kernel (float32 /
@@ -74,6 +78,20 @@ BATCH_SPLIT_MIN_HIDDEN = 256
 # H = 1024: 90 against 79; B = 32, H = 256: 100 against 117; H = 1024: 1239
 # against 1115 (float64: 3920 against 2424).
 STEP_BLAS_MIN_HIDDEN = 768
+# Compiled without FMA (x86-64-v2: 128-bit vectors, a multiply then an add),
+# one sequence with a dense w_hh runs the NumPy backend from this hidden
+# size on, when it may use more than one thread: its product is then
+# OpenBLAS's matrix-vector product (Nehalem kernels) on every core, which
+# the compiled product on one core only ties and the units split on two
+# lost to. AMD Zen 3, x86-64-v2 / OPENBLAS_CORETYPE=Nehalem, (1, 10000, 1,
+# 1000) float32: 3.52 s against 2.99 s (units split, 2 threads); per step
+# on one thread each (us, compiled against NumPy; float32 / float64): H =
+# 512: 51 / 103 against 62 / 152; H = 768: 129 / 304 against 150 / 365;
+# H = 1024: 264 / 645 against 263 / 708; H = 1536: 682 / 3647 against 952
+# / 2450 (busy machine: the two-thread figures moved 3x from run to run).
+# With FMA (haswell / OPENBLAS_CORETYPE=Haswell) the compiled product wins
+# on one core (H = 1024: 176 / 307 against 229 / 401), so it stays.
+NUMPY_MIN_HIDDEN = 1000
 # The units split's barrier yields the core with sched_yield (POSIX).
 UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 
@@ -93,14 +111,16 @@ def checked(path: str, parts: int = 1) -> Plan:
     thread count impossible (tests and callers forcing a plan use this)."""
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    if parts < 1 or (path in (SMALL, BLOCKED) and parts != 1):
+    if parts < 1 or (path in (SMALL, BLOCKED, NUMPY) and parts != 1):
         raise ValueError(f"a {path!r} plan runs on 1 thread or more (1 for "
-                         f"{SMALL!r} and {BLOCKED!r}), got parts={parts}")
+                         f"{SMALL!r}, {BLOCKED!r} and {NUMPY!r}, whose BLAS picks "
+                         f"its own), got parts={parts}")
     return Plan(path, parts)
 
 
 _SMALL_PLAN = Plan(SMALL)
 _BLOCKED_PLAN = Plan(BLOCKED)
+_NUMPY_PLAN = Plan(NUMPY)
 
 
 def _cgroup_cpus(root: str = "/sys/fs/cgroup") -> float | None:
@@ -141,7 +161,7 @@ def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
 
 
 def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
-         dense: bool, plain: bool, limit: int, cores: int) -> Plan:
+         dense: bool, plain: bool, limit: int, cores: int, fused: bool = True) -> Plan:
     """The plan of one call of the Numba backend.
 
     Parameters
@@ -161,11 +181,20 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
         The most threads the call may use (``threads=``, else the default).
     cores : int
         The cores available (:func:`available_cores`).
+    fused : bool, default True
+        Whether the kernels are compiled with fused multiply-adds
+        (``fastrnn._simd.TARGET.fma``).
     """
     if batch == 1 and dense and plain and hidden <= SMALL_MAX_HIDDEN:
         # One small sequence: no thread helps (the units split starts at
         # H = SPLIT_MIN_HIDDEN).
         return _SMALL_PLAN
+    if (batch == 1 and dense and not fused and hidden >= NUMPY_MIN_HIDDEN and limit > 1
+            and cores > 1):
+        # One large state without FMA: BLAS's product on every core beats
+        # the compiled one (see NUMPY_MIN_HIDDEN). On one thread they tie,
+        # and NumPy's BLAS would not keep to threads=1: compiled then.
+        return _NUMPY_PLAN
     work = rows * (input_size * hidden + recurrent)  # multiply-adds of the call
     if limit > 1 and work >= SPLIT_MIN_FMAS and UNITS_SPLIT_AVAILABLE:
         parts = min(limit, cores)
