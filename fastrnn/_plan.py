@@ -89,6 +89,10 @@ STEP_BLAS_MIN_HIDDEN = 768
 # 512: 51 / 103 against 62 / 152; H = 768: 129 / 304 against 150 / 365;
 # H = 1024: 264 / 645 against 263 / 708; H = 1536: 682 / 3647 against 952
 # / 2450 (busy machine: the two-thread figures moved 3x from run to run).
+# H = 1000, T = 1000, on one core each: 146 / 322 against 151 / 391; so the
+# gain is OpenBLAS's second thread only, and on a loaded machine (load 4 on
+# 2 cores) its two threads collapsed: 7929 / 2730 us a step, against 273 /
+# 320 for the units split. To be re-measured on a quiet machine.
 # With FMA (haswell / OPENBLAS_CORETYPE=Haswell) the compiled product wins
 # on one core (H = 1024: 176 / 307 against 229 / 401), so it stays.
 NUMPY_MIN_HIDDEN = 1000
