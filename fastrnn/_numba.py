@@ -45,6 +45,7 @@ from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pac
 from ._plan import (
     BATCH_SPLIT,
     BLOCKED,
+    NUMPY,
     SMALL,
     UNITS_SPLIT,
     WINDOWS_MIN_FMAS,
@@ -54,7 +55,7 @@ from ._plan import (
     available_cores,
 )
 from ._plan import plan as choose
-from ._simd import VECTOR_BYTES, vadd, vfma, vgather, vload, vsplat, vstore, vzero
+from ._simd import TARGET, VECTOR_BYTES, vadd, vfma, vgather, vload, vsplat, vstore, vzero
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
@@ -677,8 +678,15 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
                       recurrent=hidden * hidden if dense is not None else w_hh.nnz,
                       dense=dense is not None, plain=plain,
                       limit=_THREADS if threads is None else threads,
-                      cores=_CORES)
+                      cores=_CORES, fused=TARGET.fma, itemsize=h_n.itemsize)
     path = plan.path
+    if path == NUMPY:
+        # BLAS's products beat the compiled ones here (_plan.NUMPY_MIN_STATE_BYTES).
+        from . import _numpy
+
+        _numpy.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths,
+                       leak, reverse, threads)
+        return
     if path == SMALL:
         # Through a call of fewer arguments (Numba's dispatch costs some 50
         # ns an argument).

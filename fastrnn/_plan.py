@@ -22,6 +22,10 @@ path                   when
 ``BATCH_SPLIT``        otherwise B >= 2 from PARALLEL_MIN_FMAS multiply-adds
                        on, more than one thread allowed: each thread runs
                        every step for its share of the batch
+``NUMPY``              dense rows of H values of at least NUMPY_MIN_STATE_BYTES,
+                       compiled without FMA, from SPLIT_MIN_FMAS multiply-adds
+                       on, more than one thread allowed and available: the
+                       NumPy backend (its products are BLAS's, on every core)
 ``BLOCKED``            everything else: the register-blocked product on the
                        calling thread
 =====================  ==========================================================
@@ -37,7 +41,8 @@ SMALL = "small"
 BLOCKED = "blocked"
 BATCH_SPLIT = "batch split"
 UNITS_SPLIT = "units split"
-PATHS = (SMALL, BLOCKED, BATCH_SPLIT, UNITS_SPLIT)
+NUMPY = "numpy"
+PATHS = (SMALL, BLOCKED, BATCH_SPLIT, UNITS_SPLIT, NUMPY)
 
 # One sequence (B = 1) of a plain call runs the small kernel up to this
 # hidden size. Against the blocked path, inside the kernel (float32 /
@@ -74,6 +79,27 @@ BATCH_SPLIT_MIN_HIDDEN = 256
 # H = 1024: 90 against 79; B = 32, H = 256: 100 against 117; H = 1024: 1239
 # against 1115 (float64: 3920 against 2424).
 STEP_BLAS_MIN_HIDDEN = 768
+# Compiled without FMA (x86-64-v2: 128-bit vectors, a multiply then an add),
+# a dense w_hh whose state rows are at least this many bytes (float32 H >=
+# 256, float64 H >= 128) runs the NumPy backend, when the call may use more
+# than one thread and has SPLIT_MIN_FMAS of work: its products are then
+# OpenBLAS's (Nehalem kernels) on every core, and the compiled product (4
+# samples x 2 vectors of 4 floats, 16 registers, no FMA) loses to them.
+# AMD Zen 3, x86-64-v2 / OPENBLAS_CORETYPE=Nehalem, quiet, ms, compiled
+# (default threads) against the NumPy backend: float32 (64, 200, 128, 128)
+# 28.5 against 35.5 (kept); (128, 100, 256, 512) 620 against 300; (32, 50,
+# 1024, 1024) 362 against 188; (1, 10000, 1, 1000) 1173 against 837;
+# float64 (64, 200, 128, 128) 120 against 89; (128, 100, 256, 512) 986
+# against 724; (32, 50, 1024, 1024) 782 against 432; (1, 10000, 1, 1000)
+# 2125 against 2244 (a tie). H <= 64 and every sparse reservoir: the
+# compiled path is 1.3-11x faster. With FMA (haswell, OPENBLAS_CORETYPE=
+# Haswell) the compiled product wins everywhere, so this never applies.
+# With threads=1 it does not either: NumPy's BLAS would not keep to it (on
+# one core the two were within 10%: H = 1000, 146 / 322 against 151 / 391
+# us a step, float32 / float64). On a machine loaded by other processes
+# OpenBLAS's own threads can collapse (load 4 on 2 cores: 7.9 ms a step at
+# H = 1000): threads=1 keeps such calls compiled.
+NUMPY_MIN_STATE_BYTES = 1024
 # The units split's barrier yields the core with sched_yield (POSIX).
 UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 
@@ -93,14 +119,16 @@ def checked(path: str, parts: int = 1) -> Plan:
     thread count impossible (tests and callers forcing a plan use this)."""
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    if parts < 1 or (path in (SMALL, BLOCKED) and parts != 1):
+    if parts < 1 or (path in (SMALL, BLOCKED, NUMPY) and parts != 1):
         raise ValueError(f"a {path!r} plan runs on 1 thread or more (1 for "
-                         f"{SMALL!r} and {BLOCKED!r}), got parts={parts}")
+                         f"{SMALL!r}, {BLOCKED!r} and {NUMPY!r}, whose BLAS picks "
+                         f"its own), got parts={parts}")
     return Plan(path, parts)
 
 
 _SMALL_PLAN = Plan(SMALL)
 _BLOCKED_PLAN = Plan(BLOCKED)
+_NUMPY_PLAN = Plan(NUMPY)
 
 
 def _cgroup_cpus(root: str = "/sys/fs/cgroup") -> float | None:
@@ -141,7 +169,8 @@ def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
 
 
 def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
-         dense: bool, plain: bool, limit: int, cores: int) -> Plan:
+         dense: bool, plain: bool, limit: int, cores: int, fused: bool = True,
+         itemsize: int = 8) -> Plan:
     """The plan of one call of the Numba backend.
 
     Parameters
@@ -161,12 +190,22 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
         The most threads the call may use (``threads=``, else the default).
     cores : int
         The cores available (:func:`available_cores`).
+    fused : bool, default True
+        Whether the kernels are compiled with fused multiply-adds
+        (``fastrnn._simd.TARGET.fma``).
+    itemsize : int, default 8
+        Bytes per value (4 for float32).
     """
     if batch == 1 and dense and plain and hidden <= SMALL_MAX_HIDDEN:
         # One small sequence: no thread helps (the units split starts at
         # H = SPLIT_MIN_HIDDEN).
         return _SMALL_PLAN
     work = rows * (input_size * hidden + recurrent)  # multiply-adds of the call
+    if (dense and not fused and hidden * itemsize >= NUMPY_MIN_STATE_BYTES and limit > 1
+            and cores > 1 and work >= SPLIT_MIN_FMAS):
+        # A large state without FMA: BLAS's products on every core beat the
+        # compiled ones (see NUMPY_MIN_STATE_BYTES).
+        return _NUMPY_PLAN
     if limit > 1 and work >= SPLIT_MIN_FMAS and UNITS_SPLIT_AVAILABLE:
         parts = min(limit, cores)
         big = hidden >= SPLIT_MIN_HIDDEN if dense else recurrent >= SPLIT_MIN_NONZEROS

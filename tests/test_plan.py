@@ -1,24 +1,39 @@
 """fastrnn._plan: the path and threads of a call, decided in pure Python.
 
 The kernels of each path are checked against the naive reference in
-tests/test_kernel_paths.py and tests/test_units.py (with plans forced); here
-the decisions themselves: which plan each kind of call gets, at the
-thresholds' edges, and the cores a CPU quota allows.
+tests/test_kernel_paths.py and tests/test_units.py (with plans forced), the
+NumPy path's hand-over here; here also the decisions themselves: which plan
+each kind of call gets, at the thresholds' edges, and the cores a CPU quota allows.
 """
 
 from __future__ import annotations
 
+import naive
+import numpy as np
 import pytest
 
-from fastrnn import _plan
-from fastrnn._plan import BATCH_SPLIT, BLOCKED, SMALL, UNITS_SPLIT, Plan, available_cores, plan
+import fastrnn
+from fastrnn import _numba, _plan
+from fastrnn._plan import (
+    BATCH_SPLIT,
+    BLOCKED,
+    NUMPY,
+    SMALL,
+    UNITS_SPLIT,
+    Plan,
+    available_cores,
+    plan,
+)
+from fastrnn._simd import TARGET
+
+DTYPES = [np.float32, np.float64]
 
 
 def _plan_of(batch=1, hidden=8, input_size=4, steps=10, recurrent=None, dense=True, plain=True,
-             limit=2, cores=2):
+             limit=2, cores=2, fused=True, itemsize=8):
     return plan(batch=batch, hidden=hidden, input_size=input_size, rows=batch * steps,
                 recurrent=hidden * hidden if recurrent is None else recurrent, dense=dense,
-                plain=plain, limit=limit, cores=cores)
+                plain=plain, limit=limit, cores=cores, fused=fused, itemsize=itemsize)
 
 
 def test_one_small_sequence():
@@ -72,6 +87,83 @@ def test_batch_split():
     assert _plan_of(batch=64, hidden=64, input_size=64, steps=steps, limit=1) == Plan(BLOCKED)
 
 
+@pytest.mark.parametrize("itemsize", [4, 8])
+def test_numpy_path_for_large_states_without_fma(itemsize):
+    hidden = _plan.NUMPY_MIN_STATE_BYTES // itemsize  # float32 256, float64 128
+    steps = 10_000
+    assert _plan_of(hidden=hidden, input_size=1, steps=steps, fused=False,
+                    itemsize=itemsize) == Plan(NUMPY)
+    # Any batch, with any option.
+    assert _plan_of(batch=64, hidden=hidden, steps=steps, fused=False,
+                    itemsize=itemsize) == Plan(NUMPY)
+    assert _plan_of(hidden=hidden, steps=steps, plain=False, fused=False,
+                    itemsize=itemsize) == Plan(NUMPY)
+    # Below the threshold (in units or in work), with FMA (the default):
+    # the compiled paths, as before.
+    below = _plan_of(hidden=hidden - 1, input_size=1, steps=steps, fused=False,
+                     itemsize=itemsize)
+    assert below.path != NUMPY
+    assert below == _plan_of(hidden=hidden - 1, input_size=1, steps=steps, itemsize=itemsize)
+    little = _plan_of(hidden=hidden, steps=1, fused=False, itemsize=itemsize)
+    assert little == _plan_of(hidden=hidden, steps=1, itemsize=itemsize)
+    fused = _plan_of(hidden=hidden, input_size=1, steps=steps, fused=True, itemsize=itemsize)
+    assert fused.path != NUMPY
+    assert fused == _plan_of(hidden=hidden, input_size=1, steps=steps, itemsize=itemsize)
+    # A sparse w_hh of that size keeps its compiled gathers.
+    assert _plan_of(hidden=hidden, steps=steps, recurrent=hidden * 100, dense=False,
+                    fused=False, itemsize=itemsize).path != NUMPY
+    # One thread allowed or available: the compiled product (NumPy's BLAS
+    # would not keep to threads=1).
+    assert _plan_of(hidden=hidden, steps=steps, limit=1, fused=False,
+                    itemsize=itemsize).path != NUMPY
+    assert _plan_of(hidden=hidden, steps=steps, cores=1, fused=False,
+                    itemsize=itemsize).path != NUMPY
+
+
+def test_forward_plans_for_the_compiled_target(monkeypatch, make_problem):
+    # _numba.forward tells the plan whether its kernels are fused.
+    seen = {}
+
+    def spy(**arguments):
+        seen.update(arguments)
+        return plan(**arguments)
+
+    monkeypatch.setattr(_numba, "choose", spy)
+    problem = make_problem(40, batch=1, steps=3, input_size=2, hidden_size=40)
+    fastrnn.forward(**problem, backend="numba")
+    assert seen["fused"] is TARGET.fma
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_forced_numpy_plan_matches_naive(monkeypatch, check_forward, make_problem, dtype,
+                                         batch_first, nonlinearity):
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(NUMPY))
+    problem = make_problem(41, batch=3, steps=7, input_size=5, hidden_size=37, dtype=dtype,
+                           batch_first=batch_first, h0=True)
+    check_forward(problem, "numba", nonlinearity=nonlinearity)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forced_numpy_plan_with_options_matches_naive(monkeypatch, assert_close, make_problem,
+                                                      dtype):
+    # Lengths, leak and a sparse w_hh reach the NumPy backend unchanged.
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(NUMPY))
+    problem = make_problem(42, batch=4, steps=6, input_size=3, hidden_size=21, dtype=dtype,
+                           h0=True)
+    lengths = np.array([6, 0, 2, 5])
+    leak = np.linspace(0.2, 1.0, 21).astype(dtype)
+    expected_output, expected_h_n = naive.rnn(**problem, lengths=lengths, leak=leak)
+    for w_hh in (problem["w_hh"], scipy_sparse.csr_matrix(problem["w_hh"])):
+        output, h_n = fastrnn.forward(**{**problem, "w_hh": w_hh}, lengths=lengths, leak=leak,
+                                      backend="numba")
+        assert output.dtype == dtype and h_n.dtype == dtype
+        assert_close(output, expected_output)
+        assert_close(h_n, expected_h_n)
+
+
 def test_plans_are_checked():
     with pytest.raises(ValueError, match="path must be one of"):
         _plan.checked("fast")
@@ -80,6 +172,9 @@ def test_plans_are_checked():
     with pytest.raises(ValueError, match="parts=0"):
         _plan.checked(BATCH_SPLIT, 0)
     assert _plan.checked(UNITS_SPLIT, 3) == Plan(UNITS_SPLIT, 3)
+    with pytest.raises(ValueError, match="parts=2"):
+        _plan.checked(NUMPY, 2)
+    assert _plan.checked(NUMPY) == Plan(NUMPY)
 
 
 @pytest.mark.parametrize(("content", "expected"), [("max 100000", None), ("200000 100000", 2.0),
