@@ -35,9 +35,11 @@ speed-up. As on every path, samples are taken longest first, so the running
 ones are a prefix of the batch; a sample's final state stays in the buffer
 its last step wrote.
 
-The threads are started per call, not taken from a pool: every part must run
-at once, and a pool shared with concurrent callers could hold back some
-parts of a call while the others wait for them. The path is taken only for
+The threads are started per call (and handed each window of the call, see
+``fastrnn._plan.Windows``, through a queue), not taken from a pool: every
+part must run at once, and a pool shared with concurrent callers could hold
+back some parts of a call while the others wait for them. Each part's
+weights are packed once a call, by :class:`Split`. The path is taken only for
 calls long enough (``_plan.SPLIT_MIN_FMAS``) that starting a thread is a
 negligible cost.
 """
