@@ -231,9 +231,11 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
 #   A window costs a return to Python and, on a split, handing the window to
 #   the threads (about 0.02 ms): well under 1% of WINDOW_SECONDS.
 # - A split plan (several threads) is checked against one thread: a short
-#   window (PROBE_SECONDS: the split's fixed cost a window, ~0.2 ms, is a
-#   small share of it) of each, and the rest of the call goes the
-#   faster way, the threads only if SPLIT_MIN_GAIN times faster. Where other
+#   window (PROBE_SECONDS at the rate last measured, at least
+#   PROBE_MIN_FMAS, at most a tenth of the call: the split's fixed cost a
+#   window, ~0.2-1 ms, is a small share of it; shorter probes chose wrongly
+#   on this noisy VM) of each, and the rest of the call goes the faster
+#   way, the threads only if SPLIT_MIN_GAIN times faster. Where other
 #   processes keep the cores busy, a thread of the split waits for a
 #   descheduled one at every step's barrier, and one thread is faster
 #   (AMD Zen 3, 2 cores, one busy process: float32 (1, 10 000, 1, 1000) 2x,
@@ -245,9 +247,9 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
 WINDOWS_MIN_FMAS = 20_000_000
 FIRST_WINDOW_FMAS = 2_000_000
 WINDOW_SECONDS = 0.02
-PROBE_SECONDS = 0.01
-PROBE_MIN_FMAS = 30_000_000
-SPLIT_MIN_GAIN = 1.2
+PROBE_SECONDS = 0.02
+PROBE_MIN_FMAS = 100_000_000
+SPLIT_MIN_GAIN = 1.15
 REVISE_SECONDS = 2.0
 SLOWDOWN = 0.6
 
@@ -289,10 +291,13 @@ class Windows:
         self.rate = {True: 0.0, False: 0.0}  # the last window's rate each way
         self.log: list[tuple[int, int, bool, float]] = []  # what ran, for tests and tuning
 
-    def _steps_for(self, first: int, fmas: float) -> int:
-        # Steps from `first` that make about `fmas` multiply-adds.
+    def _steps_for(self, first: int, fmas: float, most: int | None = None) -> int:
+        # Steps from `first` that make about `fmas` multiply-adds (at most
+        # `most`), a multiple of the quantum.
         running = self.sample_steps(first, first + 1)
         steps = max(1, int(fmas / (max(1, running) * self.per_step)))
+        if most is not None:
+            steps = min(steps, max(1, most))
         return -(-steps // self.quantum) * self.quantum
 
     def __iter__(self):
@@ -308,7 +313,8 @@ class Windows:
             if probe:
                 # Both ways, the same short window each; the split first.
                 ways = (True, False)
-                fmas = (max(PROBE_MIN_FMAS, PROBE_SECONDS * max(self.rate.values())) if warm
+                rate = max(max(self.rate.values()), verdict.rate)  # 0: never measured
+                fmas = (max(PROBE_MIN_FMAS, PROBE_SECONDS * rate) if warm
                         else FIRST_WINDOW_FMAS)
             else:
                 ways = (True,) if verdict is None else (verdict.split,)
@@ -316,7 +322,8 @@ class Windows:
             for split in ways:
                 if first >= self.steps:
                     break
-                last = min(self.steps, first + self._steps_for(first, fmas))
+                most = self.steps // 10 if probe and warm else None
+                last = min(self.steps, first + self._steps_for(first, fmas, most))
                 start = self.clock()
                 yield first, last, split
                 seconds = max(self.clock() - start, 1e-9)

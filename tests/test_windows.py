@@ -94,9 +94,10 @@ def test_a_split_plan_goes_the_faster_way(split_rate, expect_split):
     assert ran[2][1] - ran[2][0] == ran[3][1] - ran[3][0]
     assert verdict.split is expect_split
     assert all(split is expect_split for _, _, split in ran[4:])
-    # The windows the other way (the probes) are a small share of the call.
+    # The windows the other way (the probes: PROBE_SECONDS each, at most a
+    # tenth of the call) are a small share of it.
     wrong = sum(last - first for first, last, split in ran if split is not expect_split)
-    assert wrong < 0.02 * 20_000
+    assert wrong <= 0.05 * 20_000
 
 
 def test_the_verdict_serves_later_calls_then_is_revised():
