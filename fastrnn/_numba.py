@@ -724,10 +724,9 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     elif path == BATCH_SPLIT:
         # One thread runs the same shares one after the other (the same
         # sums as on the threads).
-        run_split = _batch_split(x, w_ih, dense, w_hh, b_ih, b_hh, out, h_n, relu, batch_first,
-                                 order, lens, leak, reverse, plan.parts, prepared, chunk, True)
-        run_one = _batch_split(x, w_ih, dense, w_hh, b_ih, b_hh, out, h_n, relu, batch_first,
-                               order, lens, leak, reverse, plan.parts, prepared, chunk, False)
+        run_split, run_one = _batch_split(x, w_ih, dense, w_hh, b_ih, b_hh, out, h_n, relu,
+                                          batch_first, order, lens, leak, reverse, plan.parts,
+                                          prepared, chunk)
     else:
         run_split = run_one
     if not windowed:
@@ -779,14 +778,14 @@ def _batch_split(x: np.ndarray, w_ih: np.ndarray, dense: np.ndarray | None, w_hh
                  b_ih: np.ndarray | None, b_hh: np.ndarray | None, out: np.ndarray | None,
                  h_n: np.ndarray, relu: bool, batch_first: bool, order: np.ndarray | None,
                  lens: np.ndarray | None, leak: np.ndarray | None, reverse: bool, parts: int,
-                 prepared: Prepared | None, chunk: int, threaded: bool):
-    """The batch split's window runner: samples are independent, so each
-    thread runs every step of the window for its share of the batch (the
-    kernels release the GIL), with no per-step hand-off, all reading one
-    packed copy of the weights. With lengths, thread p takes every
-    parts-th sequence of the sorted order, so that each gets a fair share of
-    long and short ones. Not ``threaded``: the same shares one after the
-    other on the calling thread."""
+                 prepared: Prepared | None, chunk: int):
+    """The batch split's window runners, on the threads and on one: samples
+    are independent, so each thread runs every step of the window for its
+    share of the batch (the kernels release the GIL), with no per-step
+    hand-off, all reading one packed copy of the weights. With lengths,
+    thread p takes every parts-th sequence of the sorted order, so that each
+    gets a fair share of long and short ones. On one thread, the same
+    shares one after the other (the same sums)."""
     batch, hidden = h_n.shape
     parts = min(parts, batch)
     if prepared is not None:
@@ -804,13 +803,13 @@ def _batch_split(x: np.ndarray, w_ih: np.ndarray, dense: np.ndarray | None, w_hh
             mine = np.ascontiguousarray(order[p::parts])
             jobs.append((mine, np.ascontiguousarray(lens[p::parts]), 0, mine.shape[0]))
 
+    def serial(h: np.ndarray | None, first: int, last: int) -> None:
+        for job_order, job_lens, start, count in jobs:
+            _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
+                           job_order, job_lens, leak, reverse, start, count, weights, first,
+                           last, chunk)
+
     def run(h: np.ndarray | None, first: int, last: int) -> None:
-        if not threaded:
-            for job_order, job_lens, start, count in jobs:
-                _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu,
-                               batch_first, job_order, job_lens, leak, reverse, start, count,
-                               weights, first, last, chunk)
-            return
         pool = _thread_pool()
         futures = [
             pool.submit(_forward_range, x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu,
@@ -831,4 +830,4 @@ def _batch_split(x: np.ndarray, w_ih: np.ndarray, dense: np.ndarray | None, w_hh
         for future in futures:
             future.result()
 
-    return run
+    return run, serial
