@@ -7,7 +7,10 @@ step, also reached from fastrnn.forward's plain call through
 :func:`forward_small`), the register-blocked product on the calling thread
 (:func:`_forward_range`), the same with the batch split across threads, or
 the units split across threads with a barrier between steps
-(fastrnn._units).
+(fastrnn._units); compiled for a CPU without FMA, large dense states go to
+the NumPy backend (``_plan.NUMPY``). A long call runs a window of steps at a
+time (``_plan.Windows``): Ctrl-C between windows, and a split plan timed
+against one thread on a busy machine.
 
 Every path: samples are taken longest first, so the sequences still running
 at a step are a prefix of the batch and each step works on that prefix only
