@@ -696,7 +696,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         _forward_small(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
         return
     steps_total = x.shape[1] if batch_first else x.shape[0]
-    longest = steps_total if lens is None else int(lens[0])
+    longest = steps_total if lens is None else int(lens[0]) if batch else 0
     per_step = x.shape[2] * hidden + (hidden * hidden if dense is not None else w_hh.nnz)
     weights = None if prepared is None else prepared.weights
     one_sparse = None if prepared is None else prepared.sparse
