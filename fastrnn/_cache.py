@@ -21,8 +21,8 @@ from numba.core import caching
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Every module that defines or inlines compiled code.
-KERNEL_MODULES = ("_activations.py", "_simd.py", "_gemm.py", "_sync.py", "_numba.py",
-                  "_units.py", "_cache.py")
+KERNEL_MODULES = ("_activations.py", "_simd.py", "_gemm.py", "_sync.py", "_step.py",
+                  "_numba.py", "_units.py", "_cache.py")
 _hashes: dict[tuple, str] = {}
 
 

@@ -52,7 +52,8 @@ class Layer:
 
     __slots__ = ("input_size", "hidden_size", "dtype", "nonlinearity", "backend", "threads",
                  "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
-                 "_step_kernel", "_step_args", "_numpy_step")
+                 "_step_fast", "_step_weights", "_leaky", "_step_kernel", "_step_args",
+                 "_numpy_step")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
                  b_hh: ArrayLike | None = None, *, nonlinearity: str = "tanh",
@@ -100,20 +101,30 @@ class Layer:
         self._bias = bias
         self._leak = leak_arr
         self._relu = relu
+        self._leaky = leak_arr is not None
         self._compute = compute
         self._prepared: Any = None
+        # A step runs one of: the dense step kernel (fastrnn._step: four
+        # arguments, no allocation), the general step kernel (a sparse
+        # w_hh, or a dense step too large for the first one's stack: made
+        # on first use), or NumPy's step.
+        self._step_fast: Any = None
+        self._step_weights: Any = None
         self._step_kernel: Any = None
         self._step_args: tuple[Any, ...] = ()
         self._numpy_step: Any = None
         if name == "numba":
-            from . import _numba
+            from . import _numba, _step
 
-            self._prepared = _numba.Prepared(self._w_ih, self._w_hh, bias, leak_arr)
-            if hidden < STEP_BLAS_MIN_HIDDEN or not isinstance(self._w_hh, np.ndarray):
-                self._step_kernel = _numba.step_kernel(dtype, self._prepared.sparse is not None)
-                self._step_args = (self._prepared.weights, self._prepared.sparse,
-                                   self._prepared.rows, relu)
-        if self._step_kernel is None:
+            prepared = self._prepared = _numba.Prepared(self._w_ih, self._w_hh, bias, leak_arr)
+            if prepared.sparse is not None:
+                self._step_kernel = _numba.step_kernel(dtype, True)
+            elif hidden < STEP_BLAS_MIN_HIDDEN:
+                self._step_fast = _step.step_kernel(dtype)
+                self._step_weights = prepared.step
+            if self._step_kernel is not None or self._step_fast is not None:
+                self._step_args = (prepared.weights, prepared.sparse, prepared.rows, relu)
+        if self._step_fast is None and self._step_kernel is None:
             # The NumPy backend, or a large dense state whose steps run
             # faster in NumPy's product (see _plan.STEP_BLAS_MIN_HIDDEN).
             from . import _numpy
@@ -231,6 +242,21 @@ class Layer:
             When the shapes disagree with the layer or each other, or ``out``
             is not writeable. Nothing is modified then.
         """
+        fast = self._step_fast
+        if fast is not None:
+            # The kernel compares the shapes; anything it cannot take (not
+            # arrays of the layer's dtype, a read-only out: TypeError, no
+            # signature matches; wrong shapes: False) is checked below.
+            target: Any = out
+            if target is None and type(h) is _NDARRAY:
+                target = _empty(h.shape, self.dtype)
+            try:
+                if fast(x_t, h, target, self._step_weights, self.hidden_size, self._relu,
+                        self._leaky):
+                    return target
+            except TypeError:
+                pass
+            return self._checked_step(x_t, h, out)
         dtype = self.dtype
         kernel = self._step_kernel
         given = out
@@ -298,7 +324,16 @@ class Layer:
         # Plain 2-D arrays (ndarray subclasses as their plain views).
         x2, h2, out2 = (np.asarray(a).reshape(-1, a.shape[-1])
                         for a in (x_arr, h_arr, out.view(np.ndarray)))
-        if self._step_kernel is not None:
+        if self._step_fast is not None and self._step_fast(
+                x2, h2, out2, self._step_weights, self.hidden_size, self._relu, self._leaky):
+            return out
+        if self._step_args:
+            # A sparse w_hh, or a dense step whose scratch would not fit the
+            # dense kernel's stack (many samples of a large state).
+            if self._step_kernel is None:
+                from . import _numba
+
+                self._step_kernel = _numba.step_kernel(dtype, False)
             if not self._step_kernel(x2, h2, out2, *self._step_args):
                 raise AssertionError("step kernel refused checked shapes")  # pragma: no cover
         else:

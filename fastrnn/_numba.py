@@ -59,6 +59,7 @@ from ._plan import (
 )
 from ._plan import plan as choose
 from ._simd import TARGET, VECTOR_BYTES, vadd, vfma, vgather, vload, vsplat, vstore, vzero
+from ._step import step_weights
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
@@ -589,19 +590,25 @@ class Prepared:
     :class:`fastrnn.Layer`: ``weights`` (w_ih.T and a dense w_hh.T packed in
     panels), ``sparse`` (a sparse w_hh in SELL-C-sigma form, else None) and
     ``rows`` (the fused bias, and with a leak the leak and 1 - leak: the
-    rows of :func:`_step`)."""
+    rows of :func:`_step`) and, for a dense w_hh, ``step`` (the weights with
+    the rows appended: :func:`fastrnn._step.step_weights`)."""
 
-    __slots__ = ("weights", "sparse", "rows")
+    __slots__ = ("weights", "sparse", "rows", "step")
 
     def __init__(self, w_ih: np.ndarray, w_hh: Any, bias: np.ndarray,
                  leak: np.ndarray | None) -> None:
         hidden = bias.shape[0]
         dense = w_hh if isinstance(w_hh, np.ndarray) else None
-        self.weights = _packed_weights(w_ih, dense, bias)
+        packed = _packed_weights(w_ih, dense, bias)
         self.sparse = (None if dense is not None else
                        _sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden))
         rows = [bias] if leak is None else [bias, leak, 1 - leak]
         self.rows = np.ascontiguousarray(np.stack(rows), dtype=bias.dtype)
+        # A dense layer's step kernels read the rows after the weights, in
+        # one array (fastrnn._step); the forward pass reads a view of its
+        # leading rows, the same memory.
+        self.step = None if dense is None else step_weights(packed, self.rows)
+        self.weights = packed if self.step is None else self.step[:packed.shape[0]]
 
 
 def _thread_count(setting: str | None) -> int:

@@ -108,13 +108,16 @@ def test_weights_are_copied(make_problem):
 
 
 def test_any_layout_compiles_nothing_new(make_problem):
-    # The step kernel has one explicit signature per dtype: C, Fortran,
-    # strided and read-only inputs all take it.
+    # The dense step kernel has two explicit signatures per dtype, (B, I)
+    # and (I,) arrays of any layout: C, Fortran, strided and read-only
+    # inputs all take them, and compile nothing.
     pytest.importorskip("numba")
     problem, weights = _problem(make_problem, 9, np.float32, batch=4, steps=3, input_size=6,
                                 hidden_size=8)
     layer = fastrnn.prepare(**weights, backend="numba")
-    kernel = layer._step_kernel
+    kernel = layer._step_fast
+    compiled = set(kernel.overloads)
+    assert len(compiled) == 2
     x = problem["x"]
     expected = layer.step(np.ascontiguousarray(x[:, 1]), np.zeros((4, 8), np.float32))
     readonly = np.ascontiguousarray(x[:, 1])
@@ -124,7 +127,56 @@ def test_any_layout_compiles_nothing_new(make_problem):
                    (np.asfortranarray(x[:, 1]), h_fortran),
                    (readonly, np.zeros((8, 4), np.float32).T)]:
         np.testing.assert_array_equal(layer.step(x_t, h), expected)
-    assert len(kernel.signatures) == 1
+    for x_t, h in [(x[0, 1], np.zeros(8, np.float32)),
+                   (x[:, 1].T[:, 0], np.zeros((8, 2), np.float32)[:, 1]),  # strided
+                   (readonly[0], np.zeros(8, np.float32))]:
+        np.testing.assert_array_equal(layer.step(x_t, h), expected[0])
+    assert set(kernel.overloads) == compiled
+
+
+def _naive_step(x_t, h, weights, relu, leak):
+    # One step in float64 by the formula: act(x W_ih^T + b_ih + h W_hh^T
+    # + b_hh), leaky when leak is given.
+    pre = (x_t.astype(np.float64) @ weights["w_ih"].T.astype(np.float64) + weights["b_ih"]
+           + h.astype(np.float64) @ weights["w_hh"].T.astype(np.float64) + weights["b_hh"])
+    new = np.maximum(pre, 0) if relu else np.tanh(pre)
+    return new if leak is None else (1 - leak) * h + leak * new
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("leak", [None, 0.25])
+@pytest.mark.parametrize(("batch", "hidden"), [(None, 3), (1, 17), (5, 40), (40, 520)])
+def test_step_kernels_against_naive(make_problem, assert_close, dtype, relu, leak, batch,
+                                    hidden):
+    # The dense step kernel (fastrnn._step) on every activation and leak,
+    # and (40 samples of 520 units: more scratch than its stack takes) the
+    # general step kernel, against the formula.
+    pytest.importorskip("numba")
+    problem, weights = _problem(make_problem, hidden, dtype, batch=batch or 1, steps=1,
+                                input_size=7, hidden_size=hidden, h0=True,
+                                unbatched=batch is None)
+    layer = fastrnn.prepare(**weights, nonlinearity="relu" if relu else "tanh", leak=leak,
+                            backend="numba")
+    x_t = problem["x"][0] if batch is None else problem["x"][:, 0]
+    h = problem["h0"]
+    assert_close(layer.step(x_t, h), _naive_step(x_t, h, weights, relu, leak))
+    assert (layer._step_kernel is not None) == (batch == 40)
+
+
+def test_general_step_kernel_gives_the_fast_ones_bits(make_problem):
+    # A step too large for the dense kernel's stack runs the general kernel;
+    # both sum in the same order, so 40 samples at once give the bits of
+    # five calls of 8 (blocks of 4 rows stay blocks of 4 rows).
+    pytest.importorskip("numba")
+    problem, weights = _problem(make_problem, 41, np.float32, batch=40, steps=1,
+                                input_size=9, hidden_size=520, h0=True)
+    layer = fastrnn.prepare(**weights, leak=0.5, backend="numba")
+    x_t, h = problem["x"][:, 0], problem["h0"]
+    whole = layer.step(x_t, h)
+    assert layer._step_kernel is not None
+    parts = np.concatenate([layer.step(x_t[i:i + 8], h[i:i + 8]) for i in range(0, 40, 8)])
+    np.testing.assert_array_equal(whole, parts)
 
 
 def test_eight_concurrent_callers(make_problem):
@@ -277,7 +329,7 @@ def test_large_dense_steps_run_numpys_product(make_problem, assert_close):
     problem, weights = _problem(make_problem, 31, np.float32, batch=2, steps=3, input_size=5,
                                 hidden_size=hidden, h0=True)
     layer = fastrnn.prepare(**weights, leak=0.5)
-    assert layer._step_kernel is None
+    assert layer._step_kernel is None and layer._step_fast is None
     output, h_n = fastrnn.forward(**problem, leak=0.5)
     h = problem["h0"]
     for t in range(3):
