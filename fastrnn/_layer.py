@@ -53,7 +53,7 @@ class Layer:
     __slots__ = ("input_size", "hidden_size", "dtype", "nonlinearity", "backend", "threads",
                  "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
                  "_step_fast", "_step_weights", "_leaky", "_step_kernel", "_step_args",
-                 "_numpy_step")
+                 "_numpy_step", "_numpy_weights")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
                  b_hh: ArrayLike | None = None, *, nonlinearity: str = "tanh",
@@ -113,6 +113,7 @@ class Layer:
         self._step_kernel: Any = None
         self._step_args: tuple[Any, ...] = ()
         self._numpy_step: Any = None
+        self._numpy_weights: tuple[Any, ...] = ()
         if name == "numba":
             from . import _numba, _step
 
@@ -130,6 +131,11 @@ class Layer:
             from . import _numpy
 
             self._numpy_step = _numpy.step
+            # w_ih.T and a dense w_hh.T made contiguous once, as NumPy's step
+            # reads them (see fastrnn._numpy.step).
+            self._numpy_weights = (np.ascontiguousarray(self._w_ih.T),
+                                   np.ascontiguousarray(self._w_hh.T)
+                                   if isinstance(self._w_hh, np.ndarray) else self._w_hh)
 
     def __repr__(self) -> str:
         sparse = "" if isinstance(self._w_hh, np.ndarray) else ", sparse w_hh"
@@ -285,7 +291,7 @@ class Layer:
             # The NumPy backend: the same few checks, then NumPy's step.
             if out is None:
                 out = _empty(h.shape, dtype)
-            self._numpy_step(x_t, h, out, self._w_ih, self._w_hh, self._bias, self._leak,
+            self._numpy_step(x_t, h, out, *self._numpy_weights, self._bias, self._leak,
                              self._relu)
             return out
         return self._checked_step(x_t, h, given)
@@ -337,7 +343,7 @@ class Layer:
             if not self._step_kernel(x2, h2, out2, *self._step_args):
                 raise AssertionError("step kernel refused checked shapes")  # pragma: no cover
         else:
-            self._numpy_step(x2, h2, out2, self._w_ih, self._w_hh, self._bias, self._leak,
+            self._numpy_step(x2, h2, out2, *self._numpy_weights, self._bias, self._leak,
                              self._relu)
         return out
 
