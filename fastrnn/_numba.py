@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
@@ -593,7 +594,7 @@ class Prepared:
     rows of :func:`_step`) and, for a dense w_hh, ``step`` (the weights with
     the rows appended: :func:`fastrnn._step.step_weights`)."""
 
-    __slots__ = ("weights", "sparse", "rows", "step")
+    __slots__ = ("weights", "sparse", "rows", "step", "_split", "_split_lock", "__weakref__")
 
     def __init__(self, w_ih: np.ndarray, w_hh: Any, bias: np.ndarray,
                  leak: np.ndarray | None) -> None:
@@ -609,6 +610,42 @@ class Prepared:
         # leading rows, the same memory.
         self.step = None if dense is None else step_weights(packed, self.rows)
         self.weights = packed if self.step is None else self.step[:packed.shape[0]]
+        # [the kept units split or None]: a list the finalizer below can
+        # hold without holding the layer.
+        self._split: list[Any] = [None]
+        self._split_lock = threading.Lock()
+
+    def take_split(self, parts: int, batch: int, make: Any) -> Any:
+        """The layer's units split (fastrnn._units.Split) for ``parts``
+        threads and ``batch`` samples, kept between calls with its packed
+        weights and its threads (a stream of 100-step chunks at H = 256 spent
+        a third of its time packing and starting threads), or made by
+        ``make()``; None while another call of this layer holds it. Give it
+        back with :meth:`give_back_split`."""
+        if not self._split_lock.acquire(blocking=False):
+            return None
+        split = self._split[0]
+        if split is None or split.parts != parts or split.batch != batch:
+            try:
+                split = make()
+            except BaseException:
+                self._split_lock.release()
+                raise
+            if self._split[0] is not None:
+                self._split[0].stop()
+            else:  # its threads stop when the layer is freed
+                weakref.finalize(self, _stop_kept_split, self._split)
+            self._split[0] = split
+        return split
+
+    def give_back_split(self) -> None:
+        self._split_lock.release()
+
+
+def _stop_kept_split(kept: list[Any]) -> None:
+    if kept[0] is not None:
+        kept[0].stop()
+        kept[0] = None
 
 
 def _thread_count(setting: str | None) -> int:
@@ -722,12 +759,22 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
                        order, lens, leak, reverse, 0, batch, weights, first, last, chunk)
 
     split = None
+    kept = False  # whether split is the prepared layer's, to give back
     if path == UNITS_SPLIT:
         # Imported here: most programs never take this path, so they need
         # not pay for importing it (and defining its kernels) at start-up.
         from . import _units
 
-        split = _units.Split(w_ih, w_hh, b_ih, b_hh, leak, h_n, order, lens, plan.parts)
+        def make_split() -> Any:
+            return _units.Split(w_ih, w_hh, b_ih, b_hh, leak, h_n, order, lens, plan.parts)
+
+        # A prepared layer keeps its split for calls of every sample's whole
+        # length (a stream's chunks); the others make one for the call.
+        if prepared is not None and order is None:
+            split = prepared.take_split(plan.parts, batch, make_split)
+            kept = split is not None
+        if split is None:
+            split = make_split()
 
         def run_split(h: np.ndarray | None, first: int, last: int) -> None:
             split.run(x, h, out, h_n, relu, batch_first, reverse, first, last, chunk)
@@ -743,8 +790,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         try:
             run_split(h0, 0, steps_total)
         finally:
-            if split is not None:
-                split.close()
+            _release(split, kept, prepared)
         return
     # A window at a time (see fastrnn._plan.Windows): Ctrl-C is answered
     # between two, and a split plan is timed against one thread.
@@ -766,8 +812,16 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
                                                    else last)
             h = h_n
     finally:
-        if split is not None:
-            split.close()
+        _release(split, kept, prepared)
+
+
+def _release(split: Any, kept: bool, prepared: Prepared | None) -> None:
+    # The end of a call: a prepared layer's split goes back to it, threads
+    # running; a split made for the call stops its threads.
+    if kept and prepared is not None:
+        prepared.give_back_split()
+    elif split is not None:
+        split.close()
 
 
 _verdicts: dict[tuple, Verdict] = {}

@@ -46,6 +46,7 @@ negligible cost.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from typing import Any
@@ -236,7 +237,7 @@ class Split:
                                             u1 - u0, hidden)
         self.packed = [_pack_part(w_ih, dense, b_ih, b_hh, leak, cuts[p], cuts[p + 1], h_n)
                        for p in range(parts)]
-        self.cuts, self.parts, self.leak = cuts, parts, leak
+        self.cuts, self.parts, self.leak, self.batch = cuts, parts, leak, batch
         self.order, self.lens = order, lens
         # Column H is the padding column of the gathers: always zero.
         columns = (hidden + 1 + line - 1) // line * line
@@ -247,6 +248,7 @@ class Split:
         # the call's windows (starting a thread took ~0.16 ms, handing it a
         # window 0.02): each takes windows from its queue, None to stop.
         self.workers: list[threading.Thread] = []
+        self.pid = os.getpid()  # the process whose threads `workers` are
         self.jobs: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(parts)]
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.failures: list[BaseException] = []
@@ -283,12 +285,20 @@ class Split:
             self.workers.append(worker)
 
     def close(self) -> None:
-        """Stop the threads (at the end of the call)."""
-        for part in range(1, len(self.workers) + 1):
-            self.jobs[part].put(None)
-        for worker in self.workers:
+        """Stop the threads and wait for them (at the end of the call)."""
+        workers = self.stop()
+        for worker in workers:
             worker.join()
-        self.workers.clear()
+
+    def stop(self) -> list[threading.Thread]:
+        """Ask the threads to stop, without waiting (a prepared layer's
+        split, when the layer is freed); returns them."""
+        workers = self.workers
+        if self.pid == os.getpid():  # (a forked child has none of them)
+            for part in range(1, len(workers) + 1):
+                self.jobs[part].put(None)
+        self.workers = []
+        return workers if self.pid == os.getpid() else []
 
     def run(self, x: np.ndarray, h: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, relu: bool, batch_first: bool, reverse: bool, first: int,
@@ -305,10 +315,16 @@ class Split:
             # state in whichever _finish reads.
             state_a[:, :hidden] = h if order is None else h[order]
             state_b[:, :hidden] = state_a[:, :hidden]
+        else:  # zeros (a prepared layer's split holds its last call's states)
+            state_a[:, :hidden] = 0
+            state_b[:, :hidden] = 0
         flags = self.flags
         flags[:] = 0
         flags[:parts * FLAG_STRIDE:FLAG_STRIDE] = first
         self.failures.clear()
+        if self.pid != os.getpid():
+            # Forked since the threads started: they do not exist here.
+            self.workers, self.pid = [], os.getpid()
         if not self.workers:
             self._start()
         window = (x, out, relu, batch_first, reverse, first, last, chunk)

@@ -4,7 +4,9 @@
 the thread that forked. The batch split keeps a pool of worker threads
 (``_numba._thread_pool``): a child that reused the parent's pool queued its
 work for workers that do not exist there and waited forever. The units split
-starts its threads per call, so it must work in a child as it is.
+starts its threads per call, so it must work in a child as it is; a prepared
+layer keeps its units split's threads between calls, and a child starts its
+own.
 
 Each case runs in a subprocess, so that a hang is a failed test (a timeout),
 not a stuck test run: the parent process takes the forced path once, then a
@@ -26,6 +28,7 @@ import pytest
 _SCRIPT = textwrap.dedent("""
     import multiprocessing
     import sys
+    import threading
     import warnings
 
     import numpy as np
@@ -53,14 +56,23 @@ _SCRIPT = textwrap.dedent("""
     w_hh = rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)
     h0 = rng.standard_normal((batch, hidden))
 
+    # "kept": a prepared layer, whose units split (and its threads) stays
+    # with the layer between calls, forked while its threads wait.
+    layer = fastrnn.prepare(w_ih, w_hh, backend="numba") if path == "kept" else None
+
     def run():
-        output, h_n = fastrnn.forward(x, w_ih, w_hh, h0=h0, backend="numba")
+        if layer is not None:
+            output, h_n = layer(x, h0)
+        else:
+            output, h_n = fastrnn.forward(x, w_ih, w_hh, h0=h0, backend="numba")
         # Which path ran: the pool exists after a batch split, the units
         # split was counted.
         return output, h_n, _numba._pool is not None, len(units_calls)
 
     parent = run()
     took_path = parent[2] if path == "batch" else parent[3] == 1
+    if path == "kept" and not any(t.name == "fastrnn-units" for t in threading.enumerate()):
+        sys.exit("the prepared layer's split threads are not waiting in the parent")
     if not took_path:
         sys.exit(f"the parent did not take the {path} split: {parent[2:]}")
     with multiprocessing.get_context("fork").Pool(1) as pool:
@@ -72,6 +84,8 @@ _SCRIPT = textwrap.dedent("""
         sys.exit("the child did not take the batch split")
     if path == "units" and child[3] != 2:  # the parent's call and its own
         sys.exit(f"the child did not take the units split: {child[3]} calls counted")
+    if path == "kept" and child[3] != 1:  # the layer's split, its threads started again
+        sys.exit(f"the child did not reuse the layer's split: {child[3]} made")
     for name, a, b in zip(("output", "h_n"), parent[:2], child[:2]):
         if not np.array_equal(a, b):
             sys.exit(f"the child's {name} differs from the parent's: "
@@ -81,7 +95,7 @@ _SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows")
-@pytest.mark.parametrize("path", ["batch", "units"])
+@pytest.mark.parametrize("path", ["batch", "units", "kept"])
 def test_forked_child_computes_as_the_parent(path):
     try:
         result = subprocess.run([sys.executable, "-c", _SCRIPT, path], capture_output=True,

@@ -10,6 +10,7 @@ for it forever), and concurrent callers.
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import naive
@@ -275,3 +276,32 @@ def test_concurrent_callers(forced, make_problem):
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
     assert forced == [3] * 8
+
+
+def test_prepared_layer_keeps_its_split(forced, make_problem, assert_close):
+    # A prepared layer's calls reuse one split (its packed weights and its
+    # threads): each call starts from its own h0, zeros when None (the
+    # split's buffers hold the last call's states), and gives forward's
+    # result; a call with lengths makes its own; freeing the layer stops
+    # the threads.
+    problem = _problem(make_problem, 40, np.float32, "dense", steps=30)
+    problem["h0"] = np.random.default_rng(3).standard_normal((1, 40)).astype(np.float32)
+    weights = {k: problem.get(k) for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    layer = fastrnn.prepare(**weights, backend="numba")
+    kept = layer._prepared._split
+    for h0 in (problem["h0"], None, problem["h0"][::-1].copy(), None):
+        output, h_n = layer(problem["x"], h0)
+        expected = naive.rnn(**dict(problem, h0=h0))
+        assert_close(output, expected[0])
+        assert_close(h_n, expected[1])
+    assert forced == [3]  # one split, made by the first call
+    split = kept[0]
+    workers = list(split.workers)
+    assert len(workers) == 2 and all(w.is_alive() for w in workers)
+    layer(problem["x"], lengths=np.array([20]))
+    assert forced == [3, 3] and kept[0] is split
+    del layer
+    gc.collect()
+    for worker in workers:
+        worker.join(timeout=10)
+    assert not any(w.is_alive() for w in workers)
