@@ -28,11 +28,12 @@ loads split cache lines and halved the speed on AVX-512.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Any
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from . import _cache  # noqa: F401  (first: every kernel's cache keyed to all their sources)
 from ._simd import TARGET, VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
@@ -64,6 +65,65 @@ JIT: dict[str, Any] = dict(cache=_cache_available(), nogil=True, error_model="nu
 # reference counting (_nrt=False): otherwise every array passed between these
 # small functions costs atomic increments and decrements in the hot loop.
 KERNEL_JIT: dict[str, Any] = dict(JIT, _nrt=False)
+
+
+class FewVariants:
+    """Calls a compiled function through a few compiled variants.
+
+    Numba compiles a new variant of a function for every combination of
+    argument types it is called with, and an array's type includes its
+    layout (C, Fortran, any) and whether it is read-only: the test suite
+    once held 117 variants of ``_numba._forward_range``, each compiled for
+    seconds, and a user's first call with a Fortran-ordered or read-only
+    ``x`` compiled again. Here the arrays at the ``inputs`` positions are
+    compiled as read-only arrays of any layout, and those at ``outputs`` as
+    writeable arrays of any layout, so one variant serves every layout;
+    the rest (None or an array, scalars, packed buffers) keep their types.
+    Calls go straight to Numba's dispatcher, with its compilation disabled
+    so that it converts the arguments to a compiled variant's types; a call
+    that none accepts compiles the variant for its types.
+    """
+
+    def __init__(self, dispatcher: Any, inputs: tuple[int, ...], outputs: tuple[int, ...]):
+        self.dispatcher = dispatcher
+        self.relaxed = {**{i: True for i in inputs}, **{i: False for i in outputs}}
+        self._lock = threading.Lock()
+        self._compiled = False  # (the dispatcher's `signatures` is slow to read)
+
+    def __call__(self, *args: Any) -> Any:
+        if self._compiled:
+            try:
+                return self.dispatcher(*args)
+            except TypeError:  # no compiled variant takes these types
+                pass
+        self.compile_for(args)
+        return self.dispatcher(*args)
+
+    def variant_types(self, args: tuple) -> tuple:
+        """The argument types of the variant that serves ``args``."""
+        kinds = []
+        for position, value in enumerate(args):
+            kind = self.dispatcher.typeof_pyval(value)
+            readonly = self.relaxed.get(position)
+            if readonly is not None and isinstance(kind, types.Array):
+                kind = kind.copy(layout="A", readonly=readonly or not kind.mutable)
+            kinds.append(kind)
+        return tuple(kinds)
+
+    def compile_for(self, args: tuple) -> None:
+        """Compile (or load from the cache) the variant that serves ``args``."""
+        with self._lock:
+            self.dispatcher._can_compile = True
+            try:
+                self.dispatcher.compile(self.variant_types(args))
+                self._compiled = True
+            finally:
+                # Disabled: the dispatcher converts arguments to compiled
+                # variants (a C array is an array of any layout) instead of
+                # compiling one for their exact types.
+                self.dispatcher._can_compile = False
+
+
 # Buffers start on a cache line: unaligned vector loads that split cache
 # lines halved the speed of the product on AVX-512.
 ALIGN_BYTES = 64

@@ -45,7 +45,15 @@ from numba import from_dtype, njit, types
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
-from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
+from ._gemm import (
+    ALIGN_BYTES,
+    JIT,
+    KERNEL_JIT,
+    FewVariants,
+    aligned_zeros,
+    matmul_rows,
+    pack_columns,
+)
 from ._plan import (
     BATCH_SPLIT,
     BLOCKED,
@@ -207,6 +215,13 @@ def _forward_range(x, w_ih, w_hh, sparse, b_ih, b_hh, h0, out, h_n, relu, batch_
                                _time(s, i, lens, steps_total, reverse), hidden, batch_first)
             s0 = s1
     _finish(out, h_n, state, state, order, lens, b_start, steps_total, batch_first, last)
+
+
+# Called from Python through a few variants (see fastrnn._gemm.FewVariants):
+# x, w_ih, w_hh, b_ih, b_hh, h0, order, lens and leak are read, out and h_n
+# written.
+_forward_range_call = FewVariants(_forward_range, inputs=(0, 1, 2, 4, 5, 6, 11, 12, 13),
+                                  outputs=(7, 8))
 
 
 @njit(**JIT)
@@ -755,7 +770,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         if weights is None and (windowed or path != BLOCKED):
             # Packed once for the windows (else each would pack them again).
             weights = _packed_weights(w_ih, dense, h_n)
-        _forward_range(x, w_ih, dense, one_sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
+        _forward_range_call(x, w_ih, dense, one_sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
                        order, lens, leak, reverse, 0, batch, weights, first, last, chunk)
 
     split = None
@@ -869,21 +884,21 @@ def _batch_split(x: np.ndarray, w_ih: np.ndarray, dense: np.ndarray | None, w_hh
 
     def serial(h: np.ndarray | None, first: int, last: int) -> None:
         for job_order, job_lens, start, count in jobs:
-            _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
+            _forward_range_call(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
                            job_order, job_lens, leak, reverse, start, count, weights, first,
                            last, chunk)
 
     def run(h: np.ndarray | None, first: int, last: int) -> None:
         pool = _thread_pool()
         futures = [
-            pool.submit(_forward_range, x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu,
+            pool.submit(_forward_range_call, x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu,
                         batch_first, job_order, job_lens, leak, reverse, start, count, weights,
                         first, last, chunk)
             for job_order, job_lens, start, count in jobs[1:]
         ]
         job_order, job_lens, start, count = jobs[0]
         try:
-            _forward_range(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
+            _forward_range_call(x, w_ih, dense, sparse, b_ih, b_hh, h, out, h_n, relu, batch_first,
                            job_order, job_lens, leak, reverse, start, count, weights, first,
                            last, chunk)
         finally:

@@ -56,7 +56,15 @@ from numba import njit
 
 from ._activations import relu as _relu
 from ._activations import tanh as _tanh
-from ._gemm import ALIGN_BYTES, JIT, KERNEL_JIT, aligned_zeros, matmul_rows, pack_columns
+from ._gemm import (
+    ALIGN_BYTES,
+    JIT,
+    KERNEL_JIT,
+    FewVariants,
+    aligned_zeros,
+    matmul_rows,
+    pack_columns,
+)
 from ._numba import _add_bias, _finish, _gather, _longest, _running, _sell_pack, _time, sell_product
 from ._simd import VECTOR_BYTES, prefetch_write
 from ._sync import FLAG_STRIDE, store_release, wait_all
@@ -195,6 +203,11 @@ def _forward_part(x, packed, sparse, leak, u0, u1, state_a, state_b, out, relu, 
     return True
 
 
+# Called from Python threads through a few variants (see
+# fastrnn._gemm.FewVariants): x, leak, order and lens are read, out written.
+_forward_part_call = FewVariants(_forward_part, inputs=(0, 3, 11, 12), outputs=(8,))
+
+
 def split_units(indptr: np.ndarray, hidden: int, lanes: int, parts: int) -> list[int]:
     """Unit boundaries 0 = u_0 <= ... <= u_parts = H, multiples of ``lanes``
     (so that no two threads write one cache line of the state or output),
@@ -256,7 +269,7 @@ class Split:
     def _run(self, part: int, window: tuple) -> None:
         x, out, relu, batch_first, reverse, first, last, chunk = window
         try:
-            _forward_part(x, self.packed[part], self.sparse[part], self.leak, self.cuts[part],
+            _forward_part_call(x, self.packed[part], self.sparse[part], self.leak, self.cuts[part],
                           self.cuts[part + 1], self.state_a, self.state_b, out, relu,
                           batch_first, self.order, self.lens, reverse, part, self.parts,
                           self.flags, first, last, chunk)

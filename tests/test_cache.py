@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("numba")
@@ -68,3 +69,49 @@ def test_editing_a_helper_module_recompiles_the_kernels(tmp_path):
     with open(tmp_path / "fastrnn" / "_activations.py", "a", encoding="utf-8") as handle:
         handle.write("# edited\n")
     assert run() == ["True", "0", "1"]  # compiled again
+
+
+@pytest.mark.parametrize("hidden", [40, 300])  # one thread; the units split on threads
+def test_any_layout_of_the_inputs_compiles_nothing_new(make_problem, hidden):
+    # The kernels called from Python take arrays of any layout, read-only or
+    # not (fastrnn._gemm.FewVariants): after a call with C-ordered inputs,
+    # Fortran-ordered, strided, read-only and transposed ones, and an `out`
+    # that is a view into a larger buffer, give the same bits and compile
+    # no new variant.
+    from fastrnn import _numba, _plan, _units
+
+    batch = 3 if hidden == 40 else 1
+    problem = make_problem(hidden, batch=batch, steps=5, input_size=6, hidden_size=hidden,
+                           h0=True, dtype=np.float32)
+    threads = 1 if hidden == 40 else 2
+    path = _plan.BLOCKED if hidden == 40 else _plan.UNITS_SPLIT
+    plan = _plan.checked(path, threads)
+    expected = np.empty((batch, 5, hidden), np.float32)
+    h_n = np.empty((batch, hidden), np.float32)
+    _numba.forward(problem["x"], problem["w_ih"], problem["w_hh"], problem.get("b_ih"), None,
+                   problem["h0"], expected, h_n, False, True, None, None, False, threads,
+                   plan=plan)
+    kernels = [_numba._forward_range, _units._forward_part]
+    before = [set(kernel.overloads) for kernel in kernels]
+
+    def read_only(a):
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+
+    wide = np.zeros((batch, 5, 2 * hidden), np.float32)
+    variants = [
+        dict(x=np.asfortranarray(problem["x"])),
+        dict(x=np.repeat(problem["x"], 2, axis=1)[:, ::2]),  # strided
+        dict(x=read_only(problem["x"]), h0=read_only(problem["h0"])),
+        dict(w_ih=np.asfortranarray(problem["w_ih"]), w_hh=problem["w_hh"].T.copy().T,
+             h0=np.asfortranarray(problem["h0"])),
+        dict(out=wide[:, :, hidden:]),
+    ]
+    for change in variants:
+        args = {**problem, **change}
+        out = args.pop("out", np.empty((batch, 5, hidden), np.float32))
+        _numba.forward(args["x"], args["w_ih"], args["w_hh"], args.get("b_ih"), None, args["h0"],
+                       out, h_n, False, True, None, None, False, threads, plan=plan)
+        np.testing.assert_array_equal(out, expected)
+    assert [set(kernel.overloads) for kernel in kernels] == before
