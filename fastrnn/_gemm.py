@@ -16,11 +16,11 @@ Blocks of 4 rows x ``PANEL`` vectors keep their accumulators in registers
 ``_simd.TARGET``: 4 x 4 on AVX-512, 4 x 2 on AVX2); each step of the inner
 loop loads ``PANEL`` weight vectors, broadcasts 4 inputs and issues 4 x
 ``PANEL`` multiply-adds. A single row (B = 1: the latency-bound case) splits
-the inner loop in two halves with separate accumulators, so two independent
-dependency chains run per vector. Every block sums ``BLOCK`` values of k in
+the inner loop four ways (k mod 4) with separate accumulators, so four
+independent dependency chains run per vector. Every block sums ``BLOCK`` values of k in
 registers and adds them to ``acc``: float32 sums over K = 1024 stay as accurate
 as PyTorch's. A sum depends on its row's place in a block of 4 rows (one
-chain, or even and odd k), never on its vector's place: the callers keep the
+chain, or four by k mod 4), never on its vector's place: the callers keep the
 rows' blocks the same whatever the threads (see fastrnn._numba). ``packed``
 and ``acc`` are 64-byte aligned (see :func:`aligned_zeros`): unaligned 64-byte
 loads split cache lines and halved the speed on AVX-512.
@@ -284,8 +284,10 @@ def _rows4_panel(z, r, inner, w, base, acc, j):
 @njit(**KERNEL_JIT)
 def _rows1_panel(z, r, inner, w, base, acc, j):
     # One row: the chain of dependent adds, not throughput, bounds the time,
-    # so even and odd k accumulate separately (2 * PANEL chains), per block
-    # of BLOCK k.
+    # so k accumulates in four chains by k mod 4 (4 * PANEL accumulators),
+    # per block of BLOCK k; the last count % 4 values of a block join the
+    # first chain. (Two chains kept one multiply-add in flight per cycle,
+    # half of what the FMA units take.)
     lanes = VECTOR_BYTES // acc.itemsize
     j1 = j + lanes
     j2 = j + 2 * lanes
@@ -299,9 +301,17 @@ def _rows1_panel(z, r, inner, w, base, acc, j):
         b1 = vzero(acc)
         b2 = vzero(acc)
         b3 = vzero(acc)
+        c0 = vzero(acc)
+        c1 = vzero(acc)
+        c2 = vzero(acc)
+        c3 = vzero(acc)
+        d0 = vzero(acc)
+        d1 = vzero(acc)
+        d2 = vzero(acc)
+        d3 = vzero(acc)
         count = min(BLOCK, inner - k0)
-        for i in range(count // 2):
-            k = k0 + 2 * i
+        for i in range(count // 4):
+            k = k0 + 4 * i
             q = base + PANEL * k
             s = vsplat(z[r, np.uintp(k)])
             a0 = vfma(vload(w, q, 0), s, a0)
@@ -314,8 +324,19 @@ def _rows1_panel(z, r, inner, w, base, acc, j):
             b1 = vfma(vload(w, q + _V1, 0), s, b1)
             b2 = vfma(vload(w, q + _V2, 0), s, b2)
             b3 = vfma(vload(w, q + _V3, 0), s, b3)
-        if count % 2:
-            k = k0 + count - 1
+            q += PANEL
+            s = vsplat(z[r, np.uintp(k + 2)])
+            c0 = vfma(vload(w, q, 0), s, c0)
+            c1 = vfma(vload(w, q + _V1, 0), s, c1)
+            c2 = vfma(vload(w, q + _V2, 0), s, c2)
+            c3 = vfma(vload(w, q + _V3, 0), s, c3)
+            q += PANEL
+            s = vsplat(z[r, np.uintp(k + 3)])
+            d0 = vfma(vload(w, q, 0), s, d0)
+            d1 = vfma(vload(w, q + _V1, 0), s, d1)
+            d2 = vfma(vload(w, q + _V2, 0), s, d2)
+            d3 = vfma(vload(w, q + _V3, 0), s, d3)
+        for k in range(k0 + count - count % 4, k0 + count):
             q = base + PANEL * k
             s = vsplat(z[r, np.uintp(k)])
             a0 = vfma(vload(w, q, 0), s, a0)
@@ -323,13 +344,13 @@ def _rows1_panel(z, r, inner, w, base, acc, j):
             a2 = vfma(vload(w, q + _V2, 0), s, a2)
             a3 = vfma(vload(w, q + _V3, 0), s, a3)
         first = k0 == 0
-        _put(acc, r, j, vadd(a0, b0), first)
+        _put(acc, r, j, vadd(vadd(a0, b0), vadd(c0, d0)), first)
         if PANEL > 1:
-            _put(acc, r, j1, vadd(a1, b1), first)
+            _put(acc, r, j1, vadd(vadd(a1, b1), vadd(c1, d1)), first)
         if PANEL > 2:
-            _put(acc, r, j2, vadd(a2, b2), first)
+            _put(acc, r, j2, vadd(vadd(a2, b2), vadd(c2, d2)), first)
         if PANEL > 3:
-            _put(acc, r, j3, vadd(a3, b3), first)
+            _put(acc, r, j3, vadd(vadd(a3, b3), vadd(c3, d3)), first)
     if inner == 0:
         _zero_rows(acc, r, 1, j, PANEL)
 
@@ -359,20 +380,23 @@ def _rows4_vecs1(z, r, inner, w, base, acc, j):
 
 @njit(**KERNEL_JIT)
 def _rows1_vecs1(z, r, inner, w, base, acc, j):
-    # Even and odd k apart, per block, as _rows1_panel: a vector's sums do
+    # Four chains by k mod 4, per block, as _rows1_panel: a vector's sums do
     # not depend on whether it falls in a full panel or the last one.
     for k0 in range(0, inner, BLOCK):
         a0 = vzero(acc)
         b0 = vzero(acc)
+        c0 = vzero(acc)
+        d0 = vzero(acc)
         count = min(BLOCK, inner - k0)
-        for i in range(count // 2):
-            k = k0 + 2 * i
+        for i in range(count // 4):
+            k = k0 + 4 * i
             a0 = vfma(vload(w, base + k, 0), vsplat(z[r, np.uintp(k)]), a0)
             b0 = vfma(vload(w, base + k + 1, 0), vsplat(z[r, np.uintp(k + 1)]), b0)
-        if count % 2:
-            k = k0 + count - 1
+            c0 = vfma(vload(w, base + k + 2, 0), vsplat(z[r, np.uintp(k + 2)]), c0)
+            d0 = vfma(vload(w, base + k + 3, 0), vsplat(z[r, np.uintp(k + 3)]), d0)
+        for k in range(k0 + count - count % 4, k0 + count):
             a0 = vfma(vload(w, base + k, 0), vsplat(z[r, np.uintp(k)]), a0)
-        _put(acc, r, j, vadd(a0, b0), k0 == 0)
+        _put(acc, r, j, vadd(vadd(a0, b0), vadd(c0, d0)), k0 == 0)
     if inner == 0:
         _zero_rows(acc, r, 1, j, 1)
 
