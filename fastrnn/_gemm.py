@@ -89,6 +89,10 @@ class FewVariants:
         self.relaxed = {**{i: True for i in inputs}, **{i: False for i in outputs}}
         self._lock = threading.Lock()
         self._compiled = False  # (the dispatcher's `signatures` is slow to read)
+        # Where the dispatcher would compile for the exact types (another
+        # thread's call while compile_for lets it compile), it compiles the
+        # variant instead.
+        dispatcher._compile_for_args = lambda *args: self.compile_for(args)
 
     def __call__(self, *args: Any) -> Any:
         if self._compiled:
@@ -110,13 +114,15 @@ class FewVariants:
             kinds.append(kind)
         return tuple(kinds)
 
-    def compile_for(self, args: tuple) -> None:
-        """Compile (or load from the cache) the variant that serves ``args``."""
+    def compile_for(self, args: tuple) -> Any:
+        """Compile (or load from the cache) the variant that serves ``args``;
+        returns it."""
         with self._lock:
             self.dispatcher._can_compile = True
             try:
-                self.dispatcher.compile(self.variant_types(args))
+                variant = self.dispatcher.compile(self.variant_types(args))
                 self._compiled = True
+                return variant
             finally:
                 # Disabled: the dispatcher converts arguments to compiled
                 # variants (a C array is an array of any layout) instead of
