@@ -53,7 +53,7 @@ class Layer:
     __slots__ = ("input_size", "hidden_size", "dtype", "nonlinearity", "backend", "threads",
                  "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
                  "_step_fast", "_step_weights", "_leaky", "_step_kernel", "_step_args",
-                 "_numpy_step", "_numpy_weights")
+                 "_numpy_step", "_numpy_weights", "_scratch")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
                  b_hh: ArrayLike | None = None, *, nonlinearity: str = "tanh",
@@ -114,6 +114,7 @@ class Layer:
         self._step_args: tuple[Any, ...] = ()
         self._numpy_step: Any = None
         self._numpy_weights: tuple[Any, ...] = ()
+        self._scratch: list[tuple[np.ndarray, np.ndarray]] = []
         if name == "numba":
             from . import _numba, _step
 
@@ -288,11 +289,20 @@ class Layer:
               and x_t.shape[0] == h.shape[0]
               and (out is None or (out.shape == h.shape and out.dtype is dtype
                                    and out.flags.writeable))):
-            # The NumPy backend: the same few checks, then NumPy's step.
+            # The NumPy backend: the same few checks, then NumPy's step, its
+            # products into a pair of buffers taken from the layer's pool (one
+            # pair per concurrent caller; list.pop and append are atomic).
             if out is None:
                 out = _empty(h.shape, dtype)
+            try:
+                scratch = self._scratch.pop()
+            except IndexError:
+                scratch = None
+            if scratch is None or scratch[0].shape != h.shape:
+                scratch = (_empty(h.shape, dtype), _empty(h.shape, dtype))
             self._numpy_step(x_t, h, out, *self._numpy_weights, self._bias, self._leak,
-                             self._relu)
+                             self._relu, scratch)
+            self._scratch.append(scratch)
             return out
         return self._checked_step(x_t, h, given)
 

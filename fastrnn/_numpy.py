@@ -133,19 +133,22 @@ def _forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths
 
 
 def step(x: np.ndarray, h: np.ndarray, out: np.ndarray, w_ih_t: np.ndarray, w_hh_t: Any,
-         bias: np.ndarray, leak: np.ndarray | None, relu: bool) -> None:
+         bias: np.ndarray, leak: np.ndarray | None, relu: bool,
+         scratch: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """One time step of a prepared layer (:meth:`fastrnn.Layer.step`): ``out``
     (B, H) <- the state after ``x`` (B, I) from ``h`` (B, H), summed as the
     forward pass sums it. ``w_ih_t`` is w_ih.T, C-contiguous, and ``w_hh_t``
     w_hh.T, C-contiguous, or a sparse w_hh itself (the layer transposes the
     dense weights once: a product with a transposed view ran other OpenBLAS
-    kernels, up to 1.6x slower at B = 32, H = 1024). Every input is read
-    before ``out`` is written, so ``out`` may be ``h``."""
+    kernels, up to 1.6x slower at B = 32, H = 1024). ``scratch``: two (B, H)
+    arrays of the dtype for the products, else allocated (an allocation of
+    256 KB, B = 32, H = 1024 float64, is fresh pages every step). Every
+    input is read before ``out`` is written, so ``out`` may be ``h``."""
     with np.errstate(invalid="ignore", over="ignore"):
-        z = np.matmul(x, w_ih_t)
+        z = np.matmul(x, w_ih_t, out=None if scratch is None else scratch[0])
         z += bias
         if isinstance(w_hh_t, np.ndarray):
-            z += np.matmul(h, w_hh_t)
+            z += np.matmul(h, w_hh_t, out=None if scratch is None else scratch[1])
         else:
             z += (w_hh_t @ h.T).T
         _activate(z, h, relu, leak, None if leak is None else 1 - leak)
