@@ -156,8 +156,8 @@ PLANS = [
 @pytest.fixture
 def tiny_windows(monkeypatch):
     """Every call is cut into windows of a few steps, and each window
-    compares the two ways again, so windows alternate between the plan's
-    threads and one thread."""
+    compares the two ways again, so a units split's windows alternate
+    between its threads and one thread."""
     monkeypatch.setattr(_numba, "WINDOWS_MIN_FMAS", 0)
     monkeypatch.setattr(_numba, "CHUNK_ELEMENTS", 1)  # chunks of one step
     monkeypatch.setattr(_plan, "FIRST_WINDOW_FMAS", 1)
@@ -211,8 +211,10 @@ def test_windows_match_naive(monkeypatch, tiny_windows, make_problem, assert_clo
     assert_close(h_n, expected_h_n)
     log = tiny_windows[-1]
     assert len(log) >= 4  # several windows ran
-    if plan.path != _plan.BLOCKED:
+    if plan.path == _plan.UNITS_SPLIT:
         assert {split for _, _, split, _ in log} == {True, False}  # both ways
+    elif plan.path == _plan.BATCH_SPLIT:
+        assert {split for _, _, split, _ in log} == {True}  # not timed: its threads
 
 
 def test_windows_of_a_sparse_reservoir(monkeypatch, tiny_windows, assert_close):
@@ -297,8 +299,8 @@ def test_every_way_gives_the_same_bits(monkeypatch, make_problem, dtype, batch, 
     # vector's (fastrnn._gemm), and every way a call runs keeps the rows'
     # blocks: the units split and one thread, windows or not, which way the
     # windows went (timed, so different from run to run on a busy machine).
-    # The batch split gives each thread its own blocks of samples: its
-    # windows run those blocks on the threads or one after the other.
+    # The batch split gives each thread its own blocks of samples, in
+    # every window.
     problem = make_problem(11, batch=batch, steps=9, input_size=5, hidden_size=hidden,
                            dtype=dtype, h0=True)
     # Chunks of 2 steps: windows of several chunks, several chunks a call.
