@@ -28,6 +28,7 @@ loads split cache lines and halved the speed on AVX-512.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from typing import Any
@@ -89,10 +90,17 @@ class FewVariants:
         self.relaxed = {**{i: True for i in inputs}, **{i: False for i in outputs}}
         self._lock = threading.Lock()
         self._compiled = False  # (the dispatcher's `signatures` is slow to read)
+        if hasattr(os, "register_at_fork"):
+            # A child forked while another thread compiled has the lock held
+            # by a thread it does not have: it gets a lock of its own.
+            os.register_at_fork(after_in_child=self._new_lock)
         # Where the dispatcher would compile for the exact types (another
         # thread's call while compile_for lets it compile), it compiles the
         # variant instead.
         dispatcher._compile_for_args = lambda *args: self.compile_for(args)
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def __call__(self, *args: Any) -> Any:
         if self._compiled:

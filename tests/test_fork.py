@@ -104,3 +104,47 @@ def test_forked_child_computes_as_the_parent(path):
         pytest.fail(f"the {path}-split script did not finish in 600 s (hung): {exc}")
     assert result.returncode == 0 and result.stdout.strip() == "ok", (
         f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+
+
+_LOCKED = textwrap.dedent("""
+    import multiprocessing
+    import warnings
+
+    import numpy as np
+
+    import fastrnn
+    from fastrnn import _numba
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    # The parent holds the lock a thread holds while it compiles a variant
+    # of the forward kernel; a child forked meanwhile must not wait for it.
+    caller = _numba._forward_range_call
+    caller._lock.acquire()
+
+    def child():
+        free = caller._lock.acquire(blocking=False)
+        if free:
+            caller._lock.release()
+        rng = np.random.default_rng(3)
+        x = rng.standard_normal((2, 5, 3))
+        w_ih = rng.standard_normal((40, 3)) / 2
+        w_hh = rng.standard_normal((40, 40)) / 8
+        return free, fastrnn.forward(x, w_ih, w_hh, backend="numba")[1]
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        free, h_n = pool.apply_async(child).get(timeout=120)
+    assert free, "the child inherited the parent's held compile lock"
+    assert h_n.shape == (2, 40) and np.isfinite(h_n).all()
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows")
+def test_forked_child_gets_its_own_compile_lock():
+    try:
+        result = subprocess.run([sys.executable, "-c", _LOCKED], capture_output=True,
+                                text=True, timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the forked child waited for the parent's compile lock: {exc}")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (
+        f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
