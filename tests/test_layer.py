@@ -127,10 +127,13 @@ def test_any_layout_compiles_nothing_new(make_problem):
                    (np.asfortranarray(x[:, 1]), h_fortran),
                    (readonly, np.zeros((8, 4), np.float32).T)]:
         np.testing.assert_array_equal(layer.step(x_t, h), expected)
+    # One (I,) sequence: its own product (one row, not a row of a block of
+    # 4), so compared with the C-ordered (I,) call.
+    expected_one = layer.step(np.ascontiguousarray(x[0, 1]), np.zeros(8, np.float32))
     for x_t, h in [(x[0, 1], np.zeros(8, np.float32)),
                    (x[:, 1].T[:, 0], np.zeros((8, 2), np.float32)[:, 1]),  # strided
                    (readonly[0], np.zeros(8, np.float32))]:
-        np.testing.assert_array_equal(layer.step(x_t, h), expected[0])
+        np.testing.assert_array_equal(layer.step(x_t, h), expected_one)
     assert set(kernel.overloads) == compiled
 
 
