@@ -68,7 +68,7 @@ from ._plan import (
 )
 from ._plan import plan as choose
 from ._simd import TARGET, VECTOR_BYTES, vadd, vfma, vgather, vload, vsplat, vstore, vzero
-from ._step import step_weights
+from ._step import step_tail, step_weights
 
 # The hoisted input product of one chunk of time steps is kept near this
 # many elements, so that the recurrence reads it back from L2, not memory.
@@ -552,21 +552,7 @@ def _step(x, h, out, weights, sparse, rows, relu):
             for j in range(hidden, width):
                 state[i, j] = 0
         _sparse_product(state, batch, sparse, work[3 * batch:], recurrent)
-    # The same sums in the same order as the forward pass: (input product +
-    # bias) + recurrent product.
-    for i in range(batch):
-        if relu:
-            for j in range(hidden):
-                acc[i, j] = _relu(acc[i, j] + rows[0, j] + recurrent[i, j])
-        else:
-            for j in range(hidden):
-                acc[i, j] = _tanh(acc[i, j] + rows[0, j] + recurrent[i, j])
-        if rows.shape[0] == 3:
-            for j in range(hidden):
-                acc[i, j] = rows[2, j] * h[i, j] + rows[1, j] * acc[i, j]
-    for i in range(batch):
-        for j in range(hidden):
-            out[i, j] = acc[i, j]
+    step_tail(acc, recurrent, h, out, rows, relu)
     return True
 
 

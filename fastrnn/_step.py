@@ -100,6 +100,30 @@ def as_rows(typingctx, array):
     return matrix(array), codegen
 
 
+@njit(**KERNEL_JIT)
+def step_tail(acc, recurrent, h, out, rows, relu):
+    """The end of a step, for both step kernels: ``out`` <- act(acc + rows[0]
+    + recurrent) for the (B, H) products ``acc`` (input) and ``recurrent``;
+    with ``rows`` of 3 (bias, leak, 1 - leak), the leaky update from ``h``,
+    rows[2] * h + rows[1] * act(...). The sums of the forward pass, in its
+    order; every input is read (into acc) before ``out`` is written, so out
+    may be h."""
+    batch, hidden = out.shape
+    for i in range(batch):
+        if relu:
+            for j in range(hidden):
+                acc[i, j] = _relu(acc[i, j] + rows[0, j] + recurrent[i, j])
+        else:
+            for j in range(hidden):
+                acc[i, j] = _tanh(acc[i, j] + rows[0, j] + recurrent[i, j])
+        if rows.shape[0] == 3:
+            for j in range(hidden):
+                acc[i, j] = rows[2, j] * h[i, j] + rows[1, j] * acc[i, j]
+    for i in range(batch):
+        for j in range(hidden):
+            out[i, j] = acc[i, j]
+
+
 def _dense_step(x_given, h_given, out_given, weights, hidden, relu, leak):
     # out = the state after x (B, I) from h (B, H), or (I,) and (H,).
     # weights: step_weights (w_ih.T packed in the first I rows, w_hh.T in
@@ -129,21 +153,8 @@ def _dense_step(x_given, h_given, out_given, weights, hidden, relu, leak):
                 weights[:input_size].reshape(input_size * vectors, lanes), acc)
     matmul_rows(h, batch, hidden,
                 weights[input_size:bias].reshape(hidden * vectors, lanes), recurrent)
-    for i in range(batch):
-        if relu:
-            for j in range(hidden):
-                acc[i, j] = _relu(acc[i, j] + weights[bias, j] + recurrent[i, j])
-        else:
-            for j in range(hidden):
-                acc[i, j] = _tanh(acc[i, j] + weights[bias, j] + recurrent[i, j])
-        if leak:
-            for j in range(hidden):
-                acc[i, j] = weights[bias + 2, j] * h[i, j] + weights[bias + 1, j] * acc[i, j]
-    for i in range(batch):
-        for j in range(hidden):
-            out[i, j] = acc[i, j]
+    step_tail(acc, recurrent, h, out, weights[bias:], relu)
     return True
-
 
 
 _kernels: dict[np.dtype, Any] = {}

@@ -269,10 +269,10 @@ class Split:
     def _run(self, part: int, window: tuple) -> None:
         x, out, relu, batch_first, reverse, first, last, chunk = window
         try:
-            _forward_part_call(x, self.packed[part], self.sparse[part], self.leak, self.cuts[part],
-                          self.cuts[part + 1], self.state_a, self.state_b, out, relu,
-                          batch_first, self.order, self.lens, reverse, part, self.parts,
-                          self.flags, first, last, chunk)
+            _forward_part_call(x, self.packed[part], self.sparse[part], self.leak,
+                               self.cuts[part], self.cuts[part + 1], self.state_a,
+                               self.state_b, out, relu, batch_first, self.order, self.lens,
+                               reverse, part, self.parts, self.flags, first, last, chunk)
         except BaseException as exc:  # the other parts must not wait for this one
             self.failures.append(exc)
             self.flags[self.parts * FLAG_STRIDE] = 1
@@ -306,12 +306,11 @@ class Split:
     def stop(self) -> list[threading.Thread]:
         """Ask the threads to stop, without waiting (a prepared layer's
         split, when the layer is freed); returns them."""
-        workers = self.workers
-        if self.pid == os.getpid():  # (a forked child has none of them)
-            for part in range(1, len(workers) + 1):
-                self.jobs[part].put(None)
+        workers = self.workers if self.pid == os.getpid() else []  # (a forked child: none)
+        for part in range(1, len(workers) + 1):
+            self.jobs[part].put(None)
         self.workers = []
-        return workers if self.pid == os.getpid() else []
+        return workers
 
     def run(self, x: np.ndarray, h: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, relu: bool, batch_first: bool, reverse: bool, first: int,
