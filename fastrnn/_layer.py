@@ -52,7 +52,7 @@ class Layer:
 
     __slots__ = ("input_size", "hidden_size", "dtype", "nonlinearity", "backend", "threads",
                  "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
-                 "_step_fast", "_step_weights", "_leaky", "_step_kernel", "_step_args",
+                 "_step_fast", "_packed", "_leaky", "_step_kernel", "_step_args",
                  "_numpy_step", "_numpy_weights", "_scratch")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
@@ -104,28 +104,29 @@ class Layer:
         self._leaky = leak_arr is not None
         self._compute = compute
         self._prepared: Any = None
-        # A step runs one of: the dense step kernel (fastrnn._step: four
-        # arguments, no allocation), the general step kernel (a sparse
+        # A step runs one of: the dense step kernel (fastrnn.kernels.step:
+        # four arrays, no allocation), the general step kernel (a sparse
         # w_hh, or a dense step too large for the first one's stack: made
         # on first use), or NumPy's step.
         self._step_fast: Any = None
-        self._step_weights: Any = None
+        self._packed: Any = None
         self._step_kernel: Any = None
         self._step_args: tuple[Any, ...] = ()
         self._numpy_step: Any = None
         self._numpy_weights: tuple[Any, ...] = ()
         self._scratch: list[tuple[np.ndarray, np.ndarray]] = []
         if name == "numba":
-            from . import _numba, _step
+            from . import _numba
+            from .kernels import step as step_kernels
 
             prepared = self._prepared = _numba.Prepared(self._w_ih, self._w_hh, bias, leak_arr)
+            self._packed = prepared.packed
             if prepared.sparse is not None:
-                self._step_kernel = _numba.step_kernel(dtype, True)
+                self._step_kernel = step_kernels.general_step_kernel(dtype, True)
             elif hidden < STEP_BLAS_MIN_HIDDEN:
-                self._step_fast = _step.step_kernel(dtype)
-                self._step_weights = prepared.step
+                self._step_fast = step_kernels.step_kernel(dtype)
             if self._step_kernel is not None or self._step_fast is not None:
-                self._step_args = (prepared.weights, prepared.sparse, prepared.rows, relu)
+                self._step_args = (prepared.packed, prepared.sparse, relu, self._leaky)
         if self._step_fast is None and self._step_kernel is None:
             # The NumPy backend, or a large dense state whose steps run
             # faster in NumPy's product (see _plan.STEP_BLAS_MIN_HIDDEN).
@@ -258,7 +259,7 @@ class Layer:
             if target is None and type(h) is _NDARRAY:
                 target = _empty(h.shape, self.dtype)
             try:
-                if fast(x_t, h, target, self._step_weights, self.hidden_size, self._relu,
+                if fast(x_t, h, target, self._packed, self.hidden_size, self._relu,
                         self._leaky):
                     return target
             except TypeError:
@@ -341,15 +342,15 @@ class Layer:
         x2, h2, out2 = (np.asarray(a).reshape(-1, a.shape[-1])
                         for a in (x_arr, h_arr, out.view(np.ndarray)))
         if self._step_fast is not None and self._step_fast(
-                x2, h2, out2, self._step_weights, self.hidden_size, self._relu, self._leaky):
+                x2, h2, out2, self._packed, self.hidden_size, self._relu, self._leaky):
             return out
         if self._step_args:
             # A sparse w_hh, or a dense step whose scratch would not fit the
             # dense kernel's stack (many samples of a large state).
             if self._step_kernel is None:
-                from . import _numba
+                from .kernels import step as step_kernels
 
-                self._step_kernel = _numba.step_kernel(dtype, False)
+                self._step_kernel = step_kernels.general_step_kernel(dtype, False)
             if not self._step_kernel(x2, h2, out2, *self._step_args):
                 raise AssertionError("step kernel refused checked shapes")  # pragma: no cover
         else:

@@ -104,6 +104,19 @@ NUMPY_MIN_STATE_BYTES = 1024
 UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 
 
+# Values (samples x units) in the input product's buffer: 128 KB of float32.
+CHUNK_ELEMENTS = 32 * 1024
+
+
+def chunk_steps(batch: int, hidden: int) -> int:
+    """Steps per chunk of the hoisted input product, for a call of ``batch``
+    samples: the same for every way a call runs (one thread, the batch or
+    units split, any windows), and chunks start at multiples of it, so that
+    the product's blocks of 4 rows, and so its sums (fastrnn.kernels.product),
+    are the same whatever the threads."""
+    return max(1, CHUNK_ELEMENTS // max(1, batch * (hidden + 1)))
+
+
 class Plan(NamedTuple):
     """How one call runs: ``path`` (one of :data:`PATHS`) on ``parts``
     threads (the caller's included). A tuple: made on every call, it must
@@ -192,7 +205,7 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
         The cores available (:func:`available_cores`).
     fused : bool, default True
         Whether the kernels are compiled with fused multiply-adds
-        (``fastrnn._simd.TARGET.fma``).
+        (``fastrnn.kernels.simd.TARGET.fma``).
     itemsize : int, default 8
         Bytes per value (4 for float32).
     """

@@ -1,15 +1,18 @@
 """Several threads on one forward: the hidden units split between them.
 
-The batch can be split across threads (``_numba``'s blocked path), but one
+The batch can be split across threads (``_numba``), but one
 sequence cannot, nor can time; the hidden units always can. Thread ``p`` of
 ``parts`` owns units ``cuts[p]..cuts[p+1]``, a contiguous run with about the
 same share of w_hh as the others': equal rows of a dense w_hh, packed in the
 thread's own buffer (and so in its own L2 from step to step, when it fits),
-or equal non-zeros of a sparse one, packed for the gathers as in
-``_numba._sell_pack``. Every step it computes its units' new state, for every
-running sample, from the whole previous state, then publishes the step;
-before the next step it waits for every thread (``_sync.wait_all``), which
-costs about half a microsecond here.
+or equal non-zeros of a sparse one, packed for the gathers
+(``kernels.sparse.sell_pack``). Every step it computes its units' new state,
+for every running sample, from the whole previous state, then publishes the
+step; before the next step it waits for every thread
+(``kernels.barrier.wait_all``), which costs about half a microsecond here.
+Each thread runs the one step loop, ``kernels.driver.drive``, on its units
+with the barrier's flags; this module starts the threads and hands them the
+windows of a call.
 
 It also serves a batch too small to give every thread blocks of 4 samples
 (2 <= B < 4 x threads) once H >= 256: split by samples, each thread would run
@@ -17,10 +20,10 @@ the latency-bound one-sample product (float32 B = 4, H = 512: 98 GFLOP/s);
 split by units, each runs 4-sample blocks over its share of w_hh (173).
 
 The recurrent product, into ``acc`` for this thread's units only: dense,
-``_gemm.matmul_rows`` of the states and this thread's columns of w_hh.T,
+``kernels.product.matmul_rows`` of the states and this thread's columns of w_hh.T,
 packed in panels (4 samples x 4 vectors of units per block; one sample:
 4 vectors, two chains each), read as one sequential stream per panel; sparse,
-the SELL-C-sigma gathers of ``_numba.sell_product``, per sample. (For one
+the SELL-C-sigma gathers of ``kernels.sparse.sell_product``, per sample. (For one
 sample, the packed columns beat dotting each of this thread's rows of w_hh
 with the state: float64 H = 1000, 47 against 58 us a step.)
 
@@ -52,160 +55,12 @@ import threading
 from typing import Any
 
 import numpy as np
-from numba import njit
 
-from ._activations import relu as _relu
-from ._activations import tanh as _tanh
-from ._gemm import (
-    ALIGN_BYTES,
-    JIT,
-    KERNEL_JIT,
-    FewVariants,
-    aligned_zeros,
-    matmul_rows,
-    pack_columns,
-)
-from ._numba import _add_bias, _finish, _gather, _longest, _running, _sell_pack, _time, sell_product
-from ._simd import VECTOR_BYTES, prefetch_write
-from ._sync import FLAG_STRIDE, store_release, wait_all
-
-
-@njit(**KERNEL_JIT)
-def _sparse_rows(state, active, sparse, product, acc):
-    # acc[i, j] = (row j of this part's w_hh) . state[i], over the non-zeros:
-    # into `product` in the packed row order, then put back in unit order.
-    order = sparse[1]
-    for i in range(active):
-        sell_product(state, i, sparse, product, i)
-        for r in range(order.shape[0]):
-            acc[i, order[r]] = product[i, r]
-
-
-@njit(**JIT)
-def _pack_part(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
-    # What part u0..u1-1 reads at every step, packed once per call (not per
-    # window): rows of `width` (this part's units, padded to whole vectors)
-    # holding w_ih.T for these units (I rows, packed for matmul_rows), then
-    # w_hh.T for them (H rows; a dense w_hh only), then the fused bias, the
-    # leak and 1 - leak (a row each).
-    hidden, input_size = w_ih.shape
-    lanes = VECTOR_BYTES // like.itemsize
-    mine = u1 - u0
-    width = max(lanes, (mine + lanes - 1) // lanes * lanes)
-    vectors = width // lanes
-    packed = hidden if dense is not None else 0
-    rows = input_size + packed
-    work = aligned_zeros(rows + 3, width, like)
-    pack_columns(w_ih, u0, u1, work[:input_size].reshape(input_size * vectors, lanes))
-    if dense is not None:
-        pack_columns(dense, u0, u1, work[input_size:rows].reshape(hidden * vectors, lanes))
-    for j in range(mine):
-        if b_ih is not None:
-            work[rows, j] += b_ih[u0 + j]
-        if b_hh is not None:
-            work[rows, j] += b_hh[u0 + j]
-        if leak is not None:
-            work[rows + 1, j] = leak[u0 + j]
-            work[rows + 2, j] = 1 - leak[u0 + j]
-    return work
-
-
-@njit(**JIT)
-def _forward_part(x, packed, sparse, leak, u0, u1, state_a, state_b, out, relu, batch_first,
-                  order, lens, reverse, part, parts, flags, first, last, chunk):
-    # Steps first..last-1 (a window of the call) of the B samples (the rows
-    # of state_a) for units u0..u1-1, from `packed` (_pack_part's rows) and,
-    # for a sparse w_hh, `sparse` (_sell_pack of this part's rows). Samples
-    # order[i] (longest first, lens their lengths) or, with order None,
-    # sample i (every one T steps long). chunk: as _numba._forward_range's
-    # (the same chunks, so the same sums). Returns False if another part
-    # aborted.
-    n1, n2, input_size = x.shape
-    steps_total = n2 if batch_first else n1
-    count = state_a.shape[0]
-    lanes = VECTOR_BYTES // state_a.itemsize
-    mine = u1 - u0
-    width = packed.shape[1]
-    vectors = width // lanes
-    hidden = packed.shape[0] - 3 - input_size  # H rows (dense), 0 (sparse)
-    w_ih_p = packed[:input_size].reshape(input_size * vectors, lanes)
-    w_hh_p = packed[input_size:input_size + hidden].reshape(hidden * vectors, lanes)
-    tail = input_size + hidden
-    bias, leak_row, keep = packed[tail], packed[tail + 1], packed[tail + 2]
-    longest = _longest(lens, count, steps_total)
-    stop = min(longest, last)
-    held = max(1, min(longest, chunk))  # steps the input product's buffer holds
-    # One workspace, rows of `width`: pre (chunk * B rows: input product +
-    # biases), acc (B rows), product (B rows: the sparse product in packed
-    # order; sparse only).
-    pre_rows = held * count
-    products = count if sparse is not None else 0
-    work = aligned_zeros(pre_rows + count + products, width, state_a)
-    pre = work[:pre_rows]
-    acc = work[pre_rows:pre_rows + count]
-    product = work[pre_rows + count:]
-    gathered = np.empty((pre_rows, input_size), dtype=state_a.dtype)
-    row_start = np.empty(held, dtype=np.int64)
-    active = count
-    s0 = first
-    while s0 < stop:
-        s1 = min(stop, (s0 // chunk + 1) * chunk)
-        rows = _gather(x, gathered, row_start, s0, s1, active, order, lens, 0, steps_total,
-                       reverse, batch_first)
-        matmul_rows(gathered, rows, input_size, w_ih_p, pre)
-        _add_bias(pre, rows, bias, mine)
-        for s in range(s0, s1):
-            active = _running(lens, active, s)
-            if not wait_all(flags, parts, s):
-                return False
-            cur, nxt = (state_a, state_b) if s % 2 == 0 else (state_b, state_a)
-            # The other threads read our units of nxt at the step before:
-            # take the lines back now, during the product, rather than when
-            # the activation stores to them.
-            for i in range(active):
-                for j in range(0, mine, lanes):
-                    prefetch_write(nxt, i, u0 + j)
-            if sparse is not None:
-                _sparse_rows(cur, active, sparse, product, acc)
-            else:
-                matmul_rows(cur, active, hidden, w_hh_p, acc)
-            base = row_start[s - s0]
-            for i in range(active):
-                r = base + i
-                if relu:
-                    for j in range(mine):
-                        nxt[i, u0 + j] = _relu(pre[r, j] + acc[i, j])
-                else:
-                    for j in range(mine):
-                        nxt[i, u0 + j] = _tanh(pre[r, j] + acc[i, j])
-                if leak is not None:
-                    for j in range(mine):
-                        nxt[i, u0 + j] = keep[j] * cur[i, u0 + j] + leak_row[j] * nxt[i, u0 + j]
-            # Publish the step before writing the output, which no other
-            # thread reads: stores become visible in order (x86), so a
-            # release after them waits for each of their cache lines, and a
-            # line of the output that another thread's units share (the
-            # output need not be 64-byte aligned) comes from that thread's
-            # cache every step. (Float32 H = 128, one sample: 1475 ns a step
-            # with the output first.)
-            store_release(flags, part * FLAG_STRIDE, s + 1)
-            if out is not None:
-                for i in range(active):
-                    b = i if order is None else order[i]
-                    t = _time(s, i, lens, steps_total, reverse)
-                    if batch_first:
-                        for j in range(mine):
-                            out[b, t, u0 + j] = nxt[i, u0 + j]
-                    else:
-                        for j in range(mine):
-                            out[t, b, u0 + j] = nxt[i, u0 + j]
-        s0 = s1
-    return True
-
-
-# Called from Python threads through a few variants (see
-# fastrnn._gemm.FewVariants): x, leak, order and lens are read, out written.
-_forward_part_call = FewVariants(_forward_part, inputs=(0, 3, 11, 12), outputs=(8,))
+from .kernels.barrier import FLAG_STRIDE
+from .kernels.cells import pack_layer_call
+from .kernels.driver import drive_call, finish
+from .kernels.product import ALIGN_BYTES, aligned_zeros
+from .kernels.sparse import sell_pack
 
 
 def split_units(indptr: np.ndarray, hidden: int, lanes: int, parts: int) -> list[int]:
@@ -246,11 +101,11 @@ class Split:
                 u0, u1 = cuts[p], cuts[p + 1]
                 indptr = w_hh.indptr[u0:u1 + 1] - w_hh.indptr[u0]
                 rows = slice(w_hh.indptr[u0], w_hh.indptr[u1])
-                self.sparse[p] = _sell_pack(indptr, w_hh.indices[rows], w_hh.data[rows],
-                                            u1 - u0, hidden)
-        self.packed = [_pack_part(w_ih, dense, b_ih, b_hh, leak, cuts[p], cuts[p + 1], h_n)
+                self.sparse[p] = sell_pack(indptr, w_hh.indices[rows], w_hh.data[rows],
+                                           u1 - u0, hidden)
+        self.packed = [pack_layer_call(w_ih, dense, b_ih, b_hh, leak, cuts[p], cuts[p + 1], h_n)
                        for p in range(parts)]
-        self.cuts, self.parts, self.leak, self.batch = cuts, parts, leak, batch
+        self.cuts, self.parts, self.batch = cuts, parts, batch
         self.order, self.lens = order, lens
         # Column H is the padding column of the gathers: always zero.
         columns = (hidden + 1 + line - 1) // line * line
@@ -267,12 +122,12 @@ class Split:
         self.failures: list[BaseException] = []
 
     def _run(self, part: int, window: tuple) -> None:
-        x, out, relu, batch_first, reverse, first, last, chunk = window
+        x, out, cell, batch_first, reverse, first, last, chunk = window
         try:
-            _forward_part_call(x, self.packed[part], self.sparse[part], self.leak,
-                               self.cuts[part], self.cuts[part + 1], self.state_a,
-                               self.state_b, out, relu, batch_first, self.order, self.lens,
-                               reverse, part, self.parts, self.flags, first, last, chunk)
+            drive_call(x, self.packed[part], self.sparse[part], cell, self.cuts[part],
+                       self.cuts[part + 1], self.state_a, self.state_b, out, batch_first,
+                       self.order, self.lens, 0, reverse, part, self.parts, self.flags, first,
+                       last, chunk)
         except BaseException as exc:  # the other parts must not wait for this one
             self.failures.append(exc)
             self.flags[self.parts * FLAG_STRIDE] = 1
@@ -312,19 +167,20 @@ class Split:
         self.workers = []
         return workers
 
-    def run(self, x: np.ndarray, h: np.ndarray | None, out: np.ndarray | None,
-            h_n: np.ndarray, relu: bool, batch_first: bool, reverse: bool, first: int,
+    def run(self, x: np.ndarray, h: np.ndarray | None, out: np.ndarray,
+            h_n: np.ndarray, cell: Any, batch_first: bool, reverse: bool, first: int,
             last: int, chunk: int) -> None:
         """Steps first..last-1 from the states h (None: zeros) after step
-        first - 1; the states after them into h_n (h may be h_n). chunk:
-        _numba.chunk_steps."""
+        first - 1; the states after them into h_n (h may be h_n), and into
+        out (an empty array: no output). cell: a
+        fastrnn.kernels.cells cell; chunk: _plan.chunk_steps."""
         parts, order, lens = self.parts, self.order, self.lens
         hidden = h_n.shape[1]
         steps_total = x.shape[1] if batch_first else x.shape[0]
         state_a, state_b = self.state_a, self.state_b
         if h is not None:
             # Into both buffers: a sample that has already ended keeps its
-            # state in whichever _finish reads.
+            # state in whichever finish reads.
             state_a[:, :hidden] = h if order is None else h[order]
             state_b[:, :hidden] = state_a[:, :hidden]
         else:  # zeros (a prepared layer's split holds its last call's states)
@@ -339,7 +195,7 @@ class Split:
             self.workers, self.pid = [], os.getpid()
         if not self.workers:
             self._start()
-        window = (x, out, relu, batch_first, reverse, first, last, chunk)
+        window = (x, out, cell, batch_first, reverse, first, last, chunk)
         for part in range(1, parts):
             self.jobs[part].put(window)
         pending = parts - 1
@@ -360,4 +216,4 @@ class Split:
             raise interrupted
         if self.failures:
             raise self.failures[0]
-        _finish(out, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last)
+        finish(out, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last)

@@ -32,7 +32,7 @@ FORWARD_TOLERANCE = {
     FLOAT64: {"rtol": 1e-12, "atol": 1e-12},
 }
 
-# fastrnn._activations.tanh against float64 np.tanh over the whole float
+# fastrnn.kernels.activations.tanh against float64 np.tanh over the whole float
 # range: the largest absolute error allowed (measured: 2.6e-7 and 2.2e-16).
 TANH_MAX_ABS_ERROR = {
     FLOAT32: 3e-7,
@@ -132,8 +132,8 @@ def forward_tolerance() -> dict:
 @pytest.fixture(scope="session")
 def tanh_max_abs_error() -> dict:
     # Only the kernels' tests use it, and they need Numba (the target's
-    # features are read when fastrnn._simd is imported).
-    from fastrnn._simd import TARGET
+    # features are read when fastrnn.kernels.simd is imported).
+    from fastrnn.kernels.simd import TARGET
 
     return TANH_MAX_ABS_ERROR if TARGET.fma else TANH_MAX_ABS_ERROR_WITHOUT_FMA
 

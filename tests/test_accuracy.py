@@ -20,12 +20,12 @@ import pytest
 numba = pytest.importorskip("numba")
 
 import fastrnn  # noqa: E402
-from fastrnn import _activations  # noqa: E402  (imports Numba)
+from fastrnn.kernels import activations as _activations  # noqa: E402  (imports Numba)
 
 # The most fastrnn's float32 error may be, as a multiple of torch's.
 TORCH_ERROR_RATIO = 1.5
 
-# fastrnn._activations.tanh against float64 np.tanh, in units in the last
+# fastrnn.kernels.activations.tanh against float64 np.tanh, in units in the last
 # place of the exact result's dtype (measured over the values below: 4.3 ulp
 # float32, the rational approximation Eigen uses; 2.0 float64, which includes
 # np.tanh's own error).

@@ -1,4 +1,4 @@
-"""fastrnn._activations: the vectorisable tanh and relu used inside the Numba kernels.
+"""fastrnn.kernels.activations: the vectorisable tanh and relu used inside the Numba kernels.
 
 They only run inside Numba code, so each is applied elementwise by a small
 compiled wrapper, with the same fastmath and error-model flags as the kernels.
@@ -11,7 +11,7 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from fastrnn import _activations  # noqa: E402  (imports Numba)
+from fastrnn.kernels import activations as _activations  # noqa: E402  (imports Numba)
 
 DTYPES = [np.float32, np.float64]
 
@@ -227,6 +227,6 @@ def test_relu_grid(dtype):
 
 @pytest.mark.parametrize("name", ["tanh", "relu"])
 def test_python_call_refused(name):
-    with pytest.raises(NotImplementedError, match=rf"fastrnn._activations.{name} only runs "
+    with pytest.raises(NotImplementedError, match=rf"fastrnn.kernels.activations.{name} only runs "
                                                   r"inside Numba code"):
         getattr(_activations, name)(0.5)

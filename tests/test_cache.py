@@ -1,5 +1,5 @@
 """Numba's on-disk cache is keyed to the source of every kernel module
-(fastrnn/_cache.py): editing a helper module recompiles the kernels that use
+(fastrnn/kernels/jit.py): editing a helper module recompiles the kernels that use
 it, where Numba alone checks only the kernel's own file."""
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import pytest
 pytest.importorskip("numba")
 
 import fastrnn  # noqa: E402
-from fastrnn import _cache  # noqa: E402
+from fastrnn.kernels import jit as _cache  # noqa: E402
 
 _RUN = textwrap.dedent("""
     import numpy as np
     import fastrnn
-    from fastrnn import _cache, _numba
+    from fastrnn import _numba
+    from fastrnn.kernels import jit as _cache
     x = np.ones((1, 5, 2), np.float32)
     w_ih = np.ones((4, 2), np.float32)
     w_hh = np.eye(4, dtype=np.float32)
@@ -42,17 +43,19 @@ def test_the_stamp_covers_every_file(tmp_path):
     assert _cache.sources_stamp(str(tmp_path), names) == before
     (tmp_path / "b.py").write_text("x = 2\n")
     assert _cache.sources_stamp(str(tmp_path), names) != before
-    # Every module with compiled code is in the stamp.
+    # Every module with compiled code is in the stamp: the kernels
+    # subpackage holds all of it.
     package = Path(fastrnn.__file__).parent
-    compiled = {path.name for path in package.glob("_*.py")
+    compiled = {path.relative_to(package).as_posix() for path in package.rglob("*.py")
                 if "njit" in path.read_text() or "intrinsic" in path.read_text()}
-    assert compiled <= set(_cache.KERNEL_MODULES), compiled - set(_cache.KERNEL_MODULES)
+    stamped = {f"kernels/{name}" for name in _cache.KERNEL_MODULES}
+    assert compiled and compiled <= stamped, compiled - stamped
 
 
 def test_editing_a_helper_module_recompiles_the_kernels(tmp_path):
     # A copy of the package and a cache of its own: compile, load from the
-    # cache, then edit _activations.py (inlined into the kernels of
-    # _numba.py) and find the kernel compiled again.
+    # cache, then edit kernels/activations.py (inlined into the kernels of
+    # kernels/small.py) and find the kernel compiled again.
     shutil.copytree(Path(fastrnn.__file__).parent, tmp_path / "fastrnn",
                     ignore=shutil.ignore_patterns("__pycache__"))
     script = tmp_path / "run.py"
@@ -66,7 +69,7 @@ def test_editing_a_helper_module_recompiles_the_kernels(tmp_path):
 
     assert run() == ["True", "0", "1"]  # compiled
     assert run() == ["True", "1", "0"]  # loaded
-    with open(tmp_path / "fastrnn" / "_activations.py", "a", encoding="utf-8") as handle:
+    with open(tmp_path / "fastrnn" / "kernels" / "activations.py", "a", encoding="utf-8") as handle:
         handle.write("# edited\n")
     assert run() == ["True", "0", "1"]  # compiled again
 
@@ -74,11 +77,12 @@ def test_editing_a_helper_module_recompiles_the_kernels(tmp_path):
 @pytest.mark.parametrize("hidden", [40, 300])  # one thread; the units split on threads
 def test_any_layout_of_the_inputs_compiles_nothing_new(make_problem, hidden):
     # The kernels called from Python take arrays of any layout, read-only or
-    # not (fastrnn._gemm.FewVariants): after a call with C-ordered inputs,
+    # not (fastrnn.kernels.jit.FewVariants): after a call with C-ordered inputs,
     # Fortran-ordered, strided, read-only and transposed ones, and an `out`
     # that is a view into a larger buffer, give the same bits and compile
     # no new variant.
-    from fastrnn import _numba, _plan, _units
+    from fastrnn import _numba, _plan
+    from fastrnn.kernels import cells, driver
 
     batch = 3 if hidden == 40 else 1
     problem = make_problem(hidden, batch=batch, steps=5, input_size=6, hidden_size=hidden,
@@ -91,7 +95,7 @@ def test_any_layout_of_the_inputs_compiles_nothing_new(make_problem, hidden):
     _numba.forward(problem["x"], problem["w_ih"], problem["w_hh"], problem.get("b_ih"), None,
                    problem["h0"], expected, h_n, False, True, None, None, False, threads,
                    plan=plan)
-    kernels = [_numba._forward_range, _units._forward_part]
+    kernels = [driver.forward_range, driver.drive_part, cells.pack_layer]
     before = [set(kernel.overloads) for kernel in kernels]
 
     def read_only(a):

@@ -118,7 +118,7 @@ _LOCKED = textwrap.dedent("""
     warnings.simplefilter("ignore", DeprecationWarning)
     # The parent holds the lock a thread holds while it compiles a variant
     # of the forward kernel; a child forked meanwhile must not wait for it.
-    caller = _numba._forward_range_call
+    caller = _numba.forward_range_call
     caller._lock.acquire()
 
     def child():

@@ -19,7 +19,10 @@ pytest.importorskip("numba")
 import naive  # noqa: E402
 
 import fastrnn  # noqa: E402
-from fastrnn import _gemm, _numba, _plan, _simd  # noqa: E402
+from fastrnn import _numba, _plan  # noqa: E402
+from fastrnn.kernels import product as _gemm  # noqa: E402
+from fastrnn.kernels import simd as _simd  # noqa: E402
+from fastrnn.kernels import small  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
 
@@ -145,7 +148,7 @@ def test_no_input_features(check_forward, make_problem, dtype):
 def test_time_chunks(monkeypatch, check_forward, make_problem, dtype):
     # The input product is hoisted one chunk of steps at a time; a sequence
     # longer than several chunks (with a ragged last one) must not notice.
-    steps = 3 * (_numba.CHUNK_ELEMENTS // 16) + 5
+    steps = 3 * (_plan.CHUNK_ELEMENTS // 16) + 5
     for batch_first in (True, False):
         problem = make_problem(34, batch=1, steps=steps, input_size=2, hidden_size=16,
                                dtype=dtype, batch_first=batch_first)
@@ -179,7 +182,7 @@ def test_small_kernel_matches_naive(assert_close, make_problem, dtype, batch_fir
     x = problem["x"]
     out = np.full(x.shape[:2] + (hidden,), np.nan, dtype=dtype)
     h_n = np.full((batch, hidden), np.nan, dtype=dtype)
-    _numba._forward_small(x, problem["w_ih"], problem["w_hh"], problem["b_ih"],
+    small.forward_sequences(x, problem["w_ih"], problem["w_hh"], problem["b_ih"],
                           problem["b_hh"], problem["h0"], out, h_n, nonlinearity == "relu",
                           batch_first)
     expected_output, expected_h_n = naive.rnn(**problem, nonlinearity=nonlinearity)

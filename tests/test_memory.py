@@ -91,4 +91,8 @@ def test_numba_allocations_do_not_depend_on_steps():
         short, long = counts[f"{batch},5000"], counts[f"{batch},20000"]
         assert short == long, counts  # the same allocations for 4x the steps
         assert long[0] == long[1], counts  # and all of them freed
-        assert long[0] <= 12 * batch, counts  # a few workspaces per thread, none per step
+        # A few workspaces per thread and call, and a MemInfo for each array
+        # passed from Python to a kernel (Numba's reference counting wraps
+        # them: 13 in all for one sequence, 9 of them in the driver's call
+        # of 5 arrays and 4 workspaces), none per step.
+        assert long[0] <= 16 * batch, counts

@@ -24,7 +24,7 @@ from fastrnn._plan import (
     available_cores,
     plan,
 )
-from fastrnn._simd import TARGET
+from fastrnn.kernels.simd import TARGET
 
 DTYPES = [np.float32, np.float64]
 

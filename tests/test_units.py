@@ -240,14 +240,14 @@ def _run_with_timeout(target):
 
 
 def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_problem):
-    original = _units._forward_part_call
+    original = _units.drive_call
 
     def failing(*args):
         if args[-6] == 2:  # part 2 of 3 fails before its first step
             raise RuntimeError("part 2 failed")
         return original(*args)
 
-    monkeypatch.setattr(_units, "_forward_part_call", failing)
+    monkeypatch.setattr(_units, "drive_call", failing)
     problem = _problem(make_problem, 64, np.float64, "dense", steps=500)
     result = _run_with_timeout(lambda: fastrnn.forward(**problem, backend="numba"))
     assert isinstance(result.get("error"), RuntimeError)

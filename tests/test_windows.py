@@ -159,7 +159,7 @@ def tiny_windows(monkeypatch):
     compares the two ways again, so a units split's windows alternate
     between its threads and one thread."""
     monkeypatch.setattr(_numba, "WINDOWS_MIN_FMAS", 0)
-    monkeypatch.setattr(_numba, "CHUNK_ELEMENTS", 1)  # chunks of one step
+    monkeypatch.setattr(_plan, "CHUNK_ELEMENTS", 1)  # chunks of one step
     monkeypatch.setattr(_plan, "FIRST_WINDOW_FMAS", 1)
     monkeypatch.setattr(_plan, "PROBE_MIN_FMAS", 1)
     monkeypatch.setattr(_plan, "PROBE_SECONDS", 0.0)
@@ -296,7 +296,7 @@ def test_ctrl_c_stops_a_long_call_quickly(tmp_path, threads):
 def test_every_way_gives_the_same_bits(monkeypatch, make_problem, dtype, batch, hidden,
                                        options):
     # A sum depends on its row's place in a block of 4 rows, never on its
-    # vector's (fastrnn._gemm), and every way a call runs keeps the rows'
+    # vector's (fastrnn.kernels.product), and every way a call runs keeps the rows'
     # blocks: the units split and one thread, windows or not, which way the
     # windows went (timed, so different from run to run on a busy machine).
     # The batch split gives each thread its own blocks of samples, in
@@ -304,7 +304,7 @@ def test_every_way_gives_the_same_bits(monkeypatch, make_problem, dtype, batch, 
     problem = make_problem(11, batch=batch, steps=9, input_size=5, hidden_size=hidden,
                            dtype=dtype, h0=True)
     # Chunks of 2 steps: windows of several chunks, several chunks a call.
-    monkeypatch.setattr(_numba, "CHUNK_ELEMENTS", 2 * batch * (hidden + 1))
+    monkeypatch.setattr(_plan, "CHUNK_ELEMENTS", 2 * batch * (hidden + 1))
     if "lengths" in options:
         options = dict(options, lengths=np.array(options["lengths"]))
     results: dict[str, list] = {"one thread or units": [], "batch split": []}

@@ -24,7 +24,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._gemm import KERNEL_JIT
+from .jit import KERNEL_JIT
 
 FLAG_STRIDE = 8  # int64s per flag: one 64-byte cache line
 SPINS_BEFORE_YIELD = 2000

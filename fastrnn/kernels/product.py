@@ -28,115 +28,11 @@ loads split cache lines and halved the speed on AVX-512.
 
 from __future__ import annotations
 
-import os
-import threading
-import warnings
-from typing import Any
-
 import numpy as np
-from numba import njit, types
+from numba import njit
 
-from . import _cache  # noqa: F401  (first: every kernel's cache keyed to all their sources)
-from ._simd import TARGET, VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
-
-
-def _cache_available() -> bool:
-    # njit(cache=True) raises at decoration when Numba finds no folder it may
-    # write its cache to (this package's __pycache__, NUMBA_CACHE_DIR, the
-    # user's cache folder): then compile in every process rather than fail.
-    try:
-        njit(cache=True)(_cache_available)
-    except RuntimeError as exc:
-        warnings.warn(
-            f"fastrnn: Numba cannot cache compiled kernels ({exc}); they will be compiled "
-            "again in every process. Point NUMBA_CACHE_DIR at a writable folder to cache them.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return False
-    return True
-
-
-# "contract" lets LLVM fuse multiply-adds. Nothing that assumes finite
-# values ("nnan", "ninf") or reorders sums ("reassoc") is enabled, so NaN and
-# inf propagate as IEEE arithmetic does.
-JIT: dict[str, Any] = dict(cache=_cache_available(), nogil=True, error_model="numpy",
-                           fastmath={"contract"})
-# The product kernels allocate nothing, so they are compiled without Numba's
-# reference counting (_nrt=False): otherwise every array passed between these
-# small functions costs atomic increments and decrements in the hot loop.
-KERNEL_JIT: dict[str, Any] = dict(JIT, _nrt=False)
-
-
-class FewVariants:
-    """Calls a compiled function through a few compiled variants.
-
-    Numba compiles a new variant of a function for every combination of
-    argument types it is called with, and an array's type includes its
-    layout (C, Fortran, any) and whether it is read-only: the test suite
-    once held 117 variants of ``_numba._forward_range``, each compiled for
-    seconds, and a user's first call with a Fortran-ordered or read-only
-    ``x`` compiled again. Here the arrays at the ``inputs`` positions are
-    compiled as read-only arrays of any layout, and those at ``outputs`` as
-    writeable arrays of any layout, so one variant serves every layout;
-    the rest (None or an array, scalars, packed buffers) keep their types.
-    Calls go straight to Numba's dispatcher, with its compilation disabled
-    so that it converts the arguments to a compiled variant's types; a call
-    that none accepts compiles the variant for its types.
-    """
-
-    def __init__(self, dispatcher: Any, inputs: tuple[int, ...], outputs: tuple[int, ...]):
-        self.dispatcher = dispatcher
-        self.relaxed = {**{i: True for i in inputs}, **{i: False for i in outputs}}
-        self._lock = threading.Lock()
-        self._compiled = False  # (the dispatcher's `signatures` is slow to read)
-        if hasattr(os, "register_at_fork"):
-            # A child forked while another thread compiled has the lock held
-            # by a thread it does not have: it gets a lock of its own.
-            os.register_at_fork(after_in_child=self._new_lock)
-        # Where the dispatcher would compile for the exact types (another
-        # thread's call while compile_for lets it compile), it compiles the
-        # variant instead.
-        dispatcher._compile_for_args = lambda *args: self.compile_for(args)
-
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
-
-    def __call__(self, *args: Any) -> Any:
-        if self._compiled:
-            try:
-                return self.dispatcher(*args)
-            except TypeError:  # no compiled variant takes these types
-                pass
-        self.compile_for(args)
-        return self.dispatcher(*args)
-
-    def variant_types(self, args: tuple) -> tuple:
-        """The argument types of the variant that serves ``args``."""
-        kinds = []
-        for position, value in enumerate(args):
-            kind = self.dispatcher.typeof_pyval(value)
-            readonly = self.relaxed.get(position)
-            if readonly is not None and isinstance(kind, types.Array):
-                kind = kind.copy(layout="A", readonly=readonly or not kind.mutable)
-            kinds.append(kind)
-        return tuple(kinds)
-
-    def compile_for(self, args: tuple) -> Any:
-        """Compile (or load from the cache) the variant that serves ``args``;
-        returns it."""
-        with self._lock:
-            self.dispatcher._can_compile = True
-            try:
-                variant = self.dispatcher.compile(self.variant_types(args))
-                self._compiled = True
-                return variant
-            finally:
-                # Disabled: the dispatcher converts arguments to compiled
-                # variants (a C array is an array of any layout) instead of
-                # compiling one for their exact types.
-                self.dispatcher._can_compile = False
-
+from .jit import JIT, KERNEL_JIT
+from .simd import TARGET, VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
 
 # Buffers start on a cache line: unaligned vector loads that split cache
 # lines halved the speed of the product on AVX-512.

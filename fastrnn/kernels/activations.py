@@ -106,7 +106,7 @@ def _tanh64(x):
 
 def tanh(x):
     """Vectorisable tanh for float32 or float64 scalars inside Numba code."""
-    raise NotImplementedError("fastrnn._activations.tanh only runs inside Numba code")
+    raise NotImplementedError("fastrnn.kernels.activations.tanh only runs inside Numba code")
 
 
 @overload(tanh, inline="always")
@@ -120,7 +120,7 @@ def _tanh_overload(x):
 
 def relu(x):
     """max(x, 0) for float32 or float64 scalars inside Numba code, keeping NaN."""
-    raise NotImplementedError("fastrnn._activations.relu only runs inside Numba code")
+    raise NotImplementedError("fastrnn.kernels.activations.relu only runs inside Numba code")
 
 
 @overload(relu, inline="always")

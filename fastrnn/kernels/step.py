@@ -1,5 +1,5 @@
-"""The compiled call behind :meth:`fastrnn.Layer.step`: one time step of a
-prepared layer with a dense ``w_hh``, at the cost of its product.
+"""The compiled calls behind :meth:`fastrnn.Layer.step`: one time step of a
+prepared layer, at the cost of its product.
 
 A step of a small layer is worth a fraction of a microsecond of arithmetic
 (B = 1, I = 16, H = 8, float32: 0.18 us), so what surrounds it decides its
@@ -11,16 +11,17 @@ here therefore take four arrays, ``(x, h, out, weights)``, and three
 scalars (H, the activation, whether there is a leak: scalars cost little), and are
 compiled without NRT (0.25 against 0.45 us for four arrays); the two rows of
 scratch per sample live on the stack (:func:`stack_matrix`), since a heap
-allocation needs NRT. ``weights`` is :func:`step_weights`: the packed w_ih.T
-and w_hh.T of the forward pass with the fused bias (and leak, 1 - leak)
-appended as rows, one array.
+allocation needs NRT. ``packed`` is the layer's :func:`.cells.pack_layer`,
+the same array the forward pass reads: the packed w_ih.T and w_hh.T with
+the fused bias, leak and 1 - leak as rows.
 
 The kernel of a dtype has two explicit signatures, (B, I)/(B, H) and (I,)/(H,) arrays
 of any layout (x and h may be read-only), so that no new layout compiles
 anything; a shape that does not fit the weights, or a scratch larger than
 :data:`STACK_BYTES`, returns False before anything is written, and the caller
 then checks the arguments in Python (the error messages) and runs the
-general step kernel.
+general step kernel (:func:`general_step_kernel`: scratch on the heap, and
+a sparse w_hh).
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
-from ._activations import relu as _relu
-from ._activations import tanh as _tanh
-from ._gemm import KERNEL_JIT, aligned_zeros, matmul_rows
-from ._simd import VECTOR_BYTES
+from .cells import ROWS, Elman, update
+from .jit import JIT, KERNEL_JIT
+from .product import matmul_rows
+from .simd import VECTOR_BYTES
+from .sparse import sparse_rows
 
 # The largest scratch a step keeps on the stack: two rows of the packed
 # width per sample (B = 32: float32 H <= 512, float64 H <= 256). Larger
@@ -101,77 +103,70 @@ def as_rows(typingctx, array):
 
 
 @njit(**KERNEL_JIT)
-def step_tail(acc, recurrent, h, out, rows, relu):
-    """The end of a step, for both step kernels: ``out`` <- act(acc + rows[0]
-    + recurrent) for the (B, H) products ``acc`` (input) and ``recurrent``;
-    with ``rows`` of 3 (bias, leak, 1 - leak), the leaky update from ``h``,
-    rows[2] * h + rows[1] * act(...). The sums of the forward pass, in its
-    order; every input is read (into acc) before ``out`` is written, so out
-    may be h."""
+def step_tail(acc, recurrent, h, out, rows, relu, leaky):
+    """The end of a step, for both step kernels: ``out`` <- the Elman cell's
+    new state (:func:`.cells.update`) from the (B, H) products ``acc``
+    (input) and ``recurrent`` and the state ``h``; ``rows``: the layer's
+    :data:`.cells.ROWS` rows (bias, leak, 1 - leak). The sums of the forward
+    pass, in its order ((input + bias) + recurrent). The new state goes to
+    acc first and is copied to out after every input has been read, so out
+    may be h (or overlap anything)."""
     batch, hidden = out.shape
+    cell = Elman(relu, leaky)
     for i in range(batch):
-        if relu:
-            for j in range(hidden):
-                acc[i, j] = _relu(acc[i, j] + rows[0, j] + recurrent[i, j])
-        else:
-            for j in range(hidden):
-                acc[i, j] = _tanh(acc[i, j] + rows[0, j] + recurrent[i, j])
-        if rows.shape[0] == 3:
-            for j in range(hidden):
-                acc[i, j] = rows[2, j] * h[i, j] + rows[1, j] * acc[i, j]
+        for j in range(hidden):
+            acc[i, j] += rows[0, j]
+        update(cell, acc, i, recurrent, i, h, acc, 0, hidden, rows)
     for i in range(batch):
         for j in range(hidden):
             out[i, j] = acc[i, j]
 
 
-def _dense_step(x_given, h_given, out_given, weights, hidden, relu, leak):
+def _dense_step(x_given, h_given, out_given, packed, hidden, relu, leaky):
     # out = the state after x (B, I) from h (B, H), or (I,) and (H,).
-    # weights: step_weights (w_ih.T packed in the first I rows, w_hh.T in
-    # the next H, then the bias, and with a leak the leak and 1 - leak);
-    # hidden: the layer's H (the weights' shape alone would take an x one
-    # column short with an h one column long).
-    # Every input is read before `out` is written, so out may be h itself
-    # (or overlap anything). The sums are those of the forward pass, in its
-    # order: (input product + bias) + recurrent product.
+    # packed: the layer's .cells.pack_layer (w_ih.T packed in the first I
+    # rows, w_hh.T in the next H, then the cell's rows); hidden: the layer's
+    # H (the packed shape alone would take an x one column short with an h
+    # one column long).
     x = as_rows(x_given)
     h = as_rows(h_given)
     out = as_rows(out_given)
     batch, input_size = x.shape
-    lanes = VECTOR_BYTES // weights.itemsize
-    width = weights.shape[1]
-    bias = input_size + hidden
-    if (weights.shape[0] != bias + (3 if leak else 1) or width < hidden
-            or width - hidden >= lanes or h.shape[0] != batch or h.shape[1] != hidden
+    lanes = VECTOR_BYTES // packed.itemsize
+    width = packed.shape[1]
+    tail = input_size + hidden
+    if (packed.shape[0] != tail + ROWS or width < hidden or width - hidden >= lanes
+            or h.shape[0] != batch or h.shape[1] != hidden
             or out.shape[0] != batch or out.shape[1] != hidden
-            or 2 * batch * width * weights.itemsize > STACK_BYTES):
+            or 2 * batch * width * packed.itemsize > STACK_BYTES):
         return False
     vectors = width // lanes
-    work = stack_matrix(2 * batch, width, weights)
+    work = stack_matrix(2 * batch, width, packed)
     acc = work[:batch]
     recurrent = work[batch:]
     matmul_rows(x, batch, input_size,
-                weights[:input_size].reshape(input_size * vectors, lanes), acc)
+                packed[:input_size].reshape(input_size * vectors, lanes), acc)
     matmul_rows(h, batch, hidden,
-                weights[input_size:bias].reshape(hidden * vectors, lanes), recurrent)
-    step_tail(acc, recurrent, h, out, weights[bias:], relu)
+                packed[input_size:tail].reshape(hidden * vectors, lanes), recurrent)
+    step_tail(acc, recurrent, h, out, packed[tail:], relu, leaky)
     return True
 
 
-_kernels: dict[np.dtype, Any] = {}
+_kernels: dict[tuple[np.dtype, str], Any] = {}
 _lock = threading.Lock()
 
 
 def step_kernel(dtype: np.dtype) -> Any:
     """The compiled dense step for ``dtype`` (compiled, or loaded from
-    Numba's cache, on first use): ``kernel(x, h, out, weights, hidden,
-    relu, leak)``."""
-    key = np.dtype(dtype)
+    Numba's cache, on first use): ``kernel(x, h, out, packed, hidden,
+    relu, leaky)``."""
+    key = (np.dtype(dtype), "dense")
     kernel = _kernels.get(key)
     if kernel is None:
         with _lock:  # compile once, whichever thread asks first
             kernel = _kernels.get(key)
             if kernel is None:
-                value = from_dtype(key)
+                value = from_dtype(key[0])
                 signatures = [types.boolean(types.Array(value, ndim, "A", readonly=True),
                                             types.Array(value, ndim, "A", readonly=True),
                                             types.Array(value, ndim, "A"),
@@ -182,13 +177,66 @@ def step_kernel(dtype: np.dtype) -> Any:
     return kernel
 
 
-def step_weights(weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``weights`` (the packed (I + H, width) forward weights) with ``rows``
-    (the fused bias, and with a leak the leak and 1 - leak; (1 or 3, H))
-    appended, zero-padded to the width, in one 64-byte aligned array."""
-    used, width = weights.shape
-    hidden = rows.shape[1]
-    combined = aligned_zeros(used + rows.shape[0], width, weights)
-    combined[:used] = weights
-    combined[used:, :hidden] = rows
-    return combined
+def _general_step(x, h, out, packed, sparse, relu, leaky):
+    # One time step of any prepared layer: out = the state after x (B, I)
+    # from h (B, H). packed: the layer's .cells.pack_layer (w_ih.T, then a
+    # dense w_hh.T, then the cell's rows); sparse: .sparse.sell_pack's tuple
+    # for a sparse w_hh, or None. Scratch from the heap (any size). Every
+    # input is read before `out` is written, so out may be h itself (or
+    # overlap anything). A shape that does not fit returns False before
+    # anything is written.
+    batch, input_size = x.shape
+    hidden = h.shape[1]
+    width = packed.shape[1]
+    dense = 0 if sparse is not None else hidden
+    tail = input_size + dense
+    lanes = VECTOR_BYTES // packed.itemsize
+    if (packed.shape[0] != tail + ROWS or width < hidden or width - hidden >= lanes
+            or h.shape[0] != batch or out.shape[0] != batch or out.shape[1] != hidden):
+        return False
+    vectors = width // lanes
+    # Unaligned and not zeroed: the products write every column of their
+    # rows (vstore takes any alignment).
+    work = np.empty((2 * batch if sparse is None else 3 * batch, width), dtype=packed.dtype)
+    acc = work[:batch]
+    recurrent = work[batch:2 * batch]
+    matmul_rows(x, batch, input_size, packed[:input_size].reshape(input_size * vectors, lanes),
+                acc)
+    if sparse is None:
+        matmul_rows(h, batch, hidden, packed[input_size:tail].reshape(hidden * vectors, lanes),
+                    recurrent)
+    else:
+        # The gathers read a zero-padded copy of the state (column H is
+        # their padding column: the state's width is one vector more).
+        state = np.zeros((batch, width + lanes), dtype=packed.dtype)
+        for i in range(batch):
+            for j in range(hidden):
+                state[i, j] = h[i, j]
+        sparse_rows(state, batch, sparse, work[2 * batch:], recurrent)
+    step_tail(acc, recurrent, h, out, packed[tail:], relu, leaky)
+    return True
+
+
+def general_step_kernel(dtype: np.dtype, sparse: bool) -> Any:
+    """The compiled :func:`_general_step` for ``dtype`` and a dense or
+    sparse w_hh, with one explicit signature: x, h and out in any layout (x
+    and h may be read-only), so that no new layout compiles anything."""
+    key = (np.dtype(dtype), "sparse" if sparse else "general")
+    kernel = _kernels.get(key)
+    if kernel is None:
+        with _lock:  # compile (or load from the cache) once
+            kernel = _kernels.get(key)
+            if kernel is None:
+                value = from_dtype(key[0])
+                given = types.Array(value, 2, "A", readonly=True)
+                matrix = types.Array(value, 2, "C")
+                if sparse:
+                    index = types.Array(types.int64, 1, "C")
+                    pack: Any = types.Tuple((index, index, matrix,
+                                             types.Array(types.int32, 1, "C")))
+                else:
+                    pack = types.none
+                signature = types.boolean(given, given, types.Array(value, 2, "A"), matrix,
+                                          pack, types.boolean, types.boolean)
+                kernel = _kernels[key] = njit([signature], **JIT)(_general_step)
+    return kernel

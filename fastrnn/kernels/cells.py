@@ -1,0 +1,119 @@
+"""Cells: what a step does after its products, chosen at compile time.
+
+Every step of every path (:mod:`.driver`, the step kernels of :mod:`.step`)
+computes two products for the units it owns, ``pre`` (the input product plus
+the fused bias, hoisted a chunk of steps at a time) and ``rec`` (the
+recurrent product), then hands them to :func:`update` with the previous
+state; the cell writes the new state. The cell is the type of the ``cell``
+argument, a small named tuple: Numba compiles the loops once per cell class
+(the class picks the implementation when the kernel is compiled; its fields
+are run-time values), so a new cell (GRU, LSTM) is a class and an
+implementation here, not another copy of the step loops.
+
+What a cell reads is packed once with the weights (:func:`pack_layer`):
+the rows of w_ih.T and, dense, w_hh.T for the units, packed in panels for
+:func:`fastrnn.kernels.product.matmul_rows`, then :data:`ROWS` rows, the first
+the bias added to ``pre``, the rest the cell's own. A gated cell's products
+are wider than its state (3 gates x units for a GRU, 4 for an LSTM: the
+packed width covers them, and the cell reads its gates' columns of ``pre``
+and ``rec``); a GRU would keep b_hn in one of its rows (it is added inside
+the reset gate's product), and an LSTM's cell state, private to its units,
+would travel beside ``cur``/``nxt``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from numba import njit, types
+from numba.extending import overload
+
+from .activations import relu as _relu
+from .activations import tanh as _tanh
+from .jit import JIT, KERNEL_JIT, FewVariants
+from .product import aligned_zeros, pack_columns
+from .simd import VECTOR_BYTES
+
+# Rows after the packed weights: the bias, and the cell's rows (Elman: the
+# leak and 1 - leak, read only when leaky).
+ROWS = 3
+
+
+class Elman(NamedTuple):
+    """h' = act(pre + rec), act relu or tanh; leaky: h' = (1 - a) h + a h'."""
+
+    relu: bool
+    leaky: bool
+
+
+def update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):  # pragma: no cover
+    """``nxt[i, u0:u0 + units]`` <- the new state of the units ``u0..`` of
+    sample i, from ``pre[r]`` (input product + bias), ``rec[i]`` (recurrent
+    product), ``cur[i, u0:...]`` (the previous state) and the cell's
+    ``rows`` (columns local to the units). Reads each value of cur before it
+    writes the same value of nxt, so nxt may be cur. Numba code only."""
+    raise NotImplementedError("fastrnn.kernels.cells.update only runs inside Numba code")
+
+
+@overload(update, jit_options=dict(fastmath={"contract"}))
+def _update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
+    if isinstance(cell, types.BaseNamedTuple) and cell.instance_class is Elman:
+        def elman_update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
+            elman(cell.relu, cell.leaky, pre, r, rec, i, cur, nxt, u0, units, rows)
+        return elman_update
+    return None
+
+
+@njit(**KERNEL_JIT)
+def elman(relu, leaky, pre, r, rec, i, cur, nxt, u0, units, rows):
+    # Each value of cur is read before the same value of nxt is written (nxt
+    # may be cur). One loop per activation (Numba warns when one inlined
+    # activation is inlined twice in a function); LLVM takes the leak's test
+    # out of the loop and vectorises both versions.
+    if relu:
+        for j in range(units):
+            value = _relu(pre[r, j] + rec[i, j])
+            if leaky:
+                value = rows[2, j] * cur[i, u0 + j] + rows[1, j] * value
+            nxt[i, u0 + j] = value
+    else:
+        for j in range(units):
+            value = _tanh(pre[r, j] + rec[i, j])
+            if leaky:
+                value = rows[2, j] * cur[i, u0 + j] + rows[1, j] * value
+            nxt[i, u0 + j] = value
+
+
+@njit(**JIT)
+def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
+    """What units u0..u1-1 read at every step, packed once: rows of
+    ``width`` (the units padded to whole vectors, 64-byte aligned, zeros
+    past them) holding w_ih.T for these units (I rows, in panels for
+    matmul_rows), then w_hh.T for them (H rows; a dense w_hh only: None for a
+    sparse one), then the :data:`ROWS` rows: the fused bias b_ih + b_hh, the
+    leak and 1 - leak (either bias, and the leak, may be None)."""
+    hidden, input_size = w_ih.shape
+    lanes = VECTOR_BYTES // like.itemsize
+    mine = u1 - u0
+    width = max(lanes, (mine + lanes - 1) // lanes * lanes)
+    vectors = width // lanes
+    packed = hidden if dense is not None else 0
+    rows = input_size + packed
+    work = aligned_zeros(rows + ROWS, width, like)
+    pack_columns(w_ih, u0, u1, work[:input_size].reshape(input_size * vectors, lanes))
+    if dense is not None:
+        pack_columns(dense, u0, u1, work[input_size:rows].reshape(hidden * vectors, lanes))
+    for j in range(mine):
+        if b_ih is not None:
+            work[rows, j] += b_ih[u0 + j]
+        if b_hh is not None:
+            work[rows, j] += b_hh[u0 + j]
+        if leak is not None:
+            work[rows + 1, j] = leak[u0 + j]
+            work[rows + 2, j] = 1 - leak[u0 + j]
+    return work
+
+
+# Called from Python through a few variants (see .jit.FewVariants): the
+# weights, biases and leak are read.
+pack_layer_call = FewVariants(pack_layer, inputs=(0, 1, 2, 3, 4), outputs=())

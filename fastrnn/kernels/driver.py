@@ -1,0 +1,260 @@
+"""The step loop: one compiled driver for every way a forward call runs.
+
+:func:`drive` runs steps ``first..last-1`` (a window of the call) for a set
+of samples (a share of the batch, or all of it) and a slice of the units
+(``u0..u1``: all of them, or one thread's share): the one-thread path, the
+batch split (each thread a share of the samples, every unit) and the units
+split (each thread every sample, a share of the units, a barrier between
+steps) are this loop with other arguments. What varies is chosen when it is
+compiled: the recurrent product (dense panels of :mod:`.product`, or the
+SELL gathers of :mod:`.sparse`: whether ``sparse`` is None), the cell
+(:mod:`.cells`: the type of ``cell``) and the barrier (:mod:`.barrier`:
+whether ``flags`` is None). The set-up and the per-step tail are written
+once, here and in the cell.
+
+Every path: samples are taken longest first, so the sequences still running
+at a step are a prefix of the batch and each step works on that prefix only
+(work in proportion to the sum of the lengths). The input product is hoisted
+a chunk of steps at a time into a fixed-size buffer (still in cache when the
+recurrence reads it back; no buffer grows with T, so return_sequences=False
+runs in O(B*H + chunk) memory); nothing is allocated per step.
+
+The state is read from ``state_a`` at even steps and written to
+``state_b``, and the other way round at odd steps. One thread passes one
+array as both (the products read the whole state before the cell writes
+it; the cell reads each value before writing it). Threads that share the
+state (the units split) pass two, so that one barrier per step suffices: a
+thread overwrites a buffer only after every thread has finished reading it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .barrier import FLAG_STRIDE, store_release, wait_all
+from .cells import ROWS, update
+from .jit import JIT, KERNEL_JIT, FewVariants
+from .product import aligned_zeros, matmul_rows
+from .simd import VECTOR_BYTES, prefetch_write
+from .sparse import sparse_rows
+
+
+@njit(**KERNEL_JIT)
+def longest_steps(lens, count, steps_total):
+    if count == 0:
+        return 0
+    return steps_total if lens is None else lens[0]
+
+
+@njit(**KERNEL_JIT)
+def running(lens, active, s):
+    """How many samples (a prefix: longest first) still run at step s."""
+    if lens is not None:
+        while active > 0 and lens[active - 1] <= s:
+            active -= 1
+    return active
+
+
+@njit(**KERNEL_JIT)
+def time_index(s, i, lens, steps_total, reverse):
+    """The time index of step s of sample i: reversed, each sequence starts
+    at its own last valid step."""
+    if not reverse:
+        return s
+    if lens is None:
+        return steps_total - 1 - s
+    return lens[i] - 1 - s
+
+
+@njit(**KERNEL_JIT)
+def gather(x, gathered, row_start, s0, s1, active, order, lens, b_start, steps_total, reverse,
+           batch_first):
+    """The inputs of steps s0..s1-1 of the running samples, step-major, into
+    ``gathered``; row_start[s - s0] is step s's first row. Returns the rows."""
+    input_size = x.shape[2]
+    rows = 0
+    count = active
+    for s in range(s0, s1):
+        count = running(lens, count, s)
+        row_start[s - s0] = rows
+        for i in range(count):
+            b = b_start + i if order is None else order[i]
+            t = time_index(s, i, lens, steps_total, reverse)
+            if batch_first:
+                for k in range(input_size):
+                    gathered[rows + i, k] = x[b, t, k]
+            else:
+                for k in range(input_size):
+                    gathered[rows + i, k] = x[t, b, k]
+        rows += count
+    return rows
+
+
+@njit(**KERNEL_JIT)
+def add_bias(pre, rows, bias, width):
+    for r in range(rows):
+        for j in range(width):
+            pre[r, j] += bias[j]
+
+
+@njit(**KERNEL_JIT)
+def load_state(state, h0, order, b_start):
+    """The initial state of the samples, in their order (zeros without h0)."""
+    if h0 is not None:
+        for i in range(state.shape[0]):
+            b = b_start + i if order is None else order[i]
+            for j in range(h0.shape[1]):
+                state[i, j] = h0[b, j]
+
+
+@njit(**KERNEL_JIT)
+def finish(out, h_n, state_a, state_b, order, lens, b_start, steps_total, batch_first, last):
+    """Each sample's state after the window's last step (last - 1, or its
+    own last) into h_n, and, after the call's last window, zeros in the
+    output (unless empty) past its length (as PyTorch's padded output). A double-buffered
+    state holds it in the buffer its last step wrote: state_a after an even
+    number of steps; a single one is passed as both."""
+    hidden = h_n.shape[1]
+    for i in range(state_a.shape[0]):
+        b = b_start + i if order is None else order[i]
+        steps = min(last, steps_total if lens is None else lens[i])
+        final = state_a if steps % 2 == 0 else state_b
+        for j in range(hidden):
+            h_n[b, j] = final[i, j]
+        if out.size != 0 and last >= steps_total:
+            for t in range(steps, steps_total):
+                for j in range(hidden):
+                    if batch_first:
+                        out[b, t, j] = 0
+                    else:
+                        out[t, b, j] = 0
+
+
+@njit(**JIT)
+def drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, order, lens,
+          b_start, reverse, part, parts, flags, first, last, chunk):
+    """Steps first..last-1 of the samples held in the rows of state_a
+    (sample order[i], longest first with lengths lens, or b_start + i with
+    order None: every one T steps long) for units u0..u1-1.
+
+    x: (B, T, I) if batch_first else (T, B, I), any layout; out: x's layout
+    with H features, or an empty array for no output (an array either way:
+    one compiled variant). packed: :func:`.cells.pack_layer` of these
+    units; sparse: :func:`.sparse.sell_pack` of their rows of a sparse w_hh
+    (None: w_hh is dense, in ``packed``); cell: a :mod:`.cells` cell.
+    state_a, state_b: (samples, >= H + 1) with column H zero (the gathers'
+    padding column), the states after step first - 1 in the buffer step
+    ``first`` reads. flags: the barrier's (thread ``part`` of ``parts``), or
+    None for a thread that shares its state with no other. chunk:
+    :func:`fastrnn._plan.chunk_steps`. Returns False if another thread aborted."""
+    n1, n2, input_size = x.shape
+    steps_total = n2 if batch_first else n1
+    count = state_a.shape[0]
+    lanes = VECTOR_BYTES // state_a.itemsize
+    mine = u1 - u0
+    width = packed.shape[1]
+    vectors = width // lanes
+    hidden = packed.shape[0] - ROWS - input_size  # H rows (dense), 0 (sparse)
+    w_ih_p = packed[:input_size].reshape(input_size * vectors, lanes)
+    w_hh_p = packed[input_size:input_size + hidden].reshape(hidden * vectors, lanes)
+    rows = packed[input_size + hidden:]
+    longest = longest_steps(lens, count, steps_total)
+    stop = min(longest, last)
+    if first >= stop:
+        return True
+    held = max(1, min(longest, chunk))  # steps the input product's buffer holds
+    # One aligned, zeroed workspace, rows of `width`: pre (the input product
+    # + bias of a chunk of steps, step-major, only the running samples'
+    # rows), acc (the recurrent product), sorted (the sparse product in its
+    # packed row order; sparse only).
+    pre_rows = held * count
+    products = count if sparse is not None else 0
+    work = aligned_zeros(pre_rows + count + products, width, state_a)
+    pre = work[:pre_rows]
+    acc = work[pre_rows:pre_rows + count]
+    sorted_acc = work[pre_rows + count:]
+    gathered = np.empty((pre_rows, input_size), dtype=state_a.dtype)
+    row_start = np.empty(held, dtype=np.int64)
+    active = count
+    s0 = first
+    while s0 < stop:
+        s1 = min(stop, (s0 // chunk + 1) * chunk)
+        n = gather(x, gathered, row_start, s0, s1, active, order, lens, b_start, steps_total,
+                   reverse, batch_first)
+        matmul_rows(gathered, n, input_size, w_ih_p, pre)
+        add_bias(pre, n, rows[0], width)
+        for s in range(s0, s1):
+            active = running(lens, active, s)
+            cur, nxt = (state_a, state_b) if s % 2 == 0 else (state_b, state_a)
+            if flags is not None:
+                if not wait_all(flags, parts, s):
+                    return False
+                # The other threads read our units of nxt at the step
+                # before: take the lines back now, during the product,
+                # rather than when the cell stores to them.
+                for i in range(active):
+                    for j in range(0, mine, lanes):
+                        prefetch_write(nxt, i, u0 + j)
+            if sparse is not None:
+                sparse_rows(cur, active, sparse, sorted_acc, acc)
+            else:
+                matmul_rows(cur, active, hidden, w_hh_p, acc)
+            base = row_start[s - s0]
+            for i in range(active):
+                update(cell, pre, base + i, acc, i, cur, nxt, u0, mine, rows)
+            if flags is not None:
+                # Publish the step before writing the output, which no other
+                # thread reads: stores become visible in order (x86), so a
+                # release after them waits for each of their cache lines,
+                # and a line of the output that another thread's units share
+                # (the output need not be 64-byte aligned) would come from
+                # that thread's cache every step. (Float32 H = 128, one
+                # sample: 1475 ns a step with the output first.)
+                store_release(flags, part * FLAG_STRIDE, s + 1)
+            if out.size != 0:
+                for i in range(active):
+                    b = b_start + i if order is None else order[i]
+                    t = time_index(s, i, lens, steps_total, reverse)
+                    if batch_first:
+                        for j in range(mine):
+                            out[b, t, u0 + j] = nxt[i, u0 + j]
+                    else:
+                        for j in range(mine):
+                            out[t, b, u0 + j] = nxt[i, u0 + j]
+        s0 = s1
+    return True
+
+
+@njit(**JIT)
+def forward_range(x, packed, sparse, cell, h0, out, h_n, batch_first, order, lens, reverse,
+                  b_start, count, first, last, chunk):
+    """:func:`drive` on one thread for ``count`` samples (order[0..count),
+    or b_start.. with order None) and every unit, from the states h0 after
+    step first - 1; their states after step last - 1 into h_n (h0 may be
+    h_n). out: as for drive."""
+    steps_total = x.shape[1] if batch_first else x.shape[0]
+    hidden = h_n.shape[1]
+    lanes = VECTOR_BYTES // h_n.itemsize
+    # Column H is the gathers' padding column: always zero.
+    state = aligned_zeros(count, (hidden + lanes) // lanes * lanes, h_n)
+    load_state(state, h0, order, b_start)
+    drive(x, packed, sparse, cell, 0, hidden, state, state, out, batch_first, order, lens,
+          b_start, reverse, 0, 1, None, first, last, chunk)
+    finish(out, h_n, state, state, order, lens, b_start, steps_total, batch_first, last)
+
+
+@njit(**JIT)
+def drive_part(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, order,
+               lens, b_start, reverse, part, parts, flags, first, last, chunk):
+    """:func:`drive` called from Python, for one thread of the units split
+    (drive itself is also called from compiled code, which must be able to
+    compile the variants it needs)."""
+    return drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, order,
+                 lens, b_start, reverse, part, parts, flags, first, last, chunk)
+
+
+# Called from Python (and its threads) through a few variants (see
+# .jit.FewVariants): x, h0, order and lens are read, out and h_n written.
+forward_range_call = FewVariants(forward_range, inputs=(0, 4, 8, 9), outputs=(5, 6))
+drive_call = FewVariants(drive_part, inputs=(0, 10, 11), outputs=(8,))

@@ -1,0 +1,134 @@
+"""One small sequence: each step one product of the joint row [x_t, h].
+
+For the smallest problems (see ``fastrnn._plan.SMALL_MAX_HIDDEN``) the
+driver's set-up (a chunked input product, a gather, two packed matrices)
+and its per-step overhead cost more than the arithmetic: here one sample at
+a time, each step one product of [x_t, h] with [w_ih | w_hh].T, packed as one
+matrix of I + H rows, two chains of multiply-adds (one sample is bound by
+their latency). Dense w_hh, no lengths, leak or reverse. Reached from
+fastrnn.forward's plain call through :func:`forward_small`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .activations import relu as _relu
+from .activations import tanh as _tanh
+from .jit import JIT, KERNEL_JIT
+from .product import ALIGN_BYTES
+from .simd import VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
+
+
+@njit(**KERNEL_JIT)
+def add_biases(bias, b_ih, b_hh):
+    # bias[:H] += b_ih + b_hh, either of which may be None.
+    if b_ih is not None:
+        for j in range(b_ih.shape[0]):
+            bias[j] += b_ih[j]
+    if b_hh is not None:
+        for j in range(b_hh.shape[0]):
+            bias[j] += b_hh[j]
+
+
+@njit(**JIT)
+def forward_sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
+    # The whole batch, one sample at a time (see the module's docstring).
+    hidden, input_size = w_ih.shape
+    lanes = VECTOR_BYTES // h_n.itemsize
+    vectors = (hidden + lanes - 1) // lanes
+    inner = input_size + hidden
+    joint = (inner + lanes - 1) // lanes
+    # Rows of `lanes` values: acc (the product), bias, the joint row, and
+    # the packed weights (`inner` rows a vector of units). Allocated here,
+    # viewed and zeroed in _run, which has no reference counts to
+    # update for each view (np.zeros and the views here: 0.1 us more).
+    rows = 2 * vectors + joint + vectors * inner
+    # (padded by a cache line, for the alignment _run makes)
+    buffer = np.empty(rows * lanes + ALIGN_BYTES // h_n.itemsize, dtype=h_n.dtype)
+    _run(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, rows, vectors,
+         joint)
+
+
+@njit(**KERNEL_JIT)
+def _run(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, rows, vectors,
+         joint):
+    n1, n2, input_size = x.shape
+    batch, steps = (n1, n2) if batch_first else (n2, n1)
+    hidden = w_ih.shape[0]
+    lanes = VECTOR_BYTES // h_n.itemsize
+    inner = input_size + hidden
+    offset = ((ALIGN_BYTES - buffer.ctypes.data % ALIGN_BYTES) % ALIGN_BYTES) // h_n.itemsize
+    work = buffer[offset:offset + rows * lanes].reshape(rows, lanes)
+    # Zeros in the padding lanes too: garbage there could be subnormal,
+    # which slows the multiply-adds on some CPUs.
+    for r in range(rows):
+        vstore(work, r, 0, vzero(work))
+    acc = work[:vectors].reshape(1, vectors * lanes)
+    bias = work[vectors:2 * vectors].reshape(1, vectors * lanes)
+    z = work[2 * vectors:2 * vectors + joint].reshape(1, joint * lanes)
+    packed = work[2 * vectors + joint:]
+    for v in range(vectors):
+        # Row v * inner + k: units v * lanes.. of column k of [w_ih | w_hh].
+        first = v * lanes
+        count = min(lanes, hidden - first)
+        for k in range(input_size):
+            for lane in range(count):
+                packed[v * inner + k, lane] = w_ih[first + lane, k]
+        for k in range(hidden):
+            for lane in range(count):
+                packed[v * inner + input_size + k, lane] = w_hh[first + lane, k]
+    add_biases(bias[0], b_ih, b_hh)
+    for b in range(batch):
+        for j in range(hidden):
+            z[0, input_size + j] = 0 if h0 is None else h0[b, j]
+        for t in range(steps):
+            for k in range(input_size):
+                z[0, k] = x[b, t, k] if batch_first else x[t, b, k]
+            for v in range(vectors):
+                # Two chains of multiply-adds: one sample is bound by their
+                # latency.
+                base = v * inner
+                a0 = vload(bias, 0, v * lanes)
+                a1 = vzero(work)
+                k = 0
+                while k + 2 <= inner:
+                    a0 = vfma(vload(packed, base + k, 0), vsplat(z[0, k]), a0)
+                    a1 = vfma(vload(packed, base + k + 1, 0), vsplat(z[0, k + 1]), a1)
+                    k += 2
+                if k < inner:
+                    a0 = vfma(vload(packed, base + k, 0), vsplat(z[0, k]), a0)
+                vstore(acc, 0, v * lanes, vadd(a0, a1))
+            if relu:
+                for j in range(hidden):
+                    z[0, input_size + j] = _relu(acc[0, j])
+            else:
+                for j in range(hidden):
+                    z[0, input_size + j] = _tanh(acc[0, j])
+            if out is not None:
+                for j in range(hidden):
+                    if batch_first:
+                        out[b, t, j] = z[0, input_size + j]
+                    else:
+                        out[t, b, j] = z[0, input_size + j]
+        for j in range(hidden):
+            h_n[b, j] = z[0, input_size + j]
+
+
+@njit(**JIT)
+def forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n, relu):
+    """The plain call (:func:`fastrnn._api.forward`'s fast path) of one small
+    sequence (B = 1, H <= SMALL_MAX_HIDDEN; any B computes correctly): x
+    (B, T, I) batch first, no h0, every other option at its default. Fewer
+    arguments than the backend contract, for a shorter dispatch (Numba's
+    costs some 50 ns an argument). The caller has checked the types and
+    dimensions only: the shapes are compared here, in compiled code, and a
+    mismatch returns False before anything is read."""
+    hidden, input_size = w_ih.shape
+    if (hidden < 1 or x.shape[2] != input_size or w_hh.shape[0] != hidden
+            or w_hh.shape[1] != hidden or (b_ih is not None and b_ih.shape[0] != hidden)
+            or (b_hh is not None and b_hh.shape[0] != hidden)):
+        return False
+    forward_sequences(x, w_ih, w_hh, b_ih, b_hh, None, out, h_n, relu, True)
+    return True
