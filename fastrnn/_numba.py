@@ -53,7 +53,7 @@ from ._plan import plan as choose
 from .kernels.cells import Elman, pack_layer_call
 from .kernels.driver import forward_range_call
 from .kernels.simd import TARGET
-from .kernels.small import forward_sequences, forward_small  # noqa: F401  (get_small)
+from .kernels.small import forward_small, sequences_call  # noqa: F401  (get_small)
 from .kernels.sparse import sell_pack
 
 
@@ -71,7 +71,9 @@ class Prepared:
                  leak: np.ndarray | None) -> None:
         hidden = bias.shape[0]
         dense = w_hh if isinstance(w_hh, np.ndarray) else None
-        self.packed = pack_layer_call(w_ih, dense, bias, None, leak, 0, hidden, bias)
+        none = np.empty(0, bias.dtype)  # (no bias, no leak: see forward)
+        self.packed = pack_layer_call(w_ih, dense, bias, none, none if leak is None else leak, 0,
+                                      hidden, bias)
         self.sparse = (None if dense is not None else
                        sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden))
         # [the kept units split or None]: a list the finalizer below can
@@ -112,9 +114,10 @@ def _stop_kept_split(kept: list[Any]) -> None:
         kept[0] = None
 
 
-# The kernels' `out` when there is none (see forward).
-_NO_OUTPUT = {np.dtype(dtype).char: np.empty((0, 0, 0), dtype) for dtype in (np.float32,
-                                                                             np.float64)}
+# Empty arrays of 1 and 3 dimensions, for the kernels' arguments that are
+# not given (see forward).
+_EMPTY = {np.dtype(dtype).char: {1: np.empty(0, dtype), 3: np.empty((0, 0, 0), dtype)}
+          for dtype in (np.float32, np.float64)}
 
 
 def _thread_count(setting: str | None) -> int:
@@ -203,24 +206,32 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         _numpy.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths,
                        leak, reverse, threads)
         return
+    # What the kernels receive is normalised to arrays, so that each
+    # compiles a handful of variants (see the README): no output, no bias or
+    # no leak is an empty array, no h0 zeros in h_n (the kernels read h0
+    # before they write h_n).
+    empty = _EMPTY[h_n.dtype.char]
+    if out is None:
+        out = empty[3]
+    if h0 is None:
+        h_n.fill(0)
+        h0 = h_n
+    if b_ih is None:
+        b_ih = empty[1]
+    if b_hh is None:
+        b_hh = empty[1]
+    leaky = leak is not None
+    if leak is None:
+        leak = empty[1]
     if path == SMALL:
-        forward_sequences(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+        sequences_call(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
         return
     steps_total = x.shape[1] if batch_first else x.shape[0]
     longest = steps_total if lens is None else int(lens[0]) if batch else 0
     per_step = x.shape[2] * hidden + (hidden * hidden if dense is not None else w_hh.nnz)
     windowed = rows * per_step >= WINDOWS_MIN_FMAS and longest > 0
     chunk = chunk_steps(batch, hidden)
-    cell = Elman(relu, leak is not None)
-    # What the kernels receive is normalised to arrays, so that each
-    # compiles a handful of variants (see the README): no output is an
-    # empty array, no h0 zeros in h_n (the kernels read h0 before they
-    # write h_n).
-    if out is None:
-        out = _NO_OUTPUT[h_n.dtype.char]
-    if h0 is None:
-        h_n.fill(0)
-        h0 = h_n
+    cell = Elman(relu, leaky)
     packed = sparse = None
     if prepared is not None:
         packed, sparse = prepared.packed, prepared.sparse

@@ -91,7 +91,7 @@ def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
     past them) holding w_ih.T for these units (I rows, in panels for
     matmul_rows), then w_hh.T for them (H rows; a dense w_hh only: None for a
     sparse one), then the :data:`ROWS` rows: the fused bias b_ih + b_hh, the
-    leak and 1 - leak (either bias, and the leak, may be None)."""
+    leak and 1 - leak."""
     hidden, input_size = w_ih.shape
     lanes = VECTOR_BYTES // like.itemsize
     mine = u1 - u0
@@ -103,12 +103,14 @@ def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
     pack_columns(w_ih, u0, u1, work[:input_size].reshape(input_size * vectors, lanes))
     if dense is not None:
         pack_columns(dense, u0, u1, work[input_size:rows].reshape(hidden * vectors, lanes))
+    # Either bias, and the leak, may be None or an empty array (no bias, no
+    # leak: fastrnn._numba passes empty arrays, for fewer compiled variants).
     for j in range(mine):
-        if b_ih is not None:
+        if b_ih is not None and b_ih.size != 0:
             work[rows, j] += b_ih[u0 + j]
-        if b_hh is not None:
+        if b_hh is not None and b_hh.size != 0:
             work[rows, j] += b_hh[u0 + j]
-        if leak is not None:
+        if leak is not None and leak.size != 0:
             work[rows + 1, j] = leak[u0 + j]
             work[rows + 2, j] = 1 - leak[u0 + j]
     return work

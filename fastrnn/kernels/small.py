@@ -16,7 +16,7 @@ from numba import njit
 
 from .activations import relu as _relu
 from .activations import tanh as _tanh
-from .jit import JIT, KERNEL_JIT
+from .jit import JIT, KERNEL_JIT, FewVariants
 from .product import ALIGN_BYTES
 from .simd import VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
 
@@ -35,6 +35,9 @@ def add_biases(bias, b_ih, b_hh):
 @njit(**JIT)
 def forward_sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
     # The whole batch, one sample at a time (see the module's docstring).
+    # b_ih, b_hh: None or an array (an empty one adds nothing); h0: None
+    # (zeros) or an array (h0 may be h_n); out: an array, empty for no
+    # output.
     hidden, input_size = w_ih.shape
     lanes = VECTOR_BYTES // h_n.itemsize
     vectors = (hidden + lanes - 1) // lanes
@@ -106,7 +109,7 @@ def _run(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, row
             else:
                 for j in range(hidden):
                     z[0, input_size + j] = _tanh(acc[0, j])
-            if out is not None:
+            if out.size != 0:
                 for j in range(hidden):
                     if batch_first:
                         out[b, t, j] = z[0, input_size + j]
@@ -132,3 +135,17 @@ def forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n, relu):
         return False
     forward_sequences(x, w_ih, w_hh, b_ih, b_hh, None, out, h_n, relu, True)
     return True
+
+
+@njit(**JIT)
+def sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
+    """:func:`forward_sequences`, called from Python (which is also called
+    from compiled code, and so must be able to compile the variants it
+    needs)."""
+    forward_sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+
+
+# Called from Python through a few variants (see .jit.FewVariants), with
+# every optional argument an array (fastrnn._numba.forward normalises them):
+# x, the weights, biases and h0 are read, out and h_n written.
+sequences_call = FewVariants(sequences, inputs=(0, 1, 2, 3, 4, 5), outputs=(6, 7))
