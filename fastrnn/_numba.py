@@ -50,7 +50,7 @@ from ._plan import (
     chunk_steps,
 )
 from ._plan import plan as choose
-from .kernels.cells import Elman, pack_layer_call
+from .kernels.cells import elman, pack_layer_call
 from .kernels.driver import forward_range_call
 from .kernels.simd import TARGET
 from .kernels.small import forward_small, sequences_call  # noqa: F401  (get_small)
@@ -231,7 +231,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     per_step = x.shape[2] * hidden + (hidden * hidden if dense is not None else w_hh.nnz)
     windowed = rows * per_step >= WINDOWS_MIN_FMAS and longest > 0
     chunk = chunk_steps(batch, hidden)
-    cell = Elman(relu, leaky)
+    cell = elman(relu, leaky)
     packed = sparse = None
     if prepared is not None:
         packed, sparse = prepared.packed, prepared.sparse
@@ -334,7 +334,7 @@ def _verdict(key: tuple) -> Verdict:
     return verdict
 
 
-def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Elman,
+def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
                  out: np.ndarray | None, h_n: np.ndarray, batch_first: bool,
                  order: np.ndarray | None, lens: np.ndarray | None, reverse: bool, parts: int,
                  chunk: int):

@@ -146,7 +146,7 @@ def test_concurrent_calls_with_out(cases):
 
 @pytest.mark.parametrize(
     "size",
-    [(1, 1_000_000, 4, 8), (4, 100_000, 16, 32), (2, 5_000, 64, 256)],
+    [(1, 1_000_000, 4, 8), (4, 100_000, 16, 32), (2, 20_000, 64, 256)],
     ids=["one-thread", "threaded", "units-split"],
 )
 def test_kernels_release_the_gil(make_problem, size):

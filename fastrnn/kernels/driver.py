@@ -98,6 +98,18 @@ def add_bias(pre, rows, bias, width):
             pre[r, j] += bias[j]
 
 
+@njit(**dict(KERNEL_JIT, inline="always"))
+def store(out, state, i, b, t, u0, units, batch_first):
+    """Units u0.. of sample b's state after its time step t (row i of
+    state) into the output."""
+    if batch_first:
+        for j in range(units):
+            out[b, t, u0 + j] = state[i, u0 + j]
+    else:
+        for j in range(units):
+            out[t, b, u0 + j] = state[i, u0 + j]
+
+
 @njit(**KERNEL_JIT)
 def load_state(state, h0, order, b_start):
     """The initial state of the samples, in their order (zeros without h0)."""
@@ -186,7 +198,10 @@ def drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, o
         add_bias(pre, n, rows[0], width)
         for s in range(s0, s1):
             active = running(lens, active, s)
-            cur, nxt = (state_a, state_b) if s % 2 == 0 else (state_b, state_a)
+            if flags is None:  # one thread: its own state, read and written in place
+                cur = nxt = state_a
+            else:
+                cur, nxt = (state_a, state_b) if s % 2 == 0 else (state_b, state_a)
             if flags is not None:
                 if not wait_all(flags, parts, s):
                     return False
@@ -203,6 +218,9 @@ def drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, o
             base = row_start[s - s0]
             for i in range(active):
                 update(cell, pre, base + i, acc, i, cur, nxt, u0, mine, rows)
+                if flags is None and out.size != 0:  # (with flags: after the step's release)
+                    store(out, nxt, i, b_start + i if order is None else order[i],
+                          time_index(s, i, lens, steps_total, reverse), u0, mine, batch_first)
             if flags is not None:
                 # Publish the step before writing the output, which no other
                 # thread reads: stores become visible in order (x86), so a
@@ -212,16 +230,11 @@ def drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, o
                 # that thread's cache every step. (Float32 H = 128, one
                 # sample: 1475 ns a step with the output first.)
                 store_release(flags, part * FLAG_STRIDE, s + 1)
-            if out.size != 0:
-                for i in range(active):
-                    b = b_start + i if order is None else order[i]
-                    t = time_index(s, i, lens, steps_total, reverse)
-                    if batch_first:
-                        for j in range(mine):
-                            out[b, t, u0 + j] = nxt[i, u0 + j]
-                    else:
-                        for j in range(mine):
-                            out[t, b, u0 + j] = nxt[i, u0 + j]
+                if out.size != 0:
+                    for i in range(active):
+                        store(out, nxt, i, b_start + i if order is None else order[i],
+                              time_index(s, i, lens, steps_total, reverse), u0, mine,
+                              batch_first)
         s0 = s1
     return True
 

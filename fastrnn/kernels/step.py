@@ -35,7 +35,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 
-from .cells import ROWS, Elman, update
+from .cells import ROWS, Elman, LeakyElman, update, update_rows
 from .jit import JIT, KERNEL_JIT
 from .product import matmul_rows
 from .simd import VECTOR_BYTES
@@ -112,11 +112,15 @@ def step_tail(acc, recurrent, h, out, rows, relu, leaky):
     acc first and is copied to out after every input has been read, so out
     may be h (or overlap anything)."""
     batch, hidden = out.shape
-    cell = Elman(relu, leaky)
     for i in range(batch):
         for j in range(hidden):
             acc[i, j] += rows[0, j]
-        update(cell, acc, i, recurrent, i, h, acc, 0, hidden, rows)
+    if leaky:  # (a call: the activation is inlined once per function)
+        update_rows(LeakyElman(relu), acc, recurrent, h, acc, rows, batch, hidden)
+    else:
+        cell = Elman(relu)
+        for i in range(batch):
+            update(cell, acc, i, recurrent, i, h, acc, 0, hidden, rows)
     for i in range(batch):
         for j in range(hidden):
             out[i, j] = acc[i, j]
