@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
@@ -39,15 +40,19 @@ import numpy as np
 
 from ._plan import (
     BATCH_SPLIT,
+    BLOCKED,
     NUMPY,
     SMALL,
+    SPLIT_MIN_FMAS,
     UNITS_SPLIT,
     WINDOWS_MIN_FMAS,
     Plan,
     Verdict,
     Windows,
     available_cores,
+    call_way,
     chunk_steps,
+    judge_call,
 )
 from ._plan import plan as choose
 from .kernels.cells import elman, pack_layer_call
@@ -192,12 +197,14 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         order = np.argsort(-lengths, kind="stable")
         lens = lengths[order]
         rows = int(lens.sum())
+    chosen = plan is None  # (a plan given is run as it is: tests force paths)
     if plan is None:
         plan = choose(batch=batch, hidden=hidden, input_size=x.shape[2], rows=rows,
                       recurrent=hidden * hidden if dense is not None else w_hh.nnz,
                       dense=dense is not None, plain=plain,
                       limit=_THREADS if threads is None else threads,
-                      cores=_CORES, fused=TARGET.fma, itemsize=h_n.itemsize)
+                      cores=_CORES, fused=TARGET.fma, itemsize=h_n.itemsize,
+                      kept=prepared is not None and order is None)
     path = plan.path
     if path == NUMPY:
         # BLAS's products beat the compiled ones here (_plan.NUMPY_MIN_STATE_BYTES).
@@ -259,13 +266,20 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
 
         # A prepared layer keeps its split for calls of every sample's whole
         # length (a stream's chunks); the others make one for the call.
+        busy = False  # whether the layer's kept split is another call's
         if prepared is not None and order is None:
             split = prepared.take_split(plan.parts, batch, make_split)
             kept = split is not None
-        if split is None:
+            busy = not kept
+        if busy and chosen and rows * per_step < SPLIT_MIN_FMAS:
+            # Planned for the layer's kept split, which another call holds:
+            # too short to start threads for, it runs on this one.
+            path = BLOCKED
+        elif split is None:
             split = make_split()
 
         def run_split(h: np.ndarray | None, first: int, last: int) -> None:
+            assert split is not None  # (path is BLOCKED otherwise)
             split.run(x, h, out, h_n, cell, batch_first, reverse, first, last, chunk)
     elif path == BATCH_SPLIT:
         if packed is None:
@@ -274,11 +288,24 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             sparse = sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
         run_split = _batch_split(x, packed, sparse, cell, out, h_n, batch_first, order, lens,
                                  reverse, plan.parts, chunk)
-    else:
+    if path == BLOCKED:
         run_split = run_one
     if not windowed:
         try:
-            run_split(h0, 0, steps_total)
+            if kept and chosen:
+                # A kept split on a call too short for windows (a chunk of
+                # a stream): whole calls are timed against one thread
+                # instead (fastrnn._plan.judge_call).
+                # (A verdict of its own: a whole short call pays the hand-off
+                # to the threads, which a long call's windows do not.)
+                judged = _verdict(("calls", plan.parts, batch, hidden, x.shape[2], per_step,
+                                   h_n.dtype.char))
+                threads_on = call_way(judged, _clock)
+                start = _clock()
+                (run_split if threads_on else run_one)(h0, 0, steps_total)
+                judge_call(judged, threads_on, rows * per_step, _clock() - start, _clock)
+            else:
+                run_split(h0, 0, steps_total)
         finally:
             _release(split, kept, prepared)
         return
@@ -321,6 +348,7 @@ def _release(split: Any, kept: bool, prepared: Prepared | None) -> None:
 
 
 _verdicts: dict[tuple, Verdict] = {}
+_clock = time.perf_counter  # (tests replace it)
 
 
 def _verdict(key: tuple) -> Verdict:

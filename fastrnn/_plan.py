@@ -66,6 +66,15 @@ SPLIT_MIN_HIDDEN = 128
 # ... and from this much work per call: starting the threads costs about
 # 100 us.
 SPLIT_MIN_FMAS = 20_000_000
+# ... or, for a prepared layer, whose split (its packed weights and its
+# threads) is kept between calls (a stream fed in chunks), from this much:
+# then a call costs only handing it to the waiting threads, 30-60 us. 100-step
+# chunks of one sequence, I = 16, kept split against one thread (AMD Zen 3,
+# 2 cores, ms per 10 000 steps): float32 H = 256 (7M a call) 19.3-21.0
+# against 23.2; float64 H = 256 32.2-34.1 against 46.2; float32 H = 128
+# (1.8M a call) 8.5-9.2 against 6.5. Such calls are too short for windows:
+# whole calls are timed each way instead (see judge_call).
+KEPT_SPLIT_MIN_FMAS = 4_000_000
 # A batch too small to give each thread a block of 4 samples (B < 4 x
 # threads) is split by units from this dense hidden size on: split by
 # samples, its threads would run the latency-bound one-sample product
@@ -183,7 +192,7 @@ def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
 
 def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
          dense: bool, plain: bool, limit: int, cores: int, fused: bool = True,
-         itemsize: int = 8) -> Plan:
+         itemsize: int = 8, kept: bool = False) -> Plan:
     """The plan of one call of the Numba backend.
 
     Parameters
@@ -208,6 +217,9 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
         (``fastrnn.kernels.simd.TARGET.fma``).
     itemsize : int, default 8
         Bytes per value (4 for float32).
+    kept : bool, default False
+        Whether a units split would be a prepared layer's, kept between
+        calls (then from KEPT_SPLIT_MIN_FMAS multiply-adds on).
     """
     if batch == 1 and dense and plain and hidden <= SMALL_MAX_HIDDEN:
         # One small sequence: no thread helps (the units split starts at
@@ -219,7 +231,8 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
         # A large state without FMA: BLAS's products on every core beat the
         # compiled ones (see NUMPY_MIN_STATE_BYTES).
         return _NUMPY_PLAN
-    if limit > 1 and work >= SPLIT_MIN_FMAS and UNITS_SPLIT_AVAILABLE:
+    if (limit > 1 and work >= (KEPT_SPLIT_MIN_FMAS if kept else SPLIT_MIN_FMAS)
+            and UNITS_SPLIT_AVAILABLE):
         parts = min(limit, cores)
         big = hidden >= SPLIT_MIN_HIDDEN if dense else recurrent >= SPLIT_MIN_NONZEROS
         small_batch = dense and hidden >= BATCH_SPLIT_MIN_HIDDEN and batch < 4 * parts
@@ -269,9 +282,9 @@ SLOWDOWN = 0.6
 
 class Verdict:
     """Whether a split plan's threads beat one thread, as last measured for
-    one shape of call (``Judge.verdict``)."""
+    one shape of call (by :class:`Windows`, or by :func:`judge_call`)."""
 
-    __slots__ = ("split", "when", "rate", "seen")
+    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak")
 
     def __init__(self) -> None:
         self.split = True  # the faster way
@@ -280,6 +293,10 @@ class Verdict:
         # The ways that have run once: a way's first window may include
         # compiling its kernel (seconds), so it does not count.
         self.seen: set[bool] = set()
+        # judge_call's rates of whole calls each way, while it compares them.
+        self.trials: dict[bool, list[float]] = {True: [], False: []}
+        self.last: bool | None = None  # the way of the last call judge_call saw
+        self.streak = 0  # calls that way in a row
 
 
 class Windows:
@@ -355,3 +372,62 @@ class Windows:
                 verdict.when = self.clock()
             elif not probe and self.rate[verdict.split] < SLOWDOWN * verdict.rate:
                 verdict.when = -math.inf  # slowed down: compare again
+
+
+# Calls timed each way when judge_call compares a kept split with one thread,
+# in a block of consecutive calls each way (the fastest counts: one call of a
+# stream is a fraction of a millisecond, and this VM's noise is 20-45%). The
+# first CALL_WARMUP calls of a block are not counted: they may include
+# loading a kernel, and they pay for the other way's run (the threads woken
+# from their sleep, their share of the weights back into their caches). The
+# threads' first calls in a process are the slowest (float64 H = 256,
+# 100-step chunks, GFMA/s: 0.4-0.5 for the first call, 1.1-11.7 for the
+# second, 13.4-18.6 after, 18-20 in the rest of the stream; one thread's
+# 8-16): a decision taken on them can be wrong, and is revised after
+# REVISE_SECONDS.
+CALL_WARMUP = 3
+CALL_TRIALS = 4
+# The threads are kept for such calls if this much faster than one thread
+# (a window's SPLIT_MIN_GAIN, 1.15, took one thread in 1 of 4 streams above,
+# at 16.2 against 14.2).
+CALL_MIN_GAIN = 1.1
+
+
+def call_way(verdict: Verdict, clock) -> bool:
+    """Whether the next call of a shape too short for windows runs on its
+    kept split's threads (True) or on one thread: the verdict, or, when it
+    is due for revision (REVISE_SECONDS, as for windows), a block of calls
+    on the threads, then one on one thread (see CALL_TRIALS)."""
+    if clock() - verdict.when <= REVISE_SECONDS:
+        return verdict.split
+    return len(verdict.trials[True]) < CALL_TRIALS
+
+
+def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock) -> None:
+    """Record a whole call run one way (``split``: on the threads) that took
+    ``seconds`` for ``fmas`` multiply-adds. While comparing, after
+    CALL_TRIALS counted calls each way the threads are kept only if
+    CALL_MIN_GAIN times faster than one thread; otherwise a call of the
+    chosen way slower than SLOWDOWN times the verdict's rate starts a
+    comparison again. The first CALL_WARMUP calls after one of the other way
+    do not count."""
+    rate = fmas / max(seconds, 1e-9)
+    verdict.seen.add(split)
+    verdict.streak = verdict.streak + 1 if verdict.last is split else 1
+    verdict.last = split
+    if verdict.streak <= CALL_WARMUP:
+        return
+    now = clock()
+    if now - verdict.when <= REVISE_SECONDS:
+        if split == verdict.split and rate < SLOWDOWN * verdict.rate:
+            verdict.when = -math.inf
+        return
+    trials = verdict.trials
+    trials[split].append(rate)
+    if len(trials[True]) >= CALL_TRIALS and len(trials[False]) >= CALL_TRIALS:
+        best = {way: max(rates) for way, rates in trials.items()}
+        verdict.split = best[True] >= CALL_MIN_GAIN * best[False]
+        verdict.rate = best[verdict.split]
+        verdict.when = now
+        trials[True].clear()
+        trials[False].clear()

@@ -8,6 +8,8 @@ each kind of call gets, at the thresholds' edges, and the cores a CPU quota allo
 
 from __future__ import annotations
 
+import math
+
 import naive
 import numpy as np
 import pytest
@@ -43,6 +45,175 @@ def test_one_small_sequence():
     assert _plan_of(plain=False) == Plan(BLOCKED)
     assert _plan_of(dense=False, recurrent=10) == Plan(BLOCKED)
     assert _plan_of(batch=2) == Plan(BLOCKED)
+
+
+@pytest.mark.skipif(not _plan.UNITS_SPLIT_AVAILABLE, reason="no sched_yield here")
+def test_a_prepared_layers_kept_split_starts_at_less_work():
+    # A prepared layer keeps its split between calls, so a chunk of a stream
+    # is split from KEPT_SPLIT_MIN_FMAS on, a call of its own from
+    # SPLIT_MIN_FMAS on.
+    hidden = 256
+    per_step = hidden * (16 + hidden)
+    steps = _plan.KEPT_SPLIT_MIN_FMAS // per_step + 1
+    assert steps * per_step < _plan.SPLIT_MIN_FMAS
+    common = dict(batch=1, hidden=hidden, input_size=16, rows=steps, recurrent=hidden * hidden,
+                  dense=True, plain=True, limit=2, cores=2)
+    assert plan(**common, kept=True) == Plan(UNITS_SPLIT, 2)
+    assert plan(**common) == Plan(BLOCKED)
+    assert plan(**{**common, "rows": steps - 2}, kept=True) == Plan(BLOCKED)
+    assert plan(**{**common, "limit": 1}, kept=True) == Plan(BLOCKED)
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _stream(verdict, clock, seconds, calls, fmas=1e6):
+    # `calls` calls judged one after another, each taking seconds[way];
+    # returns the ways they ran.
+    ways = []
+    for _ in range(calls):
+        way = _plan.call_way(verdict, clock)
+        clock.now += seconds[way]
+        _plan.judge_call(verdict, way, fmas, seconds[way], clock)
+        ways.append(way)
+    return ways
+
+
+@pytest.mark.parametrize("split_seconds, expect_split", [(0.5e-3, True), (0.95e-3, False)])
+def test_short_calls_of_a_kept_split_are_timed_against_one_thread(split_seconds, expect_split):
+    # One thread takes 1 ms a call; the threads are kept only when they are
+    # CALL_MIN_GAIN times faster (0.5 ms), not at 0.95 ms.
+    clock = _Clock()
+    verdict = _plan.Verdict()
+    seconds = {True: split_seconds, False: 1e-3}
+    block = _plan.CALL_WARMUP + _plan.CALL_TRIALS
+    # A block of calls each way, the threads first; the first CALL_WARMUP
+    # calls of each block are not counted.
+    ways = _stream(verdict, clock, seconds, 2 * block)
+    assert ways == [True] * block + [False] * block
+    assert verdict.split is expect_split
+    assert verdict.rate == pytest.approx(1e6 / seconds[expect_split])
+    # Then every call goes that way until REVISE_SECONDS have passed...
+    assert _stream(verdict, clock, seconds, 5) == [expect_split] * 5
+    clock.now += _plan.REVISE_SECONDS
+    # ... and both are timed again (the threads' block counts at once when
+    # the calls before were theirs).
+    first = _plan.CALL_TRIALS if expect_split else block
+    assert _stream(verdict, clock, seconds, first + block) == [True] * first + [False] * block
+    assert _stream(verdict, clock, seconds, 3) == [expect_split] * 3
+
+
+def test_a_slow_call_of_the_chosen_way_starts_a_new_comparison():
+    clock = _Clock()
+    verdict = _plan.Verdict()
+    block = _plan.CALL_WARMUP + _plan.CALL_TRIALS
+    fast = {True: 0.4e-3, False: 1e-3}
+    _stream(verdict, clock, fast, 2 * block)
+    assert verdict.split is True
+    assert _stream(verdict, clock, fast, block) == [True] * block
+    # Another process starts: the threads' calls take 4x as long. The first
+    # slow call starts a comparison; the calls that follow are its blocks.
+    busy = {True: 1.6e-3, False: 1e-3}
+    assert _stream(verdict, clock, busy, 1) == [True]
+    assert verdict.when == -math.inf
+    assert _stream(verdict, clock, busy, _plan.CALL_TRIALS + block) == (
+        [True] * _plan.CALL_TRIALS + [False] * block)
+    assert verdict.split is False
+    assert _stream(verdict, clock, busy, 3) == [False] * 3
+
+
+@pytest.mark.skipif(not _plan.UNITS_SPLIT_AVAILABLE or _numba._CORES < 2,
+                    reason="the path needs sched_yield and two cores")
+def test_a_stream_through_a_prepared_layer_follows_the_verdict(monkeypatch, make_problem,
+                                                                assert_close):
+    # 100-step chunks of one H = 256 sequence through a prepared layer: each
+    # chunk's plan is the kept units split, and whole calls are timed each
+    # way. A clock that makes the threads' calls slow sends the rest of the
+    # stream to one thread; the states are the one-call states either way.
+    from fastrnn import _units
+
+    monkeypatch.setattr(_numba, "_THREADS", 2)
+    monkeypatch.setattr(_numba, "_verdicts", {})
+    runs = []
+    original_run = _units.Split.run
+
+    def counted_run(self, *args, **kwargs):
+        runs.append(self.parts)
+        return original_run(self, *args, **kwargs)
+
+    original_judge = _plan.judge_call
+
+    def slow_threads(verdict, split, fmas, seconds, clock):
+        # The threads' calls take 10 ms, one thread's 1 ms.
+        return original_judge(verdict, split, fmas, 0.01 if split else 0.001, clock)
+
+    monkeypatch.setattr(_units.Split, "run", counted_run)
+    monkeypatch.setattr(_numba, "judge_call", slow_threads)
+    problem = make_problem(7, batch=1, steps=2000, input_size=16, hidden_size=256, h0=True,
+                           dtype=np.float32)
+    expected, expected_h_n = fastrnn.forward(**problem, backend="numpy")
+    layer = fastrnn.prepare(problem["w_ih"], problem["w_hh"], problem["b_ih"],
+                            problem["b_hh"])
+    h = problem["h0"]
+    outputs = []
+    for t in range(0, 2000, 100):
+        output, h = layer(problem["x"][:, t:t + 100], h)
+        outputs.append(output)
+    assert_close(np.concatenate(outputs, axis=1), expected)
+    assert_close(h, expected_h_n)
+    # A block of calls on the threads, then one on one thread, which wins:
+    # then none on the threads (20 calls in all).
+    assert runs == [2] * (_plan.CALL_WARMUP + _plan.CALL_TRIALS), runs
+    verdict, = _numba._verdicts.values()
+    assert verdict.split is False
+    # A long call of the same shape has a verdict of its own (its windows do
+    # not pay a hand-off each), and runs on the threads.
+    before = len(runs)
+    long = {**problem, "x": np.concatenate([problem["x"]] * 10, axis=1)}
+    layer(long["x"], long["h0"])
+    assert len(runs) > before
+    assert len(_numba._verdicts) == 2
+
+
+@pytest.mark.skipif(not _plan.UNITS_SPLIT_AVAILABLE or _numba._CORES < 2,
+                    reason="the path needs sched_yield and two cores")
+def test_a_short_call_does_not_start_threads_while_the_kept_split_is_busy(monkeypatch,
+                                                                          make_problem,
+                                                                          assert_close):
+    # While another call holds the layer's kept split, a chunk too short to
+    # start threads for runs on its caller's thread.
+    from fastrnn import _units
+
+    monkeypatch.setattr(_numba, "_THREADS", 2)
+    made = []
+    original_init = _units.Split.__init__
+
+    def counted_init(self, *args, **kwargs):
+        made.append(args)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(_units.Split, "__init__", counted_init)
+    problem = make_problem(8, batch=1, steps=100, input_size=16, hidden_size=256, h0=True,
+                           dtype=np.float32)
+    expected, expected_h_n = fastrnn.forward(**problem, backend="numpy")
+    layer = fastrnn.prepare(problem["w_ih"], problem["w_hh"], problem["b_ih"],
+                            problem["b_hh"])
+    lock = layer._prepared._split_lock
+    assert lock.acquire(blocking=False)  # as another call of the layer would
+    try:
+        output, h_n = layer(problem["x"], problem["h0"])
+    finally:
+        lock.release()
+    assert made == []
+    assert_close(output, expected)
+    assert_close(h_n, expected_h_n)
+    layer(problem["x"], problem["h0"])  # free: the kept split is made
+    assert len(made) == 1
 
 
 @pytest.mark.skipif(not _plan.UNITS_SPLIT_AVAILABLE, reason="no sched_yield here")
