@@ -357,6 +357,12 @@ def _import_openvino():
     return sys.modules["openvino"]
 
 
+# OpenVINO's CPU plugin may compute a float32 model in a lower precision by
+# default (OpenVINO 2026.4 on the AMD Zen 3 VM: steps off by 8e-3, values
+# rounded to bfloat16's 8 bits); every peer computes in float32 here.
+_OPENVINO_F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 def _openvino_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
     """OpenVINO's ``RNNSequence`` (opset 13), batch-first natively (X (B, T,
     I), Y (B, 1, T, H)), built with the opset API rather than read from an
@@ -383,7 +389,7 @@ def _openvino_factory(x, w_ih, w_hh, b_ih, b_hh, leak=None) -> Forward:
         activations=["tanh"])
     output = ops.squeeze(sequence.output(0), ops.constant(np.array([1])))
     model = openvino.Model([output], [inputs], "elman_rnn")
-    request = openvino.Core().compile_model(model, "CPU").create_infer_request()
+    request = openvino.Core().compile_model(model, "CPU", _OPENVINO_F32).create_infer_request()
 
     def run() -> np.ndarray:
         return request.infer({0: x})[0]
@@ -406,8 +412,9 @@ IMPLEMENTATIONS: dict[str, Impl] = {
     "openvino": Impl(
         _openvino_factory, requires=("openvino",), dtypes=("float32",),
         note="openvino: opset RNNSequence (batch-first natively) compiled for the CPU "
-             "once per shape; each call is one inference request; float32 only (the CPU "
-             "plugin computes float64 models in float32)."),
+             "once per shape with INFERENCE_PRECISION_HINT f32 (its default may be a "
+             "lower precision); each call is one inference request; float32 only (the "
+             "CPU plugin computes float64 models in float32)."),
     "reservoirpy": Impl(_reservoirpy_factory, requires=("reservoirpy",), plain=False,
                         reservoir="sparse", dtypes=("float64",)),
     # fastrnn given the reservoir's w_hh as a dense array: what sparsity saves.
@@ -650,7 +657,7 @@ def _openvino_step_factory(x, w_ih, w_hh, b_ih, b_hh) -> Step:
         ops.constant(w_ih[None]), ops.constant(w_hh[None]), ops.constant((b_ih + b_hh)[None]),
         hidden, "forward", activations=["tanh"])
     model = openvino.Model([sequence.output(1)], [inputs_node, state_node], "elman_rnn_step")
-    request = openvino.Core().compile_model(model, "CPU").create_infer_request()
+    request = openvino.Core().compile_model(model, "CPU", _OPENVINO_F32).create_infer_request()
     inputs = _step_inputs(x)
     state = np.zeros((batch, hidden), np.float32)
 
