@@ -377,15 +377,16 @@ class Windows:
 # Calls timed each way when judge_call compares a kept split with one thread,
 # in a block of consecutive calls each way (the fastest counts: one call of a
 # stream is a fraction of a millisecond, and this VM's noise is 20-45%). The
-# first CALL_WARMUP calls of a block are not counted: they may include
-# loading a kernel, and they pay for the other way's run (the threads woken
-# from their sleep, their share of the weights back into their caches). The
-# threads' first calls in a process are the slowest (float64 H = 256,
-# 100-step chunks, GFMA/s: 0.4-0.5 for the first call, 1.1-11.7 for the
-# second, 13.4-18.6 after, 18-20 in the rest of the stream; one thread's
-# 8-16): a decision taken on them can be wrong, and is revised after
-# REVISE_SECONDS.
+# first calls of a block are not counted: they may include loading a
+# kernel, and they pay for the other way's run (the threads woken from their
+# sleep, their share of the weights back into their caches). A way's first
+# calls in a process are its slowest (float64 H = 256, 100-step chunks,
+# GFMA/s, the threads: 0.4-0.5 for the first call, 1.1-11.7 for the second,
+# 13.4-18.6 for the next five, 18-20 later; one thread: 0.4-0.8, then
+# 6-16): with 3 calls of warm-up in the first blocks, one thread was chosen
+# in 1 of 4 processes, with 10 in none of 5.
 CALL_WARMUP = 3
+CALL_FIRST_WARMUP = 10
 CALL_TRIALS = 4
 # The threads are kept for such calls if this much faster than one thread
 # (a window's SPLIT_MIN_GAIN, 1.15, took one thread in 1 of 4 streams above,
@@ -410,13 +411,16 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
     CALL_MIN_GAIN times faster than one thread; otherwise a call of the
     chosen way slower than SLOWDOWN times the verdict's rate starts a
     comparison again. The first CALL_WARMUP calls after one of the other way
-    do not count."""
+    do not count (CALL_FIRST_WARMUP in a way's first block)."""
     rate = fmas / max(seconds, 1e-9)
-    verdict.seen.add(split)
+    # A way's first block warms up longer (its first calls in the process
+    # are its slowest), the later blocks CALL_WARMUP calls.
+    warmup = CALL_WARMUP if split in verdict.seen else CALL_FIRST_WARMUP
     verdict.streak = verdict.streak + 1 if verdict.last is split else 1
     verdict.last = split
-    if verdict.streak <= CALL_WARMUP:
+    if verdict.streak <= warmup:
         return
+    verdict.seen.add(split)
     now = clock()
     if now - verdict.when <= REVISE_SECONDS:
         if split == verdict.split and rate < SLOWDOWN * verdict.rate:

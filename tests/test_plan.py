@@ -91,11 +91,12 @@ def test_short_calls_of_a_kept_split_are_timed_against_one_thread(split_seconds,
     clock = _Clock()
     verdict = _plan.Verdict()
     seconds = {True: split_seconds, False: 1e-3}
+    first_block = _plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS
     block = _plan.CALL_WARMUP + _plan.CALL_TRIALS
-    # A block of calls each way, the threads first; the first CALL_WARMUP
-    # calls of each block are not counted.
-    ways = _stream(verdict, clock, seconds, 2 * block)
-    assert ways == [True] * block + [False] * block
+    # A block of calls each way, the threads first; the first calls of each
+    # block are not counted (more in a way's first block).
+    ways = _stream(verdict, clock, seconds, 2 * first_block)
+    assert ways == [True] * first_block + [False] * first_block
     assert verdict.split is expect_split
     assert verdict.rate == pytest.approx(1e6 / seconds[expect_split])
     # Then every call goes that way until REVISE_SECONDS have passed...
@@ -113,7 +114,7 @@ def test_a_slow_call_of_the_chosen_way_starts_a_new_comparison():
     verdict = _plan.Verdict()
     block = _plan.CALL_WARMUP + _plan.CALL_TRIALS
     fast = {True: 0.4e-3, False: 1e-3}
-    _stream(verdict, clock, fast, 2 * block)
+    _stream(verdict, clock, fast, 2 * (_plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS))
     assert verdict.split is True
     assert _stream(verdict, clock, fast, block) == [True] * block
     # Another process starts: the threads' calls take 4x as long. The first
@@ -154,21 +155,22 @@ def test_a_stream_through_a_prepared_layer_follows_the_verdict(monkeypatch, make
 
     monkeypatch.setattr(_units.Split, "run", counted_run)
     monkeypatch.setattr(_numba, "judge_call", slow_threads)
-    problem = make_problem(7, batch=1, steps=2000, input_size=16, hidden_size=256, h0=True,
+    steps = 4000
+    problem = make_problem(7, batch=1, steps=steps, input_size=16, hidden_size=256, h0=True,
                            dtype=np.float32)
     expected, expected_h_n = fastrnn.forward(**problem, backend="numpy")
     layer = fastrnn.prepare(problem["w_ih"], problem["w_hh"], problem["b_ih"],
                             problem["b_hh"])
     h = problem["h0"]
     outputs = []
-    for t in range(0, 2000, 100):
+    for t in range(0, steps, 100):
         output, h = layer(problem["x"][:, t:t + 100], h)
         outputs.append(output)
     assert_close(np.concatenate(outputs, axis=1), expected)
     assert_close(h, expected_h_n)
     # A block of calls on the threads, then one on one thread, which wins:
-    # then none on the threads (20 calls in all).
-    assert runs == [2] * (_plan.CALL_WARMUP + _plan.CALL_TRIALS), runs
+    # then none on the threads (40 calls in all).
+    assert runs == [2] * (_plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS), runs
     verdict, = _numba._verdicts.values()
     assert verdict.split is False
     # A long call of the same shape has a verdict of its own (its windows do
