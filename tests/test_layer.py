@@ -152,7 +152,7 @@ def _naive_step(x_t, h, weights, relu, leak):
 @pytest.mark.parametrize(("batch", "hidden"), [(None, 3), (1, 17), (5, 40), (40, 520)])
 def test_step_kernels_against_naive(make_problem, assert_close, dtype, relu, leak, batch,
                                     hidden):
-    # The dense step kernel (fastrnn._step) on every activation and leak,
+    # The dense step kernel (fastrnn.kernels.step) on every activation and leak,
     # and (40 samples of 520 units: more scratch than its stack takes) the
     # general step kernel, against the formula.
     pytest.importorskip("numba")

@@ -125,7 +125,7 @@ class FewVariants:
     Numba compiles a new variant of a function for every combination of
     argument types it is called with, and an array's type includes its
     layout (C, Fortran, any) and whether it is read-only: the test suite
-    once held 117 variants of ``_numba._forward_range``, each compiled for
+    once held 117 variants of the old ``_numba._forward_range``, each compiled for
     seconds, and a user's first call with a Fortran-ordered or read-only
     ``x`` compiled again. Here the arrays at the ``inputs`` positions are
     compiled as read-only arrays of any layout, and those at ``outputs`` as

@@ -13,7 +13,7 @@ apart for H = 1024, stopped them at every row (float64, H = 1024: 38 against
 
 Blocks of 4 rows x ``PANEL`` vectors keep their accumulators in registers
 (the vector width and ``PANEL`` follow the CPU Numba compiles for, see
-``_simd.TARGET``: 4 x 4 on AVX-512, 4 x 2 on AVX2); each step of the inner
+``.simd.TARGET``: 4 x 4 on AVX-512, 4 x 2 on AVX2); each step of the inner
 loop loads ``PANEL`` weight vectors, broadcasts 4 inputs and issues 4 x
 ``PANEL`` multiply-adds. A single row (B = 1: the latency-bound case) splits
 the inner loop four ways (k mod 4) with separate accumulators, so four
@@ -21,7 +21,7 @@ independent dependency chains run per vector. Every block sums ``BLOCK`` values 
 registers and adds them to ``acc``: float32 sums over K = 1024 stay as accurate
 as PyTorch's. A sum depends on its row's place in a block of 4 rows (one
 chain, or four by k mod 4), never on its vector's place: the callers keep the
-rows' blocks the same whatever the threads (see fastrnn._numba). ``packed``
+rows' blocks the same whatever the threads (see .driver). ``packed``
 and ``acc`` are 64-byte aligned (see :func:`aligned_zeros`): unaligned 64-byte
 loads split cache lines and halved the speed on AVX-512.
 """
