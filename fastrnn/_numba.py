@@ -243,15 +243,20 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     if prepared is not None:
         packed, sparse = prepared.packed, prepared.sparse
 
-    def run_one(h: np.ndarray | None, first: int, last: int) -> None:
-        # Steps first..last-1 of every sample on this thread; the weights
-        # packed once for all the windows.
+    def pack() -> tuple[np.ndarray, Any]:
+        # The whole layer's weights (and a sparse w_hh's SELL form), packed
+        # once for the call; a prepared layer's were packed when prepared.
         nonlocal packed, sparse
         if packed is None:
             packed = pack_layer_call(w_ih, dense, b_ih, b_hh, leak, 0, hidden, h_n)
         if dense is None and sparse is None:
             sparse = sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
-        forward_range_call(x, packed, sparse, cell, h, out, h_n, batch_first, order, lens,
+        return packed, sparse
+
+    def run_one(h: np.ndarray, first: int, last: int) -> None:
+        # Steps first..last-1 of every sample on this thread.
+        weights, sell = pack()
+        forward_range_call(x, weights, sell, cell, h, out, h_n, batch_first, order, lens,
                            reverse, 0, batch, first, last, chunk)
 
     split = None
@@ -278,15 +283,12 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         elif split is None:
             split = make_split()
 
-        def run_split(h: np.ndarray | None, first: int, last: int) -> None:
+        def run_split(h: np.ndarray, first: int, last: int) -> None:
             assert split is not None  # (path is BLOCKED otherwise)
             split.run(x, h, out, h_n, cell, batch_first, reverse, first, last, chunk)
     elif path == BATCH_SPLIT:
-        if packed is None:
-            packed = pack_layer_call(w_ih, dense, b_ih, b_hh, leak, 0, hidden, h_n)
-        if dense is None and sparse is None:
-            sparse = sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden)
-        run_split = _batch_split(x, packed, sparse, cell, out, h_n, batch_first, order, lens,
+        weights, sell = pack()
+        run_split = _batch_split(x, weights, sell, cell, out, h_n, batch_first, order, lens,
                                  reverse, plan.parts, chunk)
     if path == BLOCKED:
         run_split = run_one

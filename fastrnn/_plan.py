@@ -298,6 +298,23 @@ class Verdict:
         self.last: bool | None = None  # the way of the last call judge_call saw
         self.streak = 0  # calls that way in a row
 
+    def due(self, now: float) -> bool:
+        """Whether both ways are to be timed again (REVISE_SECONDS since the
+        last decision, or never decided, or a slowdown seen)."""
+        return now - self.when > REVISE_SECONDS
+
+    def decide(self, rates: dict[bool, float], gain: float, now: float) -> None:
+        """Keep the threads if ``gain`` times faster than one thread."""
+        self.split = rates[True] >= gain * rates[False]
+        self.rate = rates[self.split]
+        self.when = now
+
+    def check(self, rate: float) -> None:
+        """The chosen way ran at ``rate``: below SLOWDOWN times its rate
+        when chosen (another process has started), compare again."""
+        if rate < SLOWDOWN * self.rate:
+            self.when = -math.inf
+
 
 class Windows:
     """The windows of one call: iterate to get ``(first, last, split)``, run
@@ -338,7 +355,7 @@ class Windows:
                 else max(FIRST_WINDOW_FMAS, verdict.rate * WINDOW_SECONDS))
         while first < self.steps:
             now = self.clock()
-            probe = verdict is not None and now - verdict.when > REVISE_SECONDS
+            probe = verdict is not None and verdict.due(now)
             warm = verdict is not None and len(verdict.seen) == 2
             if probe:
                 # Both ways, the same short window each; the split first.
@@ -367,11 +384,9 @@ class Windows:
             if verdict is None:
                 continue
             if probe and warm and self.rate[False] > 0:
-                verdict.split = self.rate[True] >= SPLIT_MIN_GAIN * self.rate[False]
-                verdict.rate = self.rate[verdict.split]
-                verdict.when = self.clock()
-            elif not probe and self.rate[verdict.split] < SLOWDOWN * verdict.rate:
-                verdict.when = -math.inf  # slowed down: compare again
+                verdict.decide(self.rate, SPLIT_MIN_GAIN, self.clock())
+            elif not probe:
+                verdict.check(self.rate[verdict.split])
 
 
 # Calls timed each way when judge_call compares a kept split with one thread,
@@ -399,7 +414,7 @@ def call_way(verdict: Verdict, clock) -> bool:
     kept split's threads (True) or on one thread: the verdict, or, when it
     is due for revision (REVISE_SECONDS, as for windows), a block of calls
     on the threads, then one on one thread (see CALL_TRIALS)."""
-    if clock() - verdict.when <= REVISE_SECONDS:
+    if not verdict.due(clock()):
         return verdict.split
     return len(verdict.trials[True]) < CALL_TRIALS
 
@@ -422,16 +437,14 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
         return
     verdict.seen.add(split)
     now = clock()
-    if now - verdict.when <= REVISE_SECONDS:
-        if split == verdict.split and rate < SLOWDOWN * verdict.rate:
-            verdict.when = -math.inf
+    if not verdict.due(now):
+        if split == verdict.split:
+            verdict.check(rate)
         return
     trials = verdict.trials
     trials[split].append(rate)
     if len(trials[True]) >= CALL_TRIALS and len(trials[False]) >= CALL_TRIALS:
         best = {way: max(rates) for way, rates in trials.items()}
-        verdict.split = best[True] >= CALL_MIN_GAIN * best[False]
-        verdict.rate = best[verdict.split]
-        verdict.when = now
+        verdict.decide(best, CALL_MIN_GAIN, now)
         trials[True].clear()
         trials[False].clear()

@@ -167,25 +167,21 @@ class Split:
         self.workers = []
         return workers
 
-    def run(self, x: np.ndarray, h: np.ndarray | None, out: np.ndarray,
+    def run(self, x: np.ndarray, h: np.ndarray, out: np.ndarray,
             h_n: np.ndarray, cell: Any, batch_first: bool, reverse: bool, first: int,
             last: int, chunk: int) -> None:
-        """Steps first..last-1 from the states h (None: zeros) after step
-        first - 1; the states after them into h_n (h may be h_n), and into
-        out (an empty array: no output). cell: a
-        fastrnn.kernels.cells cell; chunk: _plan.chunk_steps."""
+        """Steps first..last-1 from the states h after step first - 1; the
+        states after them into h_n (h may be h_n), and into out (an empty
+        array: no output). cell: a fastrnn.kernels.cells cell; chunk:
+        _plan.chunk_steps."""
         parts, order, lens = self.parts, self.order, self.lens
         hidden = h_n.shape[1]
         steps_total = x.shape[1] if batch_first else x.shape[0]
         state_a, state_b = self.state_a, self.state_b
-        if h is not None:
-            # Into both buffers: a sample that has already ended keeps its
-            # state in whichever finish reads.
-            state_a[:, :hidden] = h if order is None else h[order]
-            state_b[:, :hidden] = state_a[:, :hidden]
-        else:  # zeros (a prepared layer's split holds its last call's states)
-            state_a[:, :hidden] = 0
-            state_b[:, :hidden] = 0
+        # Into both buffers: a sample that has already ended keeps its state
+        # in whichever finish reads.
+        state_a[:, :hidden] = h if order is None else h[order]
+        state_b[:, :hidden] = state_a[:, :hidden]
         flags = self.flags
         flags[:] = 0
         flags[:parts * FLAG_STRIDE:FLAG_STRIDE] = first

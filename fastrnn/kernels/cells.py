@@ -51,10 +51,14 @@ class LeakyElman(NamedTuple):
     relu: bool
 
 
+_ELMAN = {(relu, leaky): LeakyElman(relu) if leaky else Elman(relu)
+          for relu in (False, True) for leaky in (False, True)}
+
+
 def elman(relu: bool, leaky: bool) -> Elman | LeakyElman:
     """The Elman cell, with or without a leak (two cells: the leak is chosen
-    when a kernel is compiled, see :func:`update`)."""
-    return LeakyElman(relu) if leaky else Elman(relu)
+    when a kernel is compiled, see :func:`update`); made once, not per call."""
+    return _ELMAN[bool(relu), bool(leaky)]
 
 
 def update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):  # pragma: no cover
@@ -126,14 +130,14 @@ def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
     pack_columns(w_ih, u0, u1, work[:input_size].reshape(input_size * vectors, lanes))
     if dense is not None:
         pack_columns(dense, u0, u1, work[input_size:rows].reshape(hidden * vectors, lanes))
-    # Either bias, and the leak, may be None or an empty array (no bias, no
-    # leak: fastrnn._numba passes empty arrays, for fewer compiled variants).
+    # Either bias, and the leak, may be an empty array: none (fastrnn._numba
+    # passes arrays, not None, for fewer compiled variants).
     for j in range(mine):
-        if b_ih is not None and b_ih.size != 0:
+        if b_ih.size != 0:
             work[rows, j] += b_ih[u0 + j]
-        if b_hh is not None and b_hh.size != 0:
+        if b_hh.size != 0:
             work[rows, j] += b_hh[u0 + j]
-        if leak is not None and leak.size != 0:
+        if leak.size != 0:
             work[rows + 1, j] = leak[u0 + j]
             work[rows + 2, j] = 1 - leak[u0 + j]
     return work

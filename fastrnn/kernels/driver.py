@@ -112,12 +112,11 @@ def store(out, state, i, b, t, u0, units, batch_first):
 
 @njit(**KERNEL_JIT)
 def load_state(state, h0, order, b_start):
-    """The initial state of the samples, in their order (zeros without h0)."""
-    if h0 is not None:
-        for i in range(state.shape[0]):
-            b = b_start + i if order is None else order[i]
-            for j in range(h0.shape[1]):
-                state[i, j] = h0[b, j]
+    """The initial state of the samples, in their order."""
+    for i in range(state.shape[0]):
+        b = b_start + i if order is None else order[i]
+        for j in range(h0.shape[1]):
+            state[i, j] = h0[b, j]
 
 
 @njit(**KERNEL_JIT)
