@@ -37,8 +37,8 @@ def _packed(w, u0, u1, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8, 9])
-@pytest.mark.parametrize("inner", [0, 1, 2, 3, 5, 8, 33])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 8, 9])
+@pytest.mark.parametrize("inner", [0, 1, 2, 3, 5, 8, 33, 129])
 @pytest.mark.parametrize("vectors", [1, 2, 4, 5, 9])
 def test_matmul_rows_matches_numpy(dtype, rows, inner, vectors):
     lanes = _simd.VECTOR_BYTES // np.dtype(dtype).itemsize

@@ -15,13 +15,19 @@ Blocks of 4 rows x ``PANEL`` vectors keep their accumulators in registers
 (the vector width and ``PANEL`` follow the CPU Numba compiles for, see
 ``.simd.TARGET``: 4 x 4 on AVX-512, 4 x 2 on AVX2); each step of the inner
 loop loads ``PANEL`` weight vectors, broadcasts 4 inputs and issues 4 x
-``PANEL`` multiply-adds. A single row (B = 1: the latency-bound case) splits
-the inner loop four ways (k mod 4) with separate accumulators, so four
-independent dependency chains run per vector. Every block sums ``BLOCK`` values of k in
+``PANEL`` multiply-adds. Rows left over run as one block of 2 rows (two
+chains each, by k mod 2), then a single row (the latency-bound case, B = 1),
+which splits the inner loop four ways (k mod 4) with separate accumulators,
+so four independent dependency chains run per vector. A single row is bound
+by its weight loads, one per multiply-add; the block of 2 shares them
+between two rows (one thread, K = H = 1024, GFLOP/s, AMD Zen 4: float32 two
+rows 92 against 45 as two single rows, three rows 74 against 50; compiled for
+haswell 88 against 45 and 69 against 47; float64 about the same ratios).
+Every block sums ``BLOCK`` values of k in
 registers and adds them to ``acc``: float32 sums over K = 1024 stay as accurate
-as PyTorch's. A sum depends on its row's place in a block of 4 rows (one
-chain, or four by k mod 4), never on its vector's place: the callers keep the
-rows' blocks the same whatever the threads (see .driver). ``packed``
+as PyTorch's. A sum depends on its row's place in the blocks (4 rows, one
+chain each; 2 rows, two chains; one row, four), never on its vector's place:
+the callers keep the rows' blocks the same whatever the threads (see .driver). ``packed``
 and ``acc`` are 64-byte aligned (see :func:`aligned_zeros`): unaligned 64-byte
 loads split cache lines and halved the speed on AVX-512.
 """
@@ -192,6 +198,102 @@ def _rows4_panel(z, r, inner, w, base, acc, j):
 
 
 @njit(**KERNEL_JIT)
+def _rows2_panel(z, r, inner, w, base, acc, j):
+    # Two rows x one panel: each weight vector loaded once for both rows
+    # (one row is bound by those loads: rows 2 and 3 run as fast as a pair
+    # of single rows ran, float32 H = 1024, 49 against 47 GFLOP/s one row;
+    # a block of 4 rows, 107). Two chains per row by k mod 2 keep
+    # 4 * PANEL multiply-adds in flight; the last value of an odd block
+    # joins the first chain.
+    lanes = VECTOR_BYTES // acc.itemsize
+    j1 = j + lanes
+    j2 = j + 2 * lanes
+    j3 = j + 3 * lanes
+    r1 = r + 1
+    for k0 in range(0, inner, BLOCK):
+        a0 = vzero(acc)
+        a1 = vzero(acc)
+        a2 = vzero(acc)
+        a3 = vzero(acc)
+        b0 = vzero(acc)
+        b1 = vzero(acc)
+        b2 = vzero(acc)
+        b3 = vzero(acc)
+        c0 = vzero(acc)
+        c1 = vzero(acc)
+        c2 = vzero(acc)
+        c3 = vzero(acc)
+        d0 = vzero(acc)
+        d1 = vzero(acc)
+        d2 = vzero(acc)
+        d3 = vzero(acc)
+        count = min(BLOCK, inner - k0)
+        for i in range(count // 2):
+            k = k0 + 2 * i
+            q = base + PANEL * k
+            w0 = vload(w, q, 0)
+            w1 = vload(w, q + _V1, 0)
+            w2 = vload(w, q + _V2, 0)
+            w3 = vload(w, q + _V3, 0)
+            s = vsplat(z[r, np.uintp(k)])
+            a0 = vfma(w0, s, a0)
+            a1 = vfma(w1, s, a1)
+            a2 = vfma(w2, s, a2)
+            a3 = vfma(w3, s, a3)
+            s = vsplat(z[r1, np.uintp(k)])
+            c0 = vfma(w0, s, c0)
+            c1 = vfma(w1, s, c1)
+            c2 = vfma(w2, s, c2)
+            c3 = vfma(w3, s, c3)
+            q += PANEL
+            w0 = vload(w, q, 0)
+            w1 = vload(w, q + _V1, 0)
+            w2 = vload(w, q + _V2, 0)
+            w3 = vload(w, q + _V3, 0)
+            s = vsplat(z[r, np.uintp(k + 1)])
+            b0 = vfma(w0, s, b0)
+            b1 = vfma(w1, s, b1)
+            b2 = vfma(w2, s, b2)
+            b3 = vfma(w3, s, b3)
+            s = vsplat(z[r1, np.uintp(k + 1)])
+            d0 = vfma(w0, s, d0)
+            d1 = vfma(w1, s, d1)
+            d2 = vfma(w2, s, d2)
+            d3 = vfma(w3, s, d3)
+        if count % 2:
+            k = k0 + count - 1
+            q = base + PANEL * k
+            w0 = vload(w, q, 0)
+            w1 = vload(w, q + _V1, 0)
+            w2 = vload(w, q + _V2, 0)
+            w3 = vload(w, q + _V3, 0)
+            s = vsplat(z[r, np.uintp(k)])
+            a0 = vfma(w0, s, a0)
+            a1 = vfma(w1, s, a1)
+            a2 = vfma(w2, s, a2)
+            a3 = vfma(w3, s, a3)
+            s = vsplat(z[r1, np.uintp(k)])
+            c0 = vfma(w0, s, c0)
+            c1 = vfma(w1, s, c1)
+            c2 = vfma(w2, s, c2)
+            c3 = vfma(w3, s, c3)
+        first = k0 == 0
+        _put(acc, r, j, vadd(a0, b0), first)
+        _put(acc, r1, j, vadd(c0, d0), first)
+        if PANEL > 1:
+            _put(acc, r, j1, vadd(a1, b1), first)
+            _put(acc, r1, j1, vadd(c1, d1), first)
+        if PANEL > 2:
+            _put(acc, r, j2, vadd(a2, b2), first)
+            _put(acc, r1, j2, vadd(c2, d2), first)
+        if PANEL > 3:
+            _put(acc, r, j3, vadd(a3, b3), first)
+            _put(acc, r1, j3, vadd(c3, d3), first)
+    if inner == 0:
+        _zero_rows(acc, r, 2, j, PANEL)
+
+
+@njit(**KERNEL_JIT)
 def _rows1_panel(z, r, inner, w, base, acc, j):
     # One row: the chain of dependent adds, not throughput, bounds the time,
     # so k accumulates in four chains by k mod 4 (4 * PANEL accumulators),
@@ -289,6 +391,36 @@ def _rows4_vecs1(z, r, inner, w, base, acc, j):
 
 
 @njit(**KERNEL_JIT)
+def _rows2_vecs1(z, r, inner, w, base, acc, j):
+    # The last panel's vectors, one at a time, for two rows: two chains
+    # per row by k mod 2, as _rows2_panel.
+    for k0 in range(0, inner, BLOCK):
+        a0 = vzero(acc)
+        b0 = vzero(acc)
+        c0 = vzero(acc)
+        d0 = vzero(acc)
+        count = min(BLOCK, inner - k0)
+        for i in range(count // 2):
+            k = k0 + 2 * i
+            wv = vload(w, base + k, 0)
+            a0 = vfma(wv, vsplat(z[r, np.uintp(k)]), a0)
+            c0 = vfma(wv, vsplat(z[r + 1, np.uintp(k)]), c0)
+            wv = vload(w, base + k + 1, 0)
+            b0 = vfma(wv, vsplat(z[r, np.uintp(k + 1)]), b0)
+            d0 = vfma(wv, vsplat(z[r + 1, np.uintp(k + 1)]), d0)
+        if count % 2:
+            k = k0 + count - 1
+            wv = vload(w, base + k, 0)
+            a0 = vfma(wv, vsplat(z[r, np.uintp(k)]), a0)
+            c0 = vfma(wv, vsplat(z[r + 1, np.uintp(k)]), c0)
+        first = k0 == 0
+        _put(acc, r, j, vadd(a0, b0), first)
+        _put(acc, r + 1, j, vadd(c0, d0), first)
+    if inner == 0:
+        _zero_rows(acc, r, 2, j, 1)
+
+
+@njit(**KERNEL_JIT)
 def _rows1_vecs1(z, r, inner, w, base, acc, j):
     # Four chains by k mod 4, per block, as _rows1_panel: a vector's sums do
     # not depend on whether it falls in a full panel or the last one.
@@ -334,9 +466,11 @@ def matmul_rows(z, rows, inner, packed, acc):
         while r + 4 <= rows:
             _rows4_panel(z, r, inner, packed, base, acc, v * lanes)
             r += 4
-        while r < rows:
+        if r + 2 <= rows:
+            _rows2_panel(z, r, inner, packed, base, acc, v * lanes)
+            r += 2
+        if r < rows:
             _rows1_panel(z, r, inner, packed, base, acc, v * lanes)
-            r += 1
         v += PANEL
     while v < vectors:
         base = v * inner
@@ -344,7 +478,9 @@ def matmul_rows(z, rows, inner, packed, acc):
         while r + 4 <= rows:
             _rows4_vecs1(z, r, inner, packed, base, acc, v * lanes)
             r += 4
-        while r < rows:
+        if r + 2 <= rows:
+            _rows2_vecs1(z, r, inner, packed, base, acc, v * lanes)
+            r += 2
+        if r < rows:
             _rows1_vecs1(z, r, inner, packed, base, acc, v * lanes)
-            r += 1
         v += 1
