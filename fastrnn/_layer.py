@@ -4,6 +4,7 @@ a chunk of one, or one time step at a time."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from numpy.typing import ArrayLike
 
 from ._api import finish_call
 from ._backends import auto_backend_name, get_backend
-from ._plan import STEP_BLAS_MIN_HIDDEN
+from ._plan import STEP_BLAS_MIN_HIDDEN, STEP_SPLIT_MIN_FMAS
 from ._validate import (
     NONLINEARITIES,
     _describe,
@@ -23,6 +24,7 @@ from ._validate import (
 
 _NDARRAY = np.ndarray
 _empty = np.empty
+_NEVER = sys.maxsize  # a batch size no step reaches
 
 
 class Layer:
@@ -52,8 +54,8 @@ class Layer:
 
     __slots__ = ("input_size", "hidden_size", "dtype", "nonlinearity", "backend", "threads",
                  "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
-                 "_step_fast", "_packed", "_leaky", "_step_kernel", "_step_args",
-                 "_numpy_step", "_numpy_weights", "_scratch")
+                 "_step_fast", "_wide", "_split_batch", "_packed", "_leaky", "_step_kernel",
+                 "_step_args", "_numpy_step", "_numpy_weights", "_scratch")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
                  b_hh: ArrayLike | None = None, *, nonlinearity: str = "tanh",
@@ -109,6 +111,8 @@ class Layer:
         # w_hh, or a dense step too large for the first one's stack: made
         # on first use), or NumPy's step.
         self._step_fast: Any = None
+        self._wide = False
+        self._split_batch = _NEVER
         self._packed: Any = None
         self._step_kernel: Any = None
         self._step_args: tuple[Any, ...] = ()
@@ -125,11 +129,21 @@ class Layer:
                 self._step_kernel = step_kernels.general_step_kernel(dtype, True)
             elif hidden < STEP_BLAS_MIN_HIDDEN:
                 self._step_fast = step_kernels.step_kernel(dtype)
-            if self._step_kernel is not None or self._step_fast is not None:
-                self._step_args = (prepared.packed, prepared.sparse, relu, self._leaky)
-        if self._step_fast is None and self._step_kernel is None:
-            # The NumPy backend, or a large dense state whose steps run
-            # faster in NumPy's product (see _plan.STEP_BLAS_MIN_HIDDEN).
+            else:
+                # A wide dense state: its steps are routed by batch size
+                # (see _wide_step).
+                self._wide = True
+                self._step_kernel = step_kernels.general_step_kernel(dtype, False)
+            self._step_args = (prepared.packed, prepared.sparse, relu, self._leaky)
+            limit = _numba.default_threads() if threads is None else threads
+            if limit > 1 and prepared.sparse is None:
+                # Steps of at least this many samples run on the forward
+                # pass's threads (see _plan.STEP_SPLIT_MIN_FMAS).
+                self._split_batch = -(-STEP_SPLIT_MIN_FMAS
+                                      // (hidden * (hidden + self.input_size)))
+        if self._step_fast is None and (self._step_kernel is None or self._wide):
+            # The NumPy backend, or a wide dense state whose one-sample
+            # steps run NumPy's product (see _plan.STEP_BLAS_MIN_HIDDEN).
             from . import _numpy
 
             self._numpy_step = _numpy.step
@@ -268,8 +282,8 @@ class Layer:
         dtype = self.dtype
         kernel = self._step_kernel
         given = out
-        if (kernel is not None and type(x_t) is _NDARRAY and type(h) is _NDARRAY
-                and x_t.dtype is dtype and h.dtype is dtype):
+        if (kernel is not None and not self._wide and type(x_t) is _NDARRAY
+                and type(h) is _NDARRAY and x_t.dtype is dtype and h.dtype is dtype):
             if out is None:
                 out = _empty(h.shape, dtype)
             if type(out) is _NDARRAY and out.dtype is dtype:
@@ -283,29 +297,60 @@ class Layer:
                             return out
                 except TypeError:  # no signature matched, e.g. a read-only out
                     pass
-        elif (kernel is None and type(x_t) is _NDARRAY and type(h) is _NDARRAY
+        elif ((kernel is None or self._wide) and type(x_t) is _NDARRAY and type(h) is _NDARRAY
               and (out is None or type(out) is _NDARRAY) and x_t.dtype is dtype
               and h.dtype is dtype and x_t.ndim == h.ndim == 2
               and x_t.shape[1] == self.input_size and h.shape[1] == self.hidden_size
               and x_t.shape[0] == h.shape[0]
               and (out is None or (out.shape == h.shape and out.dtype is dtype
                                    and out.flags.writeable))):
-            # The NumPy backend: the same few checks, then NumPy's step, its
-            # products into a pair of buffers taken from the layer's pool (one
-            # pair per concurrent caller; list.pop and append are atomic).
+            # The NumPy backend or a wide dense state: the same few checks,
+            # then the step (see _run_step).
             if out is None:
                 out = _empty(h.shape, dtype)
+            self._run_step(x_t, h, out)
+            return out
+        return self._checked_step(x_t, h, given)
+
+    def _run_step(self, x: np.ndarray, h: np.ndarray, out: np.ndarray) -> None:
+        # One step of checked (B, I), (B, H) and (B, H) arrays of the
+        # layer's dtype (out writeable), the way its size runs fastest
+        # (measured: _plan.STEP_SPLIT_MIN_FMAS, _plan.STEP_BLAS_MIN_HIDDEN).
+        batch = x.shape[0]
+        if batch >= self._split_batch:
+            # A one-step sequence on the forward pass's threads (which
+            # read h before they write out: out may be h).
+            self._compute(x[:, None], self._w_ih, self._w_hh, self._bias, None, h, None, out,
+                          self._relu, True, None, self._leak, False, self.threads,
+                          prepared=self._prepared)
+        elif self._step_fast is not None and self._step_fast(
+                x, h, out, self._packed, self.hidden_size, self._relu, self._leaky):
+            pass
+        elif self._step_kernel is not None and (batch > 1 or not self._wide):
+            if not self._step_kernel(x, h, out, *self._step_args):
+                raise AssertionError("step kernel refused checked shapes")  # pragma: no cover
+        elif self._numpy_step is not None:
+            # NumPy's step, its products into a pair of buffers taken from
+            # the layer's pool (one pair per concurrent caller; list.pop and
+            # append are atomic).
+            dtype = self.dtype
             try:
                 scratch = self._scratch.pop()
             except IndexError:
                 scratch = None
             if scratch is None or scratch[0].shape != h.shape:
                 scratch = (_empty(h.shape, dtype), _empty(h.shape, dtype))
-            self._numpy_step(x_t, h, out, *self._numpy_weights, self._bias, self._leak,
+            self._numpy_step(x, h, out, *self._numpy_weights, self._bias, self._leak,
                              self._relu, scratch)
             self._scratch.append(scratch)
-            return out
-        return self._checked_step(x_t, h, given)
+        else:
+            # A dense state the stack kernel cannot hold, below the threads'
+            # threshold: the general kernel (made on first use).
+            from .kernels import step as step_kernels
+
+            self._step_kernel = step_kernels.general_step_kernel(self.dtype, False)
+            self._step_args = (self._packed, None, self._relu, self._leaky)
+            self._run_step(x, h, out)
 
     def _checked_step(self, x_t: Any, h: Any, out: Any) -> np.ndarray:
         # Every check of a step, with its message; then the step itself.
@@ -341,21 +386,7 @@ class Layer:
         # Plain 2-D arrays (ndarray subclasses as their plain views).
         x2, h2, out2 = (np.asarray(a).reshape(-1, a.shape[-1])
                         for a in (x_arr, h_arr, out.view(np.ndarray)))
-        if self._step_fast is not None and self._step_fast(
-                x2, h2, out2, self._packed, self.hidden_size, self._relu, self._leaky):
-            return out
-        if self._step_args:
-            # A sparse w_hh, or a dense step whose scratch would not fit the
-            # dense kernel's stack (many samples of a large state).
-            if self._step_kernel is None:
-                from .kernels import step as step_kernels
-
-                self._step_kernel = step_kernels.general_step_kernel(dtype, False)
-            if not self._step_kernel(x2, h2, out2, *self._step_args):
-                raise AssertionError("step kernel refused checked shapes")  # pragma: no cover
-        else:
-            self._numpy_step(x2, h2, out2, *self._numpy_weights, self._bias, self._leak,
-                             self._relu)
+        self._run_step(x2, h2, out2)
         return out
 
 

@@ -144,6 +144,12 @@ def _thread_count(setting: str | None) -> int:
 # Read once: the cgroup's quota is a file to read, too slow for every call.
 _CORES = available_cores()
 _THREADS = _thread_count(os.environ.get("FASTRNN_NUM_THREADS"))
+
+
+def default_threads() -> int:
+    """The most threads a call uses when it does not say (FASTRNN_NUM_THREADS,
+    else the CPUs this process may use)."""
+    return _THREADS
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 

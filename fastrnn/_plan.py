@@ -80,14 +80,24 @@ KEPT_SPLIT_MIN_FMAS = 4_000_000
 # samples, its threads would run the latency-bound one-sample product
 # (float32 B = 4, H = 512: 173 GFLOP/s by units, 98 by samples).
 BATCH_SPLIT_MIN_HIDDEN = 256
-# A prepared layer's step (Layer.step) runs NumPy's product (OpenBLAS, on
-# every core) from this dense hidden size on, the compiled one-thread step
-# below it: the weights then stream from L3 every step, and two cores read
-# them faster than one. Per step, AVX2 AMD Zen 3, I = 16, float32 (us,
-# compiled against the careful NumPy loop): B = 1, H = 256: 6.8 against 18;
-# H = 1024: 90 against 79; B = 32, H = 256: 100 against 117; H = 1024: 1239
-# against 1115 (float64: 3920 against 2424).
+# A prepared layer's one-sample step (Layer.step, B = 1) runs NumPy's product
+# (OpenBLAS's matrix-vector product) from this dense hidden size on, the
+# compiled step below it: the weights then stream from L3 every step. Per
+# step, I = 16 (us, compiled against NumPy's): AVX2 AMD Zen 3, float32
+# H = 256: 6.8 against 18; H = 1024: 90 against 79; AMD Zen 4, H = 1024:
+# float32 48 against 40, float64 115 against 99.
 STEP_BLAS_MIN_HIDDEN = 768
+# From 2 samples on, OpenBLAS's product of a few rows ran 2-6x slower than
+# the compiled one (AMD Zen 4, float32 H = 1024: B = 2, 314 against 51 us;
+# B = 4, 259 against 87; B = 8, 233 against 160), so those steps run the
+# compiled kernel. A step of this many multiply-adds (B x H x (H + I)) or
+# more, when the layer may use more than one thread, runs as a one-step
+# sequence on the forward pass's threads: per step, float32 H = 1024,
+# B = 16 / 32 / 64: 284 / 500 / 924 us against 360 / 673 / 1458 compiled on
+# one thread and 417 / 632 / 981 for NumPy's product (float64: 480 / 1045 /
+# 1676 against 755 / 1555 / 2863 and 703 / 1123 / 1874); at H = 512, B = 8
+# (4.3M), the threads' hand-off made it 107 against 42 us.
+STEP_SPLIT_MIN_FMAS = 16_000_000
 # Compiled without FMA (x86-64-v2: 128-bit vectors, a multiply then an add),
 # a dense w_hh whose state rows are at least this many bytes (float32 H >=
 # 256, float64 H >= 128) runs the NumPy backend, when the call may use more

@@ -325,19 +325,43 @@ def test_rnn_keeps_prepared_layers_and_prepares_again_on_new_weights():
                                atol=1e-5)
 
 
-def test_large_dense_steps_run_numpys_product(make_problem, assert_close):
-    # From STEP_BLAS_MIN_HIDDEN units on, a dense layer's step is NumPy's
-    # product (every core), and still gives forward's states.
+@pytest.mark.parametrize(("batch", "route"), [(1, "numpy"), (2, "kernel"), (16, "threads")])
+def test_wide_dense_steps_are_routed_by_batch(make_problem, assert_close, batch, route):
+    # From STEP_BLAS_MIN_HIDDEN units on, a dense layer's one-sample step is
+    # NumPy's product, a step of a few samples the compiled kernel, and one
+    # of STEP_SPLIT_MIN_FMAS or more a one-step sequence on the forward
+    # pass's threads; each gives forward's states.
     from fastrnn import _plan
 
-    hidden = _plan.STEP_BLAS_MIN_HIDDEN
-    problem, weights = _problem(make_problem, 31, np.float32, batch=2, steps=3, input_size=5,
+    hidden = 1024
+    problem, weights = _problem(make_problem, 31, np.float32, batch=batch, steps=3, input_size=5,
                                 hidden_size=hidden, h0=True)
-    layer = fastrnn.prepare(**weights, leak=0.5)
-    assert layer._step_kernel is None and layer._step_fast is None
+    layer = fastrnn.prepare(**weights, leak=0.5, threads=2)
+    assert hidden >= _plan.STEP_BLAS_MIN_HIDDEN
+    assert layer._split_batch == -(-_plan.STEP_SPLIT_MIN_FMAS // (hidden * (hidden + 5))) == 16
+    routes = []
+    numpy_step, compute, kernel = layer._numpy_step, layer._compute, layer._step_kernel
+
+    def spy(name, function):
+        def spied(*args, **kwargs):
+            routes.append(name)
+            return function(*args, **kwargs)
+        return spied
+
+    layer._numpy_step = spy("numpy", numpy_step)
+    layer._compute = spy("threads", compute)
+    layer._step_kernel = spy("kernel", kernel)
     output, h_n = fastrnn.forward(**problem, leak=0.5)
     h = problem["h0"]
     for t in range(3):
         h = layer.step(problem["x"][:, t], h)
         assert_close(h, output[:, t])
+    # In place, and one sequence as 1-D arrays.
+    h = problem["h0"].copy()
+    assert layer.step(problem["x"][:, 0], h, out=h) is h
+    assert_close(h, output[:, 0])
+    assert routes == [route] * 4
     assert_close(layer.step(problem["x"][0, 0], problem["h0"][0]), output[0, 0])
+    one_threaded = fastrnn.prepare(**weights, leak=0.5, threads=1)
+    assert one_threaded._split_batch > 10**9  # never on threads
+    assert_close(one_threaded.step(problem["x"][:, 0], problem["h0"]), output[:, 0])
