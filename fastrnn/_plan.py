@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 from typing import NamedTuple
 
 SMALL = "small"
@@ -287,6 +288,18 @@ PROBE_SECONDS = 0.02
 PROBE_MIN_FMAS = 100_000_000
 SPLIT_MIN_GAIN = 1.15
 REVISE_SECONDS = 2.0
+# A revision's probe (REVISE_SECONDS after the last) counts the way that was
+# running at no less than the median of its last RECENT_WINDOWS windows (of
+# the last RECENT_SECONDS, none since a slowdown): one probe window on the
+# threads that the VM's host delayed chose one thread for the next 2 s (AMD
+# Zen 4 VM, float32 (1, 10 000, 1, 1000): its threads' windows at 3.5e10
+# multiply-adds a second, the probe's at 2.1e10, one thread's 2.2e10:
+# 460-520 ms calls against 270-350; rare: 1 of 16 threaded calls, before
+# the rule as with it, in one measurement). Recent windows that a busy process has
+# since made stale choose the threads once more; their first window then
+# slows below SLOWDOWN and compares again without them.
+RECENT_WINDOWS = 5
+RECENT_SECONDS = 2 * REVISE_SECONDS
 SLOWDOWN = 0.6
 
 
@@ -294,7 +307,7 @@ class Verdict:
     """Whether a split plan's threads beat one thread, as last measured for
     one shape of call (by :class:`Windows`, or by :func:`judge_call`)."""
 
-    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak")
+    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent")
 
     def __init__(self) -> None:
         self.split = True  # the faster way
@@ -307,6 +320,8 @@ class Verdict:
         self.trials: dict[bool, list[float]] = {True: [], False: []}
         self.last: bool | None = None  # the way of the last call judge_call saw
         self.streak = 0  # calls that way in a row
+        # (when, rate) of the last RECENT_WINDOWS windows outside probes, each way.
+        self.recent: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
 
     def due(self, now: float) -> bool:
         """Whether both ways are to be timed again (REVISE_SECONDS since the
@@ -321,9 +336,27 @@ class Verdict:
 
     def check(self, rate: float) -> None:
         """The chosen way ran at ``rate``: below SLOWDOWN times its rate
-        when chosen (another process has started), compare again."""
+        when chosen (another process has started), compare again, and
+        forget the windows before (see RECENT_WINDOWS)."""
         if rate < SLOWDOWN * self.rate:
             self.when = -math.inf
+            self.recent = {True: [], False: []}
+
+    def note(self, way: bool, rate: float, now: float) -> None:
+        """A window outside probes ran ``way`` at ``rate``."""
+        seen = self.recent[way]
+        seen.append((now, rate))
+        del seen[:-RECENT_WINDOWS]
+
+    def with_recent(self, rates: dict[bool, float], now: float) -> dict[bool, float]:
+        """A probe's ``rates``, each way no less than the median of its
+        recent windows (see RECENT_WINDOWS)."""
+        rates = dict(rates)
+        for way, seen in self.recent.items():
+            fresh = [rate for when, rate in seen if now - when <= RECENT_SECONDS]
+            if fresh:
+                rates[way] = max(rates[way], statistics.median(fresh))
+        return rates
 
 
 class Windows:
@@ -386,6 +419,8 @@ class Windows:
                 seconds = max(self.clock() - start, 1e-9)
                 rate = self.sample_steps(first, last) * self.per_step / seconds
                 self.rate[split] = rate
+                if not probe and verdict is not None:
+                    verdict.note(split, rate, self.clock())
                 self.log.append((first, last, split, seconds))
                 first = last
                 size = min(8 * size, rate * WINDOW_SECONDS)
@@ -394,7 +429,8 @@ class Windows:
             if verdict is None:
                 continue
             if probe and warm and self.rate[False] > 0:
-                verdict.decide(self.rate, SPLIT_MIN_GAIN, self.clock())
+                now = self.clock()
+                verdict.decide(verdict.with_recent(self.rate, now), SPLIT_MIN_GAIN, now)
             elif not probe:
                 verdict.check(self.rate[verdict.split])
 

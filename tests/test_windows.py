@@ -119,6 +119,52 @@ def test_the_verdict_serves_later_calls_then_is_revised():
     assert all(split for _, _, split in ran[2:])
 
 
+def test_a_probe_delayed_once_does_not_overturn_recent_windows():
+    # Quiet throughout (threads 1.7x one thread), but the revision's probe
+    # window on the threads is delayed (a VM's host took the core): 0.9x.
+    # The call's own windows on the threads count, and it stays on them.
+    def delayed(verdict, delays):
+        # The threads' rate: the first `delays` windows of a revision's
+        # probe (run while a verdict made before is due) delayed, the
+        # others not.
+        def rate(now):
+            if verdict.due(now) and verdict.rate > 0 and delays:
+                delays.pop()
+                return 1.8e10
+            return 3.4e10
+        return rate
+
+    clock = Clock()
+    per_step = 1_000_000
+    verdict = _plan.Verdict()
+    start = clock.now
+    ran = _run(_windows(200_000, per_step, verdict, clock), clock,
+               {True: delayed(verdict, [1]), False: 2e10}, per_step, timed=True)
+    assert clock.now - start > _plan.REVISE_SECONDS + 1  # a revision ran
+    # After the revision, one thread ran only the probes' windows (without
+    # the rule, the next 2 s of the call).
+    late = [(split, seconds) for _, _, split, when, seconds in ran
+            if when > start + _plan.REVISE_SECONDS]
+    alone = sum(seconds for split, seconds in late if not split)
+    assert alone < 0.1 * sum(seconds for _, seconds in late)
+    assert verdict.split is True
+    # A call that starts with the revision counts the windows of the
+    # shape's earlier calls while they are recent (a stream of long calls),
+    # not older ones: then the same delay chooses one thread, as it did
+    # for every probe before this rule.
+    fresh = _plan.Verdict()
+    quiet = {True: 3.4e10, False: 2e10}
+    _run(_windows(2_000, per_step, fresh, clock), clock, quiet, per_step)
+    clock.now += _plan.REVISE_SECONDS + 0.5
+    _run(_windows(2_000, per_step, fresh, clock), clock,
+         {True: delayed(fresh, [1]), False: 2e10}, per_step)
+    assert fresh.split is True
+    clock.now += _plan.RECENT_SECONDS + 0.5
+    _run(_windows(2_000, per_step, fresh, clock), clock,
+         {True: delayed(fresh, [1]), False: 2e10}, per_step)
+    assert fresh.split is False
+
+
 def test_a_slowdown_during_a_call_triggers_a_new_comparison():
     # Quiet at first; from t = 100.5 another process takes a core: the
     # threads fall to 0.35x of one thread, which the call notices.
