@@ -168,6 +168,9 @@ class Split:
                 counters[slot] = served
 
     def _start(self) -> None:
+        # New threads have served no window: the counts start again.
+        self.posted = 0
+        self.counters[:] = 0
         for part in range(1, self.parts):
             worker = threading.Thread(target=self._serve, args=(part,),
                                       name="fastrnn-units", daemon=True)
