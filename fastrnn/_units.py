@@ -39,13 +39,10 @@ ones are a prefix of the batch; a sample's final state stays in the buffer
 its last step wrote.
 
 The threads are started per call (and handed each window of the call, see
-``fastrnn._plan.Windows``, through a queue; a thread spins a bounded while,
-about 0.1 ms, on a counter of posted windows before it blocks on the queue,
-and the caller spins on the last part's count of finished windows before it
-takes their done messages: a blocked thread's wake-up made the hand-off of a
-one-step call cost 236 us against 12 on one thread, now 50; float32 H = 256,
-100-step chunks, 737 against 326 us, now 331; H = 1024, 10-step chunks, 774
-against 560, now 412), not taken from a pool: every
+``fastrnn._plan.Windows``, through a queue; see :meth:`Split.run` for the
+hand-off, which spins on counts rather than wake a blocked thread, and
+lets each thread take the GIL while the others wait in compiled code), not
+taken from a pool: every
 part must run at once, and a pool shared with concurrent callers could hold
 back some parts of a call while the others wait for them. Each part's
 weights are packed once a call, by :class:`Split`. The path is taken only for
@@ -62,17 +59,11 @@ from typing import Any
 
 import numpy as np
 
-from .kernels.barrier import FLAG_STRIDE, spin_until
+from .kernels.barrier import FLAG_STRIDE, HANDOFF_SPINS, spin_until, spin_until_all
 from .kernels.cells import pack_layer_call
 from .kernels.driver import drive_call, finish
 from .kernels.product import ALIGN_BYTES, aligned_zeros
 from .kernels.sparse import sell_pack
-
-# Checks a thread makes of a hand-off counter before it blocks on a queue
-# (see kernels.barrier.spin_until): a window's threads wait for it before the
-# window and for each other after it, and a blocked thread's wake-up took
-# tens of microseconds, a chunk of a stream's whole gain.
-HANDOFF_SPINS = 4000
 
 
 def split_units(indptr: np.ndarray, hidden: int, lanes: int, parts: int) -> list[int]:
@@ -132,10 +123,11 @@ class Split:
         self.jobs: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(parts)]
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.failures: list[BaseException] = []
-        # The hand-off's counters (see HANDOFF_SPINS), a cache line each:
-        # windows posted (slot 0), windows part p has finished (slot p).
+        # The hand-off's counts (see run), a cache line each: windows posted
+        # (slot 0), windows part p has finished (slot p) and entered (slot
+        # parts + p).
         self.posted = 0
-        self.counters = np.zeros(parts * FLAG_STRIDE, dtype=np.int64)
+        self.counters = np.zeros(2 * parts * FLAG_STRIDE, dtype=np.int64)
 
     def _run(self, part: int, window: tuple) -> None:
         x, out, cell, batch_first, reverse, first, last, chunk = window
@@ -143,7 +135,7 @@ class Split:
             drive_call(x, self.packed[part], self.sparse[part], cell, self.cuts[part],
                        self.cuts[part + 1], self.state_a, self.state_b, out, batch_first,
                        self.order, self.lens, 0, reverse, part, self.parts, self.flags, first,
-                       last, chunk)
+                       last, chunk, self.counters, self.posted)
         except BaseException as exc:  # the other parts must not wait for this one
             self.failures.append(exc)
             self.flags[self.parts * FLAG_STRIDE] = 1
@@ -219,9 +211,24 @@ class Split:
         window = (x, out, cell, batch_first, reverse, first, last, chunk)
         for part in range(1, parts):
             self.jobs[part].put(window)
+        # The hand-off: a thread spins a bounded while (HANDOFF_SPINS) on a
+        # count before it blocks on a queue, and each thread takes the GIL
+        # while the others wait in compiled code: a thread woken from a
+        # queue, or waiting for the GIL another thread held, took tens of
+        # microseconds. The window is posted; this thread waits, without
+        # the GIL, until the others have taken it and entered their steps;
+        # its own steps then wait for theirs to be back (see drive_part).
+        # A kept split, one sample, float32, us a call (one thread: 8-12 at
+        # H = 256, one step; 61-66 at H = 1024, one step; 510-550 at
+        # H = 1024, 10 steps), blocking queues / spinning on counts / and
+        # each taking the GIL while the others wait: H = 256, one step,
+        # 236 / 45 / 37; H = 1024, one step, 337 / 90 / 51; 10 steps,
+        # 774 / 369 / 332 (medians of 4 processes for the last two).
         self.posted += 1
         counters = self.counters
         counters[0] = self.posted
+        spin_until_all(counters, (parts + 1) * FLAG_STRIDE, parts - 1, self.posted,
+                       HANDOFF_SPINS)
         pending = parts - 1
         interrupted: BaseException | None = None
         try:
@@ -231,9 +238,6 @@ class Split:
             # raises: nothing writes the state or the output after it.
             while pending:
                 try:
-                    # (The parts end within a step of each other: spin on
-                    # the last one's count, then take the done messages.)
-                    spin_until(counters, (parts - 1) * FLAG_STRIDE, self.posted, HANDOFF_SPINS)
                     self.done.get()
                     pending -= 1
                 except BaseException as exc:  # Ctrl-C meanwhile: stop them all

@@ -243,7 +243,7 @@ def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_probl
     original = _units.drive_call
 
     def failing(*args):
-        if args[-6] == 2:  # part 2 of 3 fails before its first step
+        if args[14] == 2:  # part 2 of 3 (the argument `part`) fails before its first step
             raise RuntimeError("part 2 failed")
         return original(*args)
 

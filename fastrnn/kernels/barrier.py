@@ -33,6 +33,9 @@ from .jit import KERNEL_JIT
 
 FLAG_STRIDE = 8  # int64s per flag: one 64-byte cache line
 SPINS_BEFORE_YIELD = 2000
+# Checks a thread makes of a hand-off count before it gives up spinning (see
+# spin_until): about 0.1 ms.
+HANDOFF_SPINS = 4000
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
@@ -133,3 +136,14 @@ def spin_until(flags, index, target, spins):
             return True
         spin_hint()
     return load_acquire(flags, index) >= target
+
+
+@njit(**KERNEL_JIT)
+def spin_until_all(flags, first, count, target, spins):
+    """:func:`spin_until` for ``count`` counts, ``flags[first + p *
+    FLAG_STRIDE]`` for p < count; whether they all reached ``target``."""
+    for p in range(count):
+        index = first + p * FLAG_STRIDE
+        if not spin_until(flags, index, target, spins):
+            return False
+    return True

@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .barrier import FLAG_STRIDE, store_release, wait_all
+from .barrier import FLAG_STRIDE, HANDOFF_SPINS, spin_until_all, store_release, wait_all
 from .cells import ROWS, update
 from .jit import JIT, KERNEL_JIT, FewVariants
 from .product import aligned_zeros, matmul_rows
@@ -258,12 +258,27 @@ def forward_range(x, packed, sparse, cell, h0, out, h_n, batch_first, order, len
 
 @njit(**JIT)
 def drive_part(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, order,
-               lens, b_start, reverse, part, parts, flags, first, last, chunk):
+               lens, b_start, reverse, part, parts, flags, first, last, chunk, counts, window):
     """:func:`drive` called from Python, for one thread of the units split
     (drive itself is also called from compiled code, which must be able to
-    compile the variants it needs)."""
-    return drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, order,
+    compile the variants it needs).
+
+    ``counts``: the split's hand-off counts (fastrnn._units.Split): slot
+    ``p * FLAG_STRIDE`` the windows thread p > 0 has finished (stored from
+    Python), slot ``(parts + p) * FLAG_STRIDE`` the windows it has entered
+    (stored here). A thread entering window ``window`` says so at once; the
+    caller's thread (part 0), after its steps, waits here, without the GIL,
+    until the others have finished the window and are back waiting for the
+    next: each thread then takes the GIL while the other is in compiled code,
+    where a thread that waited for the GIL held by the other waited for the
+    kernel's wake-up (tens of microseconds)."""
+    if part > 0:
+        store_release(counts, (parts + part) * FLAG_STRIDE, window)
+    done = drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_first, order,
                  lens, b_start, reverse, part, parts, flags, first, last, chunk)
+    if part == 0 and done:
+        spin_until_all(counts, FLAG_STRIDE, parts - 1, window, HANDOFF_SPINS)
+    return done
 
 
 # Called from Python (and its threads) through a few variants (see
