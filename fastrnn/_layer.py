@@ -108,8 +108,10 @@ class Layer:
         self._prepared: Any = None
         # A step runs one of: the dense step kernel (fastrnn.kernels.step:
         # four arrays, no allocation), the general step kernel (a sparse
-        # w_hh, or a dense step too large for the first one's stack: made
-        # on first use), or NumPy's step.
+        # w_hh, a wide dense one, or a dense step too large for the first
+        # one's stack), NumPy's step (the NumPy backend; one sample of a wide
+        # dense state), or, from STEP_SPLIT_MIN_FMAS, the forward pass on its
+        # threads (see _run_step).
         self._step_fast: Any = None
         self._wide = False
         self._split_batch = _NEVER
@@ -131,7 +133,7 @@ class Layer:
                 self._step_fast = step_kernels.step_kernel(dtype)
             else:
                 # A wide dense state: its steps are routed by batch size
-                # (see _wide_step).
+                # (see _run_step).
                 self._wide = True
                 self._step_kernel = step_kernels.general_step_kernel(dtype, False)
             self._step_args = (prepared.packed, prepared.sparse, relu, self._leaky)
@@ -349,7 +351,6 @@ class Layer:
             from .kernels import step as step_kernels
 
             self._step_kernel = step_kernels.general_step_kernel(self.dtype, False)
-            self._step_args = (self._packed, None, self._relu, self._leaky)
             self._run_step(x, h, out)
 
     def _checked_step(self, x_t: Any, h: Any, out: Any) -> np.ndarray:
