@@ -150,6 +150,8 @@ def default_threads() -> int:
     """The most threads a call uses when it does not say (FASTRNN_NUM_THREADS,
     else the CPUs this process may use)."""
     return _THREADS
+
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 

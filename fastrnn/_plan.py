@@ -295,9 +295,9 @@ REVISE_SECONDS = 2.0
 # Zen 4 VM, float32 (1, 10 000, 1, 1000): its threads' windows at 3.5e10
 # multiply-adds a second, the probe's at 2.1e10, one thread's 2.2e10:
 # 460-520 ms calls against 270-350; rare: 1 of 16 threaded calls, before
-# the rule as with it, in one measurement). Recent windows that a busy process has
-# since made stale choose the threads once more; their first window then
-# slows below SLOWDOWN and compares again without them.
+# the rule as with it, in one measurement). Recent windows that a busy
+# process has since made stale choose the threads once more; their first
+# window then slows below SLOWDOWN and compares again without them.
 RECENT_WINDOWS = 5
 RECENT_SECONDS = 2 * REVISE_SECONDS
 SLOWDOWN = 0.6
@@ -416,16 +416,17 @@ class Windows:
                 last = min(self.steps, first + self._steps_for(first, fmas, most))
                 start = self.clock()
                 yield first, last, split
-                seconds = max(self.clock() - start, 1e-9)
+                end = self.clock()
+                seconds = max(end - start, 1e-9)
                 rate = self.sample_steps(first, last) * self.per_step / seconds
                 self.rate[split] = rate
-                if not probe and verdict is not None:
-                    verdict.note(split, rate, self.clock())
                 self.log.append((first, last, split, seconds))
                 first = last
                 size = min(8 * size, rate * WINDOW_SECONDS)
                 if verdict is not None:
                     verdict.seen.add(split)
+                    if not probe:
+                        verdict.note(split, rate, end)
             if verdict is None:
                 continue
             if probe and warm and self.rate[False] > 0:
