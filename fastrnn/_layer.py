@@ -4,7 +4,11 @@ a chunk of one, or one time step at a time."""
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -12,7 +16,16 @@ from numpy.typing import ArrayLike
 
 from ._api import finish_call
 from ._backends import auto_backend_name, get_backend
-from ._plan import STEP_BLAS_MIN_HIDDEN, STEP_SPLIT_MIN_FMAS
+from ._plan import (
+    CREW_MIN_BYTES,
+    CREW_MIN_BYTES_ONE,
+    CREW_REVISE_SECONDS,
+    SLOWDOWN,
+    STEP_BLAS_MIN_HIDDEN,
+    Verdict,
+    call_way,
+    judge_call,
+)
 from ._validate import (
     NONLINEARITIES,
     _describe,
@@ -24,7 +37,8 @@ from ._validate import (
 
 _NDARRAY = np.ndarray
 _empty = np.empty
-_NEVER = sys.maxsize  # a batch size no step reaches
+_NEVER = sys.maxsize  # a size no step reaches
+_clock = time.perf_counter  # (tests replace it)
 
 
 class Layer:
@@ -54,7 +68,8 @@ class Layer:
 
     __slots__ = ("input_size", "hidden_size", "dtype", "nonlinearity", "backend", "threads",
                  "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
-                 "_step_fast", "_wide", "_split_batch", "_packed", "_leaky", "_step_kernel",
+                 "_step_fast", "_wide", "_crew_size", "_crew", "_crew_parts", "_crew_lock",
+                 "_crew_verdicts", "_packed", "_leaky", "_step_kernel",
                  "_step_args", "_numpy_step", "_numpy_weights", "_scratch")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
@@ -110,11 +125,15 @@ class Layer:
         # four arrays, no allocation), the general step kernel (a sparse
         # w_hh, a wide dense one, or a dense step too large for the first
         # one's stack), NumPy's step (the NumPy backend; one sample of a wide
-        # dense state), or, from STEP_SPLIT_MIN_FMAS, the forward pass on its
-        # threads (see _run_step).
+        # dense state), or, from _crew_size values of h (B x H), the layer's
+        # crew of threads (fastrnn._crew; see _run_step).
         self._step_fast: Any = None
         self._wide = False
-        self._split_batch = _NEVER
+        self._crew_size = _NEVER
+        self._crew: list[Any] = [None]  # (a list: the finalizer holds it, not the layer)
+        self._crew_parts = 1
+        self._crew_lock = threading.Lock()
+        self._crew_verdicts: dict[int, Verdict] = {}
         self._packed: Any = None
         self._step_kernel: Any = None
         self._step_args: tuple[Any, ...] = ()
@@ -138,11 +157,15 @@ class Layer:
                 self._step_kernel = step_kernels.general_step_kernel(dtype, False)
             self._step_args = (prepared.packed, prepared.sparse, relu, self._leaky)
             limit = _numba.default_threads() if threads is None else threads
-            if limit > 1 and prepared.sparse is None:
-                # Steps of at least this many samples run on the forward
-                # pass's threads (see _plan.STEP_SPLIT_MIN_FMAS).
-                self._split_batch = -(-STEP_SPLIT_MIN_FMAS
-                                      // (hidden * (hidden + self.input_size)))
+            parts = min(limit, _numba._CORES)
+            if parts > 1 and prepared.sparse is None:
+                # Steps from this size of h on may run on the crew (see
+                # _plan.CREW_MIN_BYTES).
+                sample = hidden * (hidden + self.input_size) * dtype.itemsize
+                batch = 1 if sample >= CREW_MIN_BYTES_ONE else max(2, -(-CREW_MIN_BYTES // sample))
+                self._crew_size = batch * hidden
+                self._crew_parts = parts
+                weakref.finalize(prepared, _stop_crew, self._crew)
         if self._step_fast is None and (self._step_kernel is None or self._wide):
             # The NumPy backend, or a wide dense state whose one-sample
             # steps run NumPy's product (see _plan.STEP_BLAS_MIN_HIDDEN).
@@ -267,7 +290,7 @@ class Layer:
             is not writeable. Nothing is modified then.
         """
         fast = self._step_fast
-        if fast is not None:
+        if fast is not None and (type(h) is not _NDARRAY or h.size < self._crew_size):
             # The kernel compares the shapes; anything it cannot take (not
             # arrays of the layer's dtype, a read-only out: TypeError, no
             # signature matches; wrong shapes: False) is checked below.
@@ -299,36 +322,105 @@ class Layer:
                             return out
                 except TypeError:  # no signature matched, e.g. a read-only out
                     pass
-        elif ((kernel is None or self._wide) and type(x_t) is _NDARRAY and type(h) is _NDARRAY
+        elif ((kernel is None or self._wide or self._crew_size != _NEVER)
+              and type(x_t) is _NDARRAY and type(h) is _NDARRAY
               and (out is None or type(out) is _NDARRAY) and x_t.dtype is dtype
-              and h.dtype is dtype and x_t.ndim == h.ndim == 2
-              and x_t.shape[1] == self.input_size and h.shape[1] == self.hidden_size
-              and x_t.shape[0] == h.shape[0]
+              and h.dtype is dtype and 0 < x_t.ndim == h.ndim < 3
+              and x_t.shape[-1] == self.input_size and h.shape[-1] == self.hidden_size
+              and x_t.shape[:-1] == h.shape[:-1]
               and (out is None or (out.shape == h.shape and out.dtype is dtype
                                    and out.flags.writeable))):
-            # The NumPy backend or a wide dense state: the same few checks,
-            # then the step (see _run_step).
+            # The NumPy backend, a wide dense state or a step for the crew:
+            # the same few checks, then the step (see _run_step).
             if out is None:
                 out = _empty(h.shape, dtype)
-            self._run_step(x_t, h, out)
+            if x_t.ndim == 2:
+                self._run_step(x_t, h, out)
+            else:
+                self._run_step(x_t[None], h[None], out[None])
             return out
         return self._checked_step(x_t, h, given)
 
     def _run_step(self, x: np.ndarray, h: np.ndarray, out: np.ndarray) -> None:
         # One step of checked (B, I), (B, H) and (B, H) arrays of the
         # layer's dtype (out writeable), the way its size runs fastest
-        # (measured: _plan.STEP_SPLIT_MIN_FMAS, _plan.STEP_BLAS_MIN_HIDDEN).
+        # (measured: _plan.CREW_MIN_BYTES, _plan.STEP_BLAS_MIN_HIDDEN).
+        if x.shape[0] * self.hidden_size >= self._crew_size and self._crew_step(x, h, out):
+            return
+        self._one_thread_step(x, h, out)
+
+    def _crew_step(self, x: np.ndarray, h: np.ndarray, out: np.ndarray) -> bool:
+        # The step on the layer's crew, or on this thread when one thread
+        # has been timed faster for this batch (the crew's helpers
+        # descheduled by a busy machine, or sharing a core); False, with
+        # nothing done, when another thread holds the crew.
         batch = x.shape[0]
-        if batch >= self._split_batch:
-            # A one-step sequence on the forward pass's threads (which
-            # read h before they write out: out may be h).
-            self._compute(x[:, None], self._w_ih, self._w_hh, self._bias, None, h, None, out,
-                          self._relu, True, None, self._leak, False, self.threads,
-                          prepared=self._prepared)
-        elif self._step_fast is not None and self._step_fast(
+        crew = self._crew[0]
+        if crew is None or crew.capacity < batch or crew.pid != os.getpid():
+            crew = self._new_crew(batch)
+            if crew is None:
+                return False
+        verdict = self._crew_verdicts.get(batch)
+        if verdict is None:
+            if len(self._crew_verdicts) >= 64:
+                self._crew_verdicts.clear()
+            verdict = self._crew_verdicts[batch] = Verdict(CREW_REVISE_SECONDS[True])
+        fmas = batch * self.hidden_size * (self.hidden_size + self.input_size)
+        start = _clock()
+        if start - verdict.when <= verdict.revise:
+            # Decided: that way, and a slowdown (another process started)
+            # compares the ways again (judge_call's bookkeeping would cost
+            # a microsecond a step).
+            if verdict.split:
+                if not crew.step(x, h, out):
+                    return False
+            else:
+                self._one_thread_step(x, h, out)
+            verdict.check_step(fmas < SLOWDOWN * verdict.rate * (_clock() - start))
+            return True
+        on_crew = call_way(verdict, _clock)
+        if on_crew:
+            if not crew.step(x, h, out):
+                return False
+        else:
+            self._one_thread_step(x, h, out)
+        judge_call(verdict, on_crew, fmas, _clock() - start, _clock)
+        # (One thread is checked again sooner: see _plan.CREW_REVISE_SECONDS.)
+        verdict.revise = CREW_REVISE_SECONDS[verdict.split]
+        return True
+
+    def _new_crew(self, batch: int) -> Any:
+        # A crew for at least `batch` samples in place of the layer's last
+        # one (stopped); None while another thread makes or holds one.
+        if not self._crew_lock.acquire(blocking=False):
+            return None
+        try:
+            from . import _crew
+            from .kernels.cells import elman
+
+            old = self._crew[0]
+            capacity = batch
+            if old is not None and old.pid == os.getpid():
+                capacity = max(batch, 2 * old.capacity)
+                if not old.stop():
+                    return None  # running a step on another thread
+            crew = _crew.Crew(self._w_ih, self._w_hh, self._bias, self._leak,
+                              elman(self._relu, self._leaky), self._crew_parts, capacity)
+            self._crew[0] = crew
+            return crew
+        finally:
+            self._crew_lock.release()
+
+    def _one_thread_step(self, x: np.ndarray, h: np.ndarray, out: np.ndarray) -> None:
+        # The step on this thread.
+        batch = x.shape[0]
+        if self._step_fast is not None and self._step_fast(
                 x, h, out, self._packed, self.hidden_size, self._relu, self._leaky):
             pass
-        elif self._step_kernel is not None and (batch > 1 or not self._wide):
+        elif self._step_kernel is not None and (batch > 1 or not self._wide
+                                                or self._crew_size <= self.hidden_size):
+            # (One sample of a wide state runs NumPy's product, unless the
+            # layer has a crew: the crew's one-thread way is one thread.)
             if not self._step_kernel(x, h, out, *self._step_args):
                 raise AssertionError("step kernel refused checked shapes")  # pragma: no cover
         elif self._numpy_step is not None:
@@ -351,7 +443,7 @@ class Layer:
             from .kernels import step as step_kernels
 
             self._step_kernel = step_kernels.general_step_kernel(self.dtype, False)
-            self._run_step(x, h, out)
+            self._one_thread_step(x, h, out)
 
     def _checked_step(self, x_t: Any, h: Any, out: Any) -> np.ndarray:
         # Every check of a step, with its message; then the step itself.
@@ -390,6 +482,13 @@ class Layer:
         self._run_step(x2, h2, out2)
         return out
 
+
+
+def _stop_crew(holder: list[Any]) -> None:
+    # When the layer is freed: its crew's helpers stop.
+    if holder[0] is not None:
+        holder[0].stop()
+        holder[0] = None
 
 
 def prepare(w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,

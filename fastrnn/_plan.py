@@ -91,14 +91,28 @@ STEP_BLAS_MIN_HIDDEN = 768
 # From 2 samples on, OpenBLAS's product of a few rows ran 2-6x slower than
 # the compiled one (AMD Zen 4, float32 H = 1024: B = 2, 314 against 51 us;
 # B = 4, 259 against 87; B = 8, 233 against 160), so those steps run the
-# compiled kernel. A step of this many multiply-adds (B x H x (H + I)) or
-# more, when the layer may use more than one thread, runs as a one-step
-# sequence on the forward pass's threads: per step, float32 H = 1024,
-# B = 16 / 32 / 64: 284 / 500 / 924 us against 360 / 673 / 1458 compiled on
-# one thread and 417 / 632 / 981 for NumPy's product (float64: 480 / 1045 /
-# 1676 against 755 / 1555 / 2863 and 703 / 1123 / 1874); at H = 512, B = 8
-# (4.3M), the threads' hand-off made it 107 against 42 us.
-STEP_SPLIT_MIN_FMAS = 16_000_000
+# compiled kernel.
+#
+# A dense step whose weights, read once a step, are at least
+# CREW_MIN_BYTES_ONE (one sample: H x (H + I) x itemsize; float32 H >= 340,
+# float64 H >= 240) or whose B x H x (H + I) x itemsize is at least
+# CREW_MIN_BYTES (B >= 2: float32 400K multiply-adds, float64 200K) runs on
+# the layer's crew (fastrnn._crew), when the layer may use more than one
+# thread: each thread its share of the units, the hand-off a cache line
+# (about 2 us a step in all: copies, dispatch, the wait). Per step, I = 16,
+# us, crew on 2 threads against one thread, AMD Zen 4 VM, one process each:
+# one sample, float32 H = 256 3.9 against 3.4, H = 384 6.0 against 6.8-7.1,
+# H = 512 8.4 against 13.7-17.7; float64 H = 256 5.5-6.2 against 6.8-8.6,
+# H = 384 10.3-10.7 against 15.9-19.3; float32 B = 4, H = 256 (279K) 6.4
+# against 6.3-6.4; B = 16, H = 128 (295K) 8.7 against 7.5; float64 B = 8,
+# H = 128 (147K) 8.6-10.9 against 7.9-9.4. Above them, whether the crew
+# beats one thread is timed (fastrnn._plan.judge_call, per layer and batch):
+# on this VM the same step ran 1.3x faster on the crew in one process and
+# 1.3x slower in the next (float32 B = 32, H = 256: 34 and 60 against 46
+# us), as the host placed its two vCPUs, and a busy machine deschedules a
+# helper.
+CREW_MIN_BYTES_ONE = 800_000
+CREW_MIN_BYTES = 3_200_000
 # Compiled without FMA (x86-64-v2: 128-bit vectors, a multiply then an add),
 # a dense w_hh whose state rows are at least this many bytes (float32 H >=
 # 256, float64 H >= 128) runs the NumPy backend, when the call may use more
@@ -301,15 +315,29 @@ REVISE_SECONDS = 2.0
 RECENT_WINDOWS = 5
 RECENT_SECONDS = 2 * REVISE_SECONDS
 SLOWDOWN = 0.6
+# Layer.step's crew (fastrnn._crew) compares its ways again when its slow
+# steps outnumber the others by this many (Verdict.check_step): a slow step
+# alone started a comparison every 10 steps on this VM (float32 B = 32,
+# H = 256: 112 switches of way in 1305 steps, and a median step slower than
+# either way alone: 47-60 against 39-41 on the crew).
+SLOW_STEPS = 32
+# ... and every CREW_REVISE_SECONDS[way] after deciding for that way (True:
+# the crew): a comparison is a few dozen steps, and one thread, chosen while
+# other threads spun on the second core (a peer's pool after its calls:
+# OpenBLAS, ONNX Runtime, OpenVINO, in `python -m fastrnn bench`'s rounds),
+# held for REVISE_SECONDS after they had stopped (float32 B = 32, H = 1024:
+# 711 us a step against 355-400 on the crew).
+CREW_REVISE_SECONDS = {True: 0.25, False: 0.05}
 
 
 class Verdict:
     """Whether a split plan's threads beat one thread, as last measured for
     one shape of call (by :class:`Windows`, or by :func:`judge_call`)."""
 
-    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent")
+    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent", "slow",
+                 "revise")
 
-    def __init__(self) -> None:
+    def __init__(self, revise: float = REVISE_SECONDS) -> None:
         self.split = True  # the faster way
         self.when = -math.inf  # when it was measured (time.perf_counter), -inf: never
         self.rate = 0.0  # its rate then, multiply-adds a second
@@ -322,11 +350,15 @@ class Verdict:
         self.streak = 0  # calls that way in a row
         # (when, rate) of the last RECENT_WINDOWS windows outside probes, each way.
         self.recent: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        # Steps below SLOWDOWN, less those above it (see check_step).
+        self.slow = 0
+        self.revise = revise  # seconds a decision holds
 
     def due(self, now: float) -> bool:
-        """Whether both ways are to be timed again (REVISE_SECONDS since the
-        last decision, or never decided, or a slowdown seen)."""
-        return now - self.when > REVISE_SECONDS
+        """Whether both ways are to be timed again (``revise`` seconds,
+        REVISE_SECONDS unless given, since the last decision, or never
+        decided, or a slowdown seen)."""
+        return now - self.when > self.revise
 
     def decide(self, rates: dict[bool, float], gain: float, now: float) -> None:
         """Keep the threads if ``gain`` times faster than one thread."""
@@ -341,6 +373,19 @@ class Verdict:
         if rate < SLOWDOWN * self.rate:
             self.when = -math.inf
             self.recent = {True: [], False: []}
+
+    def check_step(self, slow: bool) -> None:
+        """A step of the chosen way ran below SLOWDOWN times its rate
+        (``slow``) or not. One step is a few microseconds, and on a noisy VM
+        one in a few dozen ran below it anyway (an interrupt, the host): when
+        slow steps outnumber the others by SLOW_STEPS, compare again."""
+        if slow:
+            self.slow += 1
+            if self.slow > SLOW_STEPS:
+                self.slow = 0
+                self.check(0.0)
+        elif self.slow:
+            self.slow -= 1
 
     def note(self, way: bool, rate: float, now: float) -> None:
         """A window outside probes ran ``way`` at ``rate``."""

@@ -148,3 +148,60 @@ def test_forked_child_gets_its_own_compile_lock():
         pytest.fail(f"the forked child waited for the parent's compile lock: {exc}")
     assert result.returncode == 0 and result.stdout.strip() == "ok", (
         f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")
+
+
+_CREW = textwrap.dedent("""
+    import multiprocessing
+    import sys
+    import threading
+    import warnings
+
+    import numpy as np
+
+    import fastrnn
+    from fastrnn import _layer, _numba
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    # A crew on two threads whatever the machine, taken at every step.
+    _numba._CORES = 2
+    _layer.call_way = lambda verdict, clock: True
+    rng = np.random.default_rng(3)
+    hidden = 520
+    w_ih = rng.standard_normal((hidden, 5)).astype(np.float32) / 2
+    w_hh = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    h = rng.standard_normal((3, hidden)).astype(np.float32)
+    layer = fastrnn.prepare(w_ih, w_hh, threads=2)
+
+    def run():
+        first = layer.step(x, h)
+        return first, layer.step(x, first), int(layer._crew[0].ctrl[0])
+
+    parent = run()
+    if not any(t.name == "fastrnn-crew" for t in threading.enumerate()):
+        sys.exit("the layer's crew is not waiting in the parent")
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        try:
+            child = pool.apply_async(run).get(timeout=60)
+        except multiprocessing.TimeoutError:
+            sys.exit("the forked child's crew step did not return in 60 s")
+    if child[2] != 2:  # a crew of the child's own, which ran both steps
+        sys.exit(f"the child's steps did not run on a crew of its own: {child[2]} posted")
+    for a, b in zip(parent[:2], child[:2]):
+        if not np.array_equal(a, b):
+            sys.exit(f"the child's step differs from the parent's: {np.abs(a - b).max()}")
+    print("ok")
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork on Windows")
+def test_forked_child_steps_on_a_crew_of_its_own():
+    # Layer.step's crew (fastrnn._crew): its helpers wait in the parent; a
+    # child forked meanwhile has none, and makes its own crew.
+    try:
+        result = subprocess.run([sys.executable, "-c", _CREW], capture_output=True, text=True,
+                                timeout=600)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the crew script did not finish in 600 s (hung): {exc}")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", (
+        f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}")

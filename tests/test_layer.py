@@ -159,8 +159,10 @@ def test_step_kernels_against_naive(make_problem, assert_close, dtype, relu, lea
     problem, weights = _problem(make_problem, hidden, dtype, batch=batch or 1, steps=1,
                                 input_size=7, hidden_size=hidden, h0=True,
                                 unbatched=batch is None)
+    # (One thread: a step this large may run on the layer's crew, tested in
+    # test_crew.py.)
     layer = fastrnn.prepare(**weights, nonlinearity="relu" if relu else "tanh", leak=leak,
-                            backend="numba")
+                            backend="numba", threads=1)
     x_t = problem["x"][0] if batch is None else problem["x"][:, 0]
     h = problem["h0"]
     assert_close(layer.step(x_t, h), _naive_step(x_t, h, weights, relu, leak))
@@ -174,7 +176,7 @@ def test_general_step_kernel_gives_the_fast_ones_bits(make_problem):
     pytest.importorskip("numba")
     problem, weights = _problem(make_problem, 41, np.float32, batch=40, steps=1,
                                 input_size=9, hidden_size=520, h0=True)
-    layer = fastrnn.prepare(**weights, leak=0.5, backend="numba")
+    layer = fastrnn.prepare(**weights, leak=0.5, backend="numba", threads=1)  # (no crew)
     x_t, h = problem["x"][:, 0], problem["h0"]
     whole = layer.step(x_t, h)
     assert layer._step_kernel is not None
@@ -325,22 +327,28 @@ def test_rnn_keeps_prepared_layers_and_prepares_again_on_new_weights():
                                atol=1e-5)
 
 
-@pytest.mark.parametrize(("batch", "route"), [(1, "numpy"), (2, "kernel"), (16, "threads")])
-def test_wide_dense_steps_are_routed_by_batch(make_problem, assert_close, batch, route):
-    # From STEP_BLAS_MIN_HIDDEN units on, a dense layer's one-sample step is
-    # NumPy's product, a step of a few samples the compiled kernel, and one
-    # of STEP_SPLIT_MIN_FMAS or more a one-step sequence on the forward
-    # pass's threads; each gives forward's states.
-    from fastrnn import _plan
+@pytest.mark.parametrize(("threads", "batch", "route"), [
+    (1, 1, "numpy"), (1, 2, "kernel"), (1, 16, "kernel"),
+    (2, 1, "crew"), (2, 2, "crew"), (2, 16, "crew")])
+def test_wide_dense_steps_are_routed_by_batch(monkeypatch, make_problem, assert_close, threads,
+                                              batch, route):
+    # From STEP_BLAS_MIN_HIDDEN units on, a dense layer's step on one thread
+    # is NumPy's product for one sample and the compiled kernel for more;
+    # a layer that may use more threads runs steps from CREW_MIN_BYTES on
+    # its crew (fastrnn._crew), here every batch: each gives forward's
+    # states.
+    from fastrnn import _crew, _layer, _numba, _plan
 
+    monkeypatch.setattr(_numba, "_CORES", 2)  # (a 1-core machine would have no crew)
+    monkeypatch.setattr(_layer, "call_way", lambda verdict, clock: True)  # the crew when it may
     hidden = 1024
     problem, weights = _problem(make_problem, 31, np.float32, batch=batch, steps=3, input_size=5,
                                 hidden_size=hidden, h0=True)
-    layer = fastrnn.prepare(**weights, leak=0.5, threads=2)
+    layer = fastrnn.prepare(**weights, leak=0.5, threads=threads)
     assert hidden >= _plan.STEP_BLAS_MIN_HIDDEN
-    assert layer._split_batch == -(-_plan.STEP_SPLIT_MIN_FMAS // (hidden * (hidden + 5))) == 16
+    assert layer._crew_size == (hidden if threads == 2 else _layer._NEVER)
     routes = []
-    numpy_step, compute, kernel = layer._numpy_step, layer._compute, layer._step_kernel
+    numpy_step, kernel = layer._numpy_step, layer._step_kernel
 
     def spy(name, function):
         def spied(*args, **kwargs):
@@ -349,8 +357,8 @@ def test_wide_dense_steps_are_routed_by_batch(make_problem, assert_close, batch,
         return spied
 
     layer._numpy_step = spy("numpy", numpy_step)
-    layer._compute = spy("threads", compute)
     layer._step_kernel = spy("kernel", kernel)
+    monkeypatch.setattr(_crew.Crew, "step", spy("crew", _crew.Crew.step))
     output, h_n = fastrnn.forward(**problem, leak=0.5)
     h = problem["h0"]
     for t in range(3):
@@ -362,6 +370,3 @@ def test_wide_dense_steps_are_routed_by_batch(make_problem, assert_close, batch,
     assert_close(h, output[:, 0])
     assert routes == [route] * 4
     assert_close(layer.step(problem["x"][0, 0], problem["h0"][0]), output[0, 0])
-    one_threaded = fastrnn.prepare(**weights, leak=0.5, threads=1)
-    assert one_threaded._split_batch > 10**9  # never on threads
-    assert_close(one_threaded.step(problem["x"][:, 0], problem["h0"]), output[:, 0])
