@@ -69,7 +69,7 @@ class Layer:
     __slots__ = ("input_size", "hidden_size", "dtype", "nonlinearity", "backend", "threads",
                  "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
                  "_step_fast", "_wide", "_crew_size", "_crew", "_crew_parts", "_crew_lock",
-                 "_crew_verdicts", "_packed", "_leaky", "_step_kernel",
+                 "_crew_verdicts", "_direct", "_packed", "_leaky", "_step_kernel",
                  "_step_args", "_numpy_step", "_numpy_weights", "_scratch")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
@@ -134,6 +134,9 @@ class Layer:
         self._crew_parts = 1
         self._crew_lock = threading.Lock()
         self._crew_verdicts: dict[int, Verdict] = {}
+        # (B, T, I) -> the compiled call of a plain call of that shape, or
+        # False (see _direct_for).
+        self._direct: dict[tuple[int, ...], Any] = {}
         self._packed: Any = None
         self._step_kernel: Any = None
         self._step_args: tuple[Any, ...] = ()
@@ -221,6 +224,15 @@ class Layer:
                     h0 is None or h0.shape == (shape[0], hidden)):
                 output = _empty((shape[0], shape[1], hidden), dtype)
                 h_n = _empty((shape[0], hidden), dtype)
+                direct = self._direct.get(shape)
+                if direct is None and self._prepared is not None:
+                    direct = self._direct_for(shape)
+                if direct:
+                    if h0 is None:
+                        h_n.fill(0)  # (the kernel reads h0 before it writes h_n)
+                        h0 = h_n
+                    direct(x, h0, output, h_n)
+                    return output, h_n
                 self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, output, h_n,
                               self._relu, True, None, self._leak, False, self.threads,
                               prepared=self._prepared)
@@ -244,6 +256,21 @@ class Layer:
                            h0_arr, out, out_arr, self._relu, batch_first_, unbatched,
                            output_shape, batch, self.hidden_size, lengths_arr, self._leak,
                            return_sequences, self.threads, self._prepared)
+
+    def _direct_for(self, shape: tuple[int, ...]) -> Any:
+        # The compiled call of a plain call of this shape when its plan is
+        # one thread without windows (fastrnn._numba.direct_runner), else
+        # False; kept for the next calls of the shape (a stream's chunks).
+        from . import _numba
+
+        nonzeros = None if isinstance(self._w_hh, np.ndarray) else int(self._w_hh.nnz)
+        direct = _numba.direct_runner(self._prepared, shape[0], shape[1], self.input_size,
+                                      self.hidden_size, nonzeros, self._relu, self._leaky,
+                                      self.threads, self._bias) or False
+        if len(self._direct) >= 16:
+            self._direct.clear()
+        self._direct[shape] = direct
+        return direct
 
     def run(self, x: np.ndarray, h0: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, *, batch_first: bool, lengths: np.ndarray | None = None,

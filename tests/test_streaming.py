@@ -155,3 +155,46 @@ def test_long_stream_memory_does_not_grow_with_steps(backend_name):
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["output_would_be_mb"] > 350
     assert figures["growth_mb"] < 200, figures
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_plain_chunk_calls_run_the_compiled_call_directly(monkeypatch, make_problem, dtype,
+                                                          sparse):
+    # A prepared layer's plain call whose plan is one thread without
+    # windows (a stream's short chunks) calls the compiled kernel straight
+    # away (fastrnn._numba.direct_runner): forward's bits, with h0 or
+    # without, for any layout of x; a shape planned otherwise keeps the
+    # full path.
+    pytest.importorskip("numba")
+    from fastrnn import _numba
+
+    problem = make_problem(9, batch=3, steps=40, input_size=5, hidden_size=70, dtype=dtype,
+                           h0=True)
+    w_hh = problem["w_hh"]
+    if sparse:
+        w_hh = scipy.sparse.random(70, 70, density=0.2, format="csr", random_state=2,
+                                   dtype=dtype)
+    layer = fastrnn.prepare(problem["w_ih"], w_hh, problem["b_ih"], problem["b_hh"],
+                            leak=0.4, threads=1)
+    x, h0 = problem["x"], problem["h0"]
+    for given_x in (x, np.asfortranarray(x), x[:, ::-1][:, ::-1]):
+        for given_h0 in (None, h0):
+            expected = fastrnn.forward(x, problem["w_ih"], w_hh, problem["b_ih"],
+                                       problem["b_hh"], h0=given_h0, leak=0.4, threads=1)
+            output, h_n = layer(given_x, given_h0)
+            np.testing.assert_array_equal(output, expected[0])
+            np.testing.assert_array_equal(h_n, expected[1])
+    assert callable(layer._direct[x.shape])
+    # Planned otherwise (here the units split, forced): the full path.
+    from fastrnn import _plan
+
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(_plan.UNITS_SPLIT, 2))
+    split = fastrnn.prepare(problem["w_ih"], w_hh, problem["b_ih"], problem["b_hh"],
+                            leak=0.4, threads=2)
+    output, h_n = split(x, h0)
+    assert split._direct[x.shape] is False
+    expected = fastrnn.forward(x, problem["w_ih"], w_hh, problem["b_ih"], problem["b_hh"],
+                               h0=h0, leak=0.4, threads=1)
+    np.testing.assert_array_equal(output, expected[0])
+    np.testing.assert_array_equal(h_n, expected[1])
