@@ -1,4 +1,5 @@
-"""A prepared layer's steps on several threads (see fastrnn.kernels.crew).
+"""A prepared layer's steps, and its short calls (a stream's chunks), on
+several threads (see fastrnn.kernels.crew).
 
 A :class:`Crew` belongs to one :class:`fastrnn.Layer`: its weights packed in
 one part per thread (units split as the units split splits them: equal
@@ -11,9 +12,13 @@ CPU. Whether a helper sleeps is decided under ``self._lock``, and the caller
 wakes sleeping helpers under it after posting a step: a step is never
 posted to a helper that will not see it.
 
-One step at a time: :meth:`step` returns False, having done nothing, when
-another thread is running a step of this crew (the caller then runs the
-step on its own thread). After a fork the helpers do not exist in the child:
+A chunk (:meth:`run_chunk`) runs every step on every part, a barrier
+between steps: each part waits for the others, so after posting it the
+caller wakes sleeping helpers before it starts its own part.
+
+One step or chunk at a time: :meth:`step` and :meth:`run_chunk` return
+False, having done nothing, when another thread is running one on this
+crew (the caller then runs it on its own thread). After a fork the helpers do not exist in the child:
 the layer makes a new crew (see :attr:`pid`).
 """
 
@@ -25,22 +30,37 @@ from typing import Any
 
 import numpy as np
 
+from ._plan import chunk_steps
 from ._units import split_units
-from .kernels.barrier import HANDOFF_SPINS
+from .kernels.barrier import FLAG_STRIDE, HANDOFF_SPINS
 from .kernels.cells import pack_layer_call
-from .kernels.crew import STOP, collect, ctrl_size, done_slot, lead, serve, wait
+from .kernels.crew import (
+    STOP,
+    collect,
+    collect_chunk,
+    ctrl_size,
+    done_slot,
+    lead,
+    lead_chunk,
+    post_chunk,
+    serve,
+    wait,
+)
 from .kernels.jit import FewVariants
 from .kernels.product import ALIGN_BYTES, aligned_zeros
 
 _lead = FewVariants(lead, inputs=(2, 3), outputs=(4,))
+_post_chunk = FewVariants(post_chunk, inputs=(1, 2), outputs=())
 
 
 class Crew:
     """``parts`` threads (the caller's and parts - 1 helpers) for the steps
-    of one dense layer, of up to ``capacity`` samples."""
+    of one dense layer, of up to ``capacity`` samples, and its chunks of up
+    to ``steps_capacity`` steps."""
 
     def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray,
-                 leak: np.ndarray | None, cell: Any, parts: int, capacity: int) -> None:
+                 leak: np.ndarray | None, cell: Any, parts: int, capacity: int,
+                 steps_capacity: int = 0) -> None:
         hidden, input_size = w_ih.shape
         line = ALIGN_BYTES // bias.itemsize
         cuts = split_units(np.arange(hidden + 1) * hidden, hidden, line, parts)
@@ -53,6 +73,16 @@ class Crew:
         self.hs = np.zeros((capacity, hidden), bias.dtype)
         self.nxt = np.zeros((capacity, hidden), bias.dtype)
         self.ctrl = np.zeros(ctrl_size(parts), np.int64)
+        # A chunk's inputs and outputs, and the double-buffered state with
+        # the barrier's flags (as fastrnn._units.Split's).
+        self.xc = np.zeros((capacity, steps_capacity, input_size), bias.dtype)
+        self.oc = np.zeros((capacity, steps_capacity, hidden), bias.dtype)
+        columns = (hidden + 1 + line - 1) // line * line
+        self.state_a = aligned_zeros(capacity, columns, bias)
+        self.state_b = aligned_zeros(capacity, columns, bias)
+        self.flags = np.zeros((parts + 1) * FLAG_STRIDE, np.int64)
+        self.steps_capacity = steps_capacity
+        self.chunk = chunk_steps
         self.cuts, self.parts, self.capacity = cuts, parts, capacity
         self.hidden, self.cell = hidden, cell
         self.pid = os.getpid()
@@ -70,8 +100,9 @@ class Crew:
         ctrl, slot = self.ctrl, done_slot(part)
         u0, u1 = self.cuts[part], self.cuts[part + 1]
         while True:
-            serve(ctrl, part, self.xs, self.hs, self.packed[part], self.hidden, u0, u1,
-                  self.acc[part], self.rec[part], self.nxt, self.cell, HANDOFF_SPINS)
+            serve(ctrl, part, self.parts, self.xs, self.hs, self.packed[part], self.hidden, u0,
+                  u1, self.acc[part], self.rec[part], self.nxt, self.cell, self.xc, self.oc,
+                  self.state_a, self.state_b, self.flags, HANDOFF_SPINS)
             with self._lock:
                 if ctrl[STOP]:
                     return
@@ -117,6 +148,35 @@ class Crew:
             if posted < 0:
                 self._finish(-posted)
                 collect(self.nxt, out)
+            return True
+        finally:
+            self._busy.release()
+
+    def run_chunk(self, x: np.ndarray, h0: np.ndarray, output: np.ndarray,
+                  h_n: np.ndarray) -> bool:
+        """``output`` (B, T, H) and ``h_n`` (B, H) <- a plain call on x (B, T,
+        I) from h0 (B, H), checked arrays of the crew's dtype, B <= capacity
+        and T <= steps_capacity (h0 may be h_n). False, with nothing done,
+        when another thread holds the crew or it has been stopped."""
+        if not self._busy.acquire(blocking=False):
+            return False
+        try:
+            if self.ctrl[STOP]:
+                return False
+            if self._pending:
+                self._finish(self._pending)
+            batch, steps = x.shape[0], x.shape[1]
+            posted = _post_chunk(self.ctrl, x, h0, self.xc, self.state_a, self.state_b,
+                                 self.flags, self.chunk(batch, self.hidden))
+            # Every part waits for the others at each step of a chunk: the
+            # helpers must be awake (whether one sleeps is decided under
+            # the lock, after it has looked for a posted chunk).
+            self._wake_sleepers()
+            if not lead_chunk(self.ctrl, self.parts, posted, self.xc, self.oc, self.state_a,
+                              self.state_b, self.flags, self.packed[0], self.cuts[1], self.cell,
+                              HANDOFF_SPINS):
+                self._finish(posted)
+            collect_chunk(self.oc, self.state_a, self.state_b, output, h_n, batch, steps)
             return True
         finally:
             self._busy.release()

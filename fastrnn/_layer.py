@@ -4,6 +4,7 @@ a chunk of one, or one time step at a time."""
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -17,6 +18,7 @@ from numpy.typing import ArrayLike
 from ._api import finish_call
 from ._backends import auto_backend_name, get_backend
 from ._plan import (
+    CREW_CHUNK_MAX_VALUES,
     CREW_MIN_BYTES,
     CREW_MIN_BYTES_ONE,
     CREW_REVISE_SECONDS,
@@ -258,19 +260,56 @@ class Layer:
                            return_sequences, self.threads, self._prepared)
 
     def _direct_for(self, shape: tuple[int, ...]) -> Any:
-        # The compiled call of a plain call of this shape when its plan is
-        # one thread without windows (fastrnn._numba.direct_runner), else
-        # False; kept for the next calls of the shape (a stream's chunks).
+        # The compiled call of a plain call of this shape, ``run(x, h0,
+        # output, h_n)``, when its plan is one thread without windows
+        # (fastrnn._numba.direct_runner), or the layer's crew (a units split
+        # of a call too short for windows: the crew's hand-off is cheaper,
+        # see _crew_chunk); else False. Kept for the next calls of the shape
+        # (a stream's chunks).
         from . import _numba
+        from ._plan import BLOCKED, UNITS_SPLIT
 
+        batch, steps = shape[0], shape[1]
         nonzeros = None if isinstance(self._w_hh, np.ndarray) else int(self._w_hh.nnz)
-        direct = _numba.direct_runner(self._prepared, shape[0], shape[1], self.input_size,
-                                      self.hidden_size, nonzeros, self._relu, self._leaky,
-                                      self.threads, self._bias) or False
+        itemsize = self.dtype.itemsize
+        plan, windowed = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
+                                          nonzeros, self._leaky, self.threads, itemsize)
+        direct: Any = False
+        if not windowed and batch * steps > 0:
+            if plan.path == UNITS_SPLIT and self._crew_size != _NEVER and (
+                    batch * steps * self.hidden_size <= CREW_CHUNK_MAX_VALUES):
+                one_plan, _ = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
+                                               nonzeros, self._leaky, 1, itemsize)
+                if one_plan.path == BLOCKED:
+                    one = _numba.direct_runner(self._prepared, batch, steps, self.input_size,
+                                               self.hidden_size, self._relu, self._leaky,
+                                               self._bias)
+                    direct = functools.partial(self._crew_chunk, one)
+            elif plan.path == BLOCKED:
+                direct = _numba.direct_runner(self._prepared, batch, steps, self.input_size,
+                                              self.hidden_size, self._relu, self._leaky,
+                                              self._bias)
         if len(self._direct) >= 16:
             self._direct.clear()
         self._direct[shape] = direct
         return direct
+
+    def _crew_chunk(self, one: Any, x: np.ndarray, h0: np.ndarray, output: np.ndarray,
+                    h_n: np.ndarray) -> None:
+        # A plain call on the layer's crew (fastrnn._crew.Crew.run_chunk), or
+        # through `one` (the call's one-thread kernel) when one thread was
+        # timed faster for this shape or another thread holds the crew.
+        batch, steps = x.shape[0], x.shape[1]
+        crew = self._crew[0]
+        if (crew is None or crew.capacity < batch or crew.steps_capacity < steps
+                or crew.pid != os.getpid()):
+            crew = self._new_crew(batch, steps)
+            if crew is None:
+                one(x, h0, output, h_n)
+                return
+        fmas = batch * steps * self.hidden_size * (self.hidden_size + self.input_size)
+        if not self._timed((batch, steps), fmas, crew.run_chunk, one, x, h0, output, h_n):
+            one(x, h0, output, h_n)
 
     def run(self, x: np.ndarray, h0: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, *, batch_first: bool, lengths: np.ndarray | None = None,
@@ -387,38 +426,46 @@ class Layer:
             crew = self._new_crew(batch)
             if crew is None:
                 return False
-        verdict = self._crew_verdicts.get(batch)
+        fmas = batch * self.hidden_size * (self.hidden_size + self.input_size)
+        return self._timed(batch, fmas, crew.step, self._one_thread_step, x, h, out)
+
+    def _timed(self, key: Any, fmas: int, on_crew: Any, on_one: Any, *args: Any) -> bool:
+        # on_crew(*args) (False: nothing done) or on_one(*args), the way the
+        # verdict of this key (a step's batch, a chunk's shape) says, both
+        # timed while it compares them (fastrnn._plan.judge_call); False
+        # when on_crew was chosen and declined.
+        verdict = self._crew_verdicts.get(key)
         if verdict is None:
             if len(self._crew_verdicts) >= 64:
                 self._crew_verdicts.clear()
-            verdict = self._crew_verdicts[batch] = Verdict(CREW_REVISE_SECONDS[True])
-        fmas = batch * self.hidden_size * (self.hidden_size + self.input_size)
+            verdict = self._crew_verdicts[key] = Verdict(CREW_REVISE_SECONDS[True])
         start = _clock()
         if start - verdict.when <= verdict.revise:
             # Decided: that way, and a slowdown (another process started)
             # compares the ways again (judge_call's bookkeeping would cost
             # a microsecond a step).
             if verdict.split:
-                if not crew.step(x, h, out):
+                if not on_crew(*args):
                     return False
             else:
-                self._one_thread_step(x, h, out)
+                on_one(*args)
             verdict.check_step(fmas < SLOWDOWN * verdict.rate * (_clock() - start))
             return True
-        on_crew = call_way(verdict, _clock)
-        if on_crew:
-            if not crew.step(x, h, out):
+        crew_way = call_way(verdict, _clock)
+        if crew_way:
+            if not on_crew(*args):
                 return False
         else:
-            self._one_thread_step(x, h, out)
-        judge_call(verdict, on_crew, fmas, _clock() - start, _clock)
+            on_one(*args)
+        judge_call(verdict, crew_way, fmas, _clock() - start, _clock)
         # (One thread is checked again sooner: see _plan.CREW_REVISE_SECONDS.)
         verdict.revise = CREW_REVISE_SECONDS[verdict.split]
         return True
 
-    def _new_crew(self, batch: int) -> Any:
-        # A crew for at least `batch` samples in place of the layer's last
-        # one (stopped); None while another thread makes or holds one.
+    def _new_crew(self, batch: int, steps: int = 0) -> Any:
+        # A crew for at least `batch` samples and chunks of `steps` in place
+        # of the layer's last one (stopped); None while another thread makes
+        # or holds one.
         if not self._crew_lock.acquire(blocking=False):
             return None
         try:
@@ -428,11 +475,12 @@ class Layer:
             old = self._crew[0]
             capacity = batch
             if old is not None and old.pid == os.getpid():
-                capacity = max(batch, 2 * old.capacity)
+                capacity = max(batch, 2 * old.capacity if batch > old.capacity else old.capacity)
+                steps = max(steps, old.steps_capacity)
                 if not old.stop():
                     return None  # running a step on another thread
             crew = _crew.Crew(self._w_ih, self._w_hh, self._bias, self._leak,
-                              elman(self._relu, self._leaky), self._crew_parts, capacity)
+                              elman(self._relu, self._leaky), self._crew_parts, capacity, steps)
             self._crew[0] = crew
             return crew
         finally:

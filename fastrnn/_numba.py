@@ -348,27 +348,32 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         _release(split, kept, prepared)
 
 
-def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, hidden: int,
-                  nonzeros: int | None, relu: bool, leaky: bool, threads: int | None,
-                  like: np.ndarray) -> Any:
-    """For a prepared layer's plain call of B sequences of T steps (batch
-    first, every sequence whole, no output given) whose plan is one thread
-    without windows, the compiled call itself, ``run(x, h0, output, h_n)``
-    (h0 an array: h_n's zeros for none), with everything else that
-    :func:`forward` would compute for it fixed; None when the plan is
-    another. ``nonzeros``: a sparse w_hh's, None for a dense one. A stream
-    of short chunks calls the kernel with no Python in between: Layer calls
-    of 100 steps, B = 1, I = 16, float32 H = 64, took 25.8 us against the
-    kernel's 20.3 (the whole sequence: 19.8 a chunk's worth)."""
+def call_plan(batch: int, steps: int, input_size: int, hidden: int, nonzeros: int | None,
+              leaky: bool, threads: int | None, itemsize: int) -> tuple[Plan, bool]:
+    """The plan of a prepared layer's plain call of B sequences of T steps
+    (batch first, every sequence whole), as :func:`forward` makes it, and
+    whether the call runs in windows. ``nonzeros``: a sparse w_hh's, None
+    for a dense one."""
     per_step = input_size * hidden + (hidden * hidden if nonzeros is None else nonzeros)
     rows = batch * steps
     plan = choose(batch=batch, hidden=hidden, input_size=input_size, rows=rows,
                   recurrent=hidden * hidden if nonzeros is None else nonzeros,
                   dense=nonzeros is None, plain=not leaky,
                   limit=_THREADS if threads is None else threads, cores=_CORES,
-                  fused=TARGET.fma, itemsize=like.itemsize, kept=True)
-    if plan.path != BLOCKED or rows * per_step >= WINDOWS_MIN_FMAS or rows == 0:
-        return None
+                  fused=TARGET.fma, itemsize=itemsize, kept=True)
+    return plan, rows * per_step >= WINDOWS_MIN_FMAS
+
+
+def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, hidden: int,
+                  relu: bool, leaky: bool, like: np.ndarray) -> Any:
+    """For a prepared layer's plain call of B sequences of T steps (batch
+    first, every sequence whole, no output given) planned on one thread
+    without windows (see :func:`call_plan`), the compiled call itself,
+    ``run(x, h0, output, h_n)`` (h0 an array: h_n's zeros for none), with
+    everything else that :func:`forward` would compute for it fixed. A
+    stream of short chunks calls the kernel with no Python in between:
+    Layer calls of 100 steps, B = 1, I = 16, float32 H = 64, took 25.8 us
+    against the kernel's 20.3 (the whole sequence: 19.8 a chunk's worth)."""
     packed, sparse = prepared.packed, prepared.sparse
     cell = elman(relu, leaky)
     chunk = chunk_steps(batch, hidden)

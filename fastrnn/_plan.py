@@ -113,6 +113,10 @@ STEP_BLAS_MIN_HIDDEN = 768
 # helper.
 CREW_MIN_BYTES_ONE = 800_000
 CREW_MIN_BYTES = 3_200_000
+# A layer's plain call planned on the units split but too short for windows
+# (a stream's chunk) runs on the crew too when its output, B x T x H values,
+# is at most this many (the crew copies it from its own buffer).
+CREW_CHUNK_MAX_VALUES = 1 << 22
 # Compiled without FMA (x86-64-v2: 128-bit vectors, a multiply then an add),
 # a dense w_hh whose state rows are at least this many bytes (float32 H >=
 # 256, float64 H >= 128) runs the NumPy backend, when the call may use more

@@ -189,3 +189,47 @@ def test_crew_helpers_stop_with_the_layer(crew_always, make_problem):
     for helper in helpers:
         helper.join(timeout=10)
         assert not helper.is_alive()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("batch", "hidden", "leak"), [(1, 300, None), (3, 260, 0.4)])
+def test_stream_chunks_on_the_crew_give_one_calls_bits(crew_always, monkeypatch, make_problem,
+                                                       dtype, batch, hidden, leak):
+    # A plain call planned on the units split but too short for windows (a
+    # stream's chunk) runs on the crew (Crew.run_chunk): each thread its
+    # units of every step, a barrier between steps. The same cuts and sums
+    # as one thread: the bits of one thread's calls on the same chunks, with
+    # h0 or without, and the caller's arrays are left as they were.
+    from fastrnn import _plan
+
+    def choose(**kwargs):
+        if kwargs["limit"] > 1:
+            return _plan.checked(_plan.UNITS_SPLIT, 2)
+        return _plan.checked(_plan.BLOCKED)
+
+    monkeypatch.setattr(_numba, "choose", choose)
+    problem, weights, layer = _layer_and_naive(make_problem, dtype, batch, hidden, leak=leak)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((batch, 30, 7)).astype(dtype)
+    h0 = problem["h0"]
+    one = fastrnn.prepare(**weights, leak=leak, threads=1, backend="numba")
+    chunks = [np.ascontiguousarray(x[:, s:s + 10]) for s in range(0, 30, 10)]
+    copies = [chunk.copy() for chunk in chunks]
+    for start in (None, h0):
+        h = h_one = start
+        for chunk in chunks:
+            output, h = layer(chunk, h)
+            expected, h_one = one(chunk, h_one)
+            np.testing.assert_array_equal(output, expected)
+            np.testing.assert_array_equal(h, h_one)
+    for chunk, copy in zip(chunks, copies, strict=True):
+        np.testing.assert_array_equal(chunk, copy)
+    np.testing.assert_array_equal(h0, problem["h0"])
+    assert layer._crew[0].steps_capacity >= 10
+    assert _crew_steps(layer) == 6  # every chunk on the crew
+    # A longer chunk: a crew with room for it.
+    output, h_n = layer(x, h0)
+    expected, h_one = one(x, h0)
+    np.testing.assert_array_equal(output, expected)
+    np.testing.assert_array_equal(h_n, h_one)
+    assert layer._crew[0].steps_capacity >= 30

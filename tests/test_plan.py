@@ -136,10 +136,13 @@ def test_a_stream_through_a_prepared_layer_follows_the_verdict(monkeypatch, make
     # chunk's plan is the kept units split, and whole calls are timed each
     # way. A clock that makes the threads' calls slow sends the rest of the
     # stream to one thread; the states are the one-call states either way.
-    from fastrnn import _units
+    from fastrnn import _layer, _units
 
     monkeypatch.setattr(_numba, "_THREADS", 2)
     monkeypatch.setattr(_numba, "_verdicts", {})
+    # The kept split, not the layer's crew (a dense chunk's way since: see
+    # tests/test_crew.py).
+    monkeypatch.setattr(_layer, "CREW_CHUNK_MAX_VALUES", 0)
     runs = []
     original_run = _units.Split.run
 
@@ -189,9 +192,10 @@ def test_a_short_call_does_not_start_threads_while_the_kept_split_is_busy(monkey
                                                                           assert_close):
     # While another call holds the layer's kept split, a chunk too short to
     # start threads for runs on its caller's thread.
-    from fastrnn import _units
+    from fastrnn import _layer, _units
 
     monkeypatch.setattr(_numba, "_THREADS", 2)
+    monkeypatch.setattr(_layer, "CREW_CHUNK_MAX_VALUES", 0)  # (the kept split, not the crew)
     made = []
     original_init = _units.Split.__init__
 
