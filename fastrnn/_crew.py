@@ -18,8 +18,8 @@ caller wakes sleeping helpers before it starts its own part.
 
 One step or chunk at a time: :meth:`step` and :meth:`run_chunk` return
 False, having done nothing, when another thread is running one on this
-crew (the caller then runs it on its own thread). After a fork the helpers do not exist in the child:
-the layer makes a new crew (see :attr:`pid`).
+crew (the caller then runs it on its own thread). After a fork the helpers
+do not exist in the child: the layer makes a new crew (see :attr:`pid`).
 """
 
 from __future__ import annotations
