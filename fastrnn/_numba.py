@@ -393,7 +393,8 @@ def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, h
         kernel = forward_range_call
 
     def run(x: np.ndarray, h0: np.ndarray, output: np.ndarray, h_n: np.ndarray) -> None:
-        kernel(x, packed, sparse, cell, h0, output, h_n, *fixed)
+        kernel(x, packed, sparse, cell, h0, output, h_n, True, None, None, False, 0, batch, 0,
+               steps, chunk)
 
     return run
 
