@@ -19,18 +19,18 @@ caller wakes sleeping helpers before it starts its own part.
 One step or chunk at a time: :meth:`step` and :meth:`run_chunk` return
 False, having done nothing, when another thread is running one on this
 crew (the caller then runs it on its own thread). After a fork the helpers
-do not exist in the child: the layer makes a new crew (see :attr:`pid`).
+do not exist in the child: the layer makes a new crew (see
+:attr:`generation`).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 
 import numpy as np
 
-from ._plan import chunk_steps
+from ._plan import FORKS, chunk_steps
 from ._units import split_units
 from .kernels.barrier import FLAG_STRIDE, HANDOFF_SPINS
 from .kernels.cells import pack_layer_call
@@ -50,6 +50,8 @@ from .kernels.jit import FewVariants
 from .kernels.product import ALIGN_BYTES, aligned_zeros
 
 _lead = FewVariants(lead, inputs=(2, 3), outputs=(4,))
+
+
 _post_chunk = FewVariants(post_chunk, inputs=(1, 2), outputs=())
 
 
@@ -85,7 +87,7 @@ class Crew:
         self.chunk = chunk_steps
         self.cuts, self.parts, self.capacity = cuts, parts, capacity
         self.hidden, self.cell = hidden, cell
-        self.pid = os.getpid()
+        self.generation = FORKS[0]  # (see fastrnn._plan.FORKS)
         self._busy = threading.Lock()  # held by the step running
         self._lock = threading.Lock()  # whether a helper sleeps is decided under it
         self._sleeping = [False] * parts
@@ -184,7 +186,7 @@ class Crew:
     def stop(self) -> bool:
         """Stop the helpers (they return from serve within a spin); False,
         with nothing done, while another thread is running a step."""
-        if self.pid != os.getpid():
+        if self.generation != FORKS[0]:
             return True  # (a forked child: they do not exist here)
         if not self._busy.acquire(blocking=False):
             return False

@@ -5,7 +5,6 @@ a chunk of one, or one time step at a time."""
 from __future__ import annotations
 
 import functools
-import os
 import sys
 import threading
 import time
@@ -18,15 +17,13 @@ from numpy.typing import ArrayLike
 from ._api import finish_call
 from ._backends import auto_backend_name, get_backend
 from ._plan import (
+    CREW_BLOCK_SECONDS,
     CREW_CHUNK_MAX_VALUES,
     CREW_MIN_BYTES,
     CREW_MIN_BYTES_ONE,
-    CREW_REVISE_SECONDS,
-    SLOWDOWN,
+    FORKS,
     STEP_BLAS_MIN_HIDDEN,
-    Verdict,
-    call_way,
-    judge_call,
+    CrewVerdict,
 )
 from ._validate import (
     NONLINEARITIES,
@@ -135,7 +132,7 @@ class Layer:
         self._crew: list[Any] = [None]  # (a list: the finalizer holds it, not the layer)
         self._crew_parts = 1
         self._crew_lock = threading.Lock()
-        self._crew_verdicts: dict[int, Verdict] = {}
+        self._crew_verdicts: dict[Any, CrewVerdict] = {}
         # (B, T, I) -> the compiled call of a plain call of that shape, or
         # False (see _direct_for).
         self._direct: dict[tuple[int, ...], Any] = {}
@@ -302,7 +299,7 @@ class Layer:
         batch, steps = x.shape[0], x.shape[1]
         crew = self._crew[0]
         if (crew is None or crew.capacity < batch or crew.steps_capacity < steps
-                or crew.pid != os.getpid()):
+                or crew.generation != FORKS[0]):
             crew = self._new_crew(batch, steps)
             if crew is None:
                 one(x, h0, output, h_n)
@@ -422,7 +419,7 @@ class Layer:
         # nothing done, when another thread holds the crew.
         batch = x.shape[0]
         crew = self._crew[0]
-        if crew is None or crew.capacity < batch or crew.pid != os.getpid():
+        if crew is None or crew.capacity < batch or crew.generation != FORKS[0]:
             crew = self._new_crew(batch)
             if crew is None:
                 return False
@@ -431,35 +428,36 @@ class Layer:
 
     def _timed(self, key: Any, fmas: int, on_crew: Any, on_one: Any, *args: Any) -> bool:
         # on_crew(*args) (False: nothing done) or on_one(*args), the way the
-        # verdict of this key (a step's batch, a chunk's shape) says, both
-        # timed while it compares them (fastrnn._plan.judge_call); False
-        # when on_crew was chosen and declined.
+        # crew's verdict of this key (a step's batch, a chunk's shape) says,
+        # timed (fastrnn._plan.CrewVerdict); False when on_crew was chosen
+        # and declined.
         verdict = self._crew_verdicts.get(key)
         if verdict is None:
             if len(self._crew_verdicts) >= 64:
                 self._crew_verdicts.clear()
-            verdict = self._crew_verdicts[key] = Verdict(CREW_REVISE_SECONDS[True])
+            verdict = self._crew_verdicts[key] = CrewVerdict()
         start = _clock()
-        if start - verdict.when <= verdict.revise:
-            # Decided: that way, and a slowdown (another process started)
-            # compares the ways again (judge_call's bookkeeping would cost
-            # a microsecond a step).
+        if verdict.comparing is None and start - verdict.when <= verdict.revise:
+            # Decided (CrewVerdict.way and .record, inlined: a step is a
+            # few microseconds).
             if verdict.split:
                 if not on_crew(*args):
                     return False
             else:
                 on_one(*args)
-            verdict.check_step(fmas < SLOWDOWN * verdict.rate * (_clock() - start))
+            verdict.fmas += fmas
+            verdict.seconds += _clock() - start
+            if verdict.seconds >= CREW_BLOCK_SECONDS:
+                verdict.window_done()
             return True
-        crew_way = call_way(verdict, _clock)
+        crew_way = verdict.way(start)
         if crew_way:
             if not on_crew(*args):
                 return False
         else:
             on_one(*args)
-        judge_call(verdict, crew_way, fmas, _clock() - start, _clock)
-        # (One thread is checked again sooner: see _plan.CREW_REVISE_SECONDS.)
-        verdict.revise = CREW_REVISE_SECONDS[verdict.split]
+        end = _clock()
+        verdict.record(crew_way, fmas, end - start, end)
         return True
 
     def _new_crew(self, batch: int, steps: int = 0) -> Any:
@@ -474,7 +472,7 @@ class Layer:
 
             old = self._crew[0]
             capacity = batch
-            if old is not None and old.pid == os.getpid():
+            if old is not None and old.generation == FORKS[0]:
                 capacity = max(batch, 2 * old.capacity if batch > old.capacity else old.capacity)
                 steps = max(steps, old.steps_capacity)
                 if not old.stop():

@@ -319,29 +319,15 @@ REVISE_SECONDS = 2.0
 RECENT_WINDOWS = 5
 RECENT_SECONDS = 2 * REVISE_SECONDS
 SLOWDOWN = 0.6
-# Layer.step's crew (fastrnn._crew) compares its ways again when its slow
-# steps outnumber the others by this many (Verdict.check_step): a slow step
-# alone started a comparison every 10 steps on this VM (float32 B = 32,
-# H = 256: 112 switches of way in 1305 steps, and a median step slower than
-# either way alone: 47-60 against 39-41 on the crew).
-SLOW_STEPS = 32
-# ... and every CREW_REVISE_SECONDS[way] after deciding for that way (True:
-# the crew): a comparison is a few dozen steps, and one thread, chosen while
-# other threads spun on the second core (a peer's pool after its calls:
-# OpenBLAS, ONNX Runtime, OpenVINO, in `python -m fastrnn bench`'s rounds),
-# held for REVISE_SECONDS after they had stopped (float32 B = 32, H = 1024:
-# 711 us a step against 355-400 on the crew).
-CREW_REVISE_SECONDS = {True: 0.25, False: 0.05}
 
 
 class Verdict:
     """Whether a split plan's threads beat one thread, as last measured for
     one shape of call (by :class:`Windows`, or by :func:`judge_call`)."""
 
-    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent", "slow",
-                 "revise")
+    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent")
 
-    def __init__(self, revise: float = REVISE_SECONDS) -> None:
+    def __init__(self) -> None:
         self.split = True  # the faster way
         self.when = -math.inf  # when it was measured (time.perf_counter), -inf: never
         self.rate = 0.0  # its rate then, multiply-adds a second
@@ -354,15 +340,11 @@ class Verdict:
         self.streak = 0  # calls that way in a row
         # (when, rate) of the last RECENT_WINDOWS windows outside probes, each way.
         self.recent: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
-        # Steps below SLOWDOWN, less those above it (see check_step).
-        self.slow = 0
-        self.revise = revise  # seconds a decision holds
 
     def due(self, now: float) -> bool:
-        """Whether both ways are to be timed again (``revise`` seconds,
-        REVISE_SECONDS unless given, since the last decision, or never
-        decided, or a slowdown seen)."""
-        return now - self.when > self.revise
+        """Whether both ways are to be timed again (REVISE_SECONDS since the
+        last decision, or never decided, or a slowdown seen)."""
+        return now - self.when > REVISE_SECONDS
 
     def decide(self, rates: dict[bool, float], gain: float, now: float) -> None:
         """Keep the threads if ``gain`` times faster than one thread."""
@@ -377,19 +359,6 @@ class Verdict:
         if rate < SLOWDOWN * self.rate:
             self.when = -math.inf
             self.recent = {True: [], False: []}
-
-    def check_step(self, slow: bool) -> None:
-        """A step of the chosen way ran below SLOWDOWN times its rate
-        (``slow``) or not. One step is a few microseconds, and on a noisy VM
-        one in a few dozen ran below it anyway (an interrupt, the host): when
-        slow steps outnumber the others by SLOW_STEPS, compare again."""
-        if slow:
-            self.slow += 1
-            if self.slow > SLOW_STEPS:
-                self.slow = 0
-                self.check(0.0)
-        elif self.slow:
-            self.slow -= 1
 
     def note(self, way: bool, rate: float, now: float) -> None:
         """A window outside probes ran ``way`` at ``rate``."""
@@ -544,3 +513,114 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
         verdict.decide(best, CALL_MIN_GAIN, now)
         trials[True].clear()
         trials[False].clear()
+
+
+# --- The crew's verdict: a layer's steps and short calls -------------------
+#
+# A layer's crew (fastrnn._crew) is timed against one thread per layer and
+# key (a step's batch, a chunk's shape) by CrewVerdict, in blocks of calls of
+# at least CREW_BLOCK_SECONDS each way (after CREW_WARMUP calls of the way,
+# CREW_FIRST_WARMUP in the first comparison: its first calls load kernels and
+# start threads), the crew kept if CALL_MIN_GAIN times faster over its block.
+# A block's total time, not its fastest call: with another process on the
+# second core, the crew's steps were fast while its helper had the core and
+# slow while it waited for it, and the fastest of 4 steps chose the crew at
+# 2x one thread's time (float32 B = 32, H = 256: 94 against 47 us a step).
+# Decided, the chosen way is timed over windows of CREW_BLOCK_SECONDS; one
+# slower than SLOWDOWN times its rate when chosen compares again, as does
+# CREW_REVISE_SECONDS[way] after deciding for that way (True: the crew;
+# one thread twice as long from the crew's third loss in a row, up to 16x):
+# one thread, chosen while other threads spun on the second core (a peer's
+# pool after its calls, in `python -m fastrnn bench`'s rounds), held for 2 s
+# after they had stopped (float32 B = 32, H = 1024: 711 us a step against
+# 355-400 on the crew), while on a busy machine each comparison's block on
+# the crew is its slowest time.
+# Forks this process descends through (os.register_at_fork): a crew made
+# before the last one has no helpers in this process (os.getpid, a system
+# call, cost 0.3 us a step).
+FORKS = [0]
+
+
+def _forked() -> None:
+    FORKS[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+CREW_BLOCK_SECONDS = 0.01
+CREW_WARMUP = 3
+CREW_FIRST_WARMUP = 10
+CREW_REVISE_SECONDS = {True: 0.5, False: 0.25}
+
+
+class CrewVerdict:
+    """Whether a layer's crew beats one thread for one key (see
+    CREW_BLOCK_SECONDS). :meth:`way` says which way the next call runs,
+    :meth:`record` takes its time."""
+
+    __slots__ = ("split", "when", "rate", "comparing", "calls", "fmas", "seconds", "rates",
+                 "first", "losses", "revise")
+
+    def __init__(self) -> None:
+        self.split = True  # the faster way
+        self.when = -math.inf  # when decided (-inf: never, or a slowdown seen)
+        self.rate = 0.0  # the chosen way's rate then, multiply-adds a second
+        self.comparing: bool | None = None  # the way being timed, None when decided
+        self.calls = 0  # calls of this block (or window)
+        self.fmas = 0.0  # their multiply-adds and seconds, warm-up left out
+        self.seconds = 0.0
+        self.rates: dict[bool, float] = {}
+        self.first = True  # no comparison finished yet
+        self.losses = 0  # comparisons the crew has lost in a row
+        self.revise = CREW_REVISE_SECONDS[True]  # seconds the decision holds
+
+    def way(self, now: float) -> bool:
+        """Whether the next call runs on the crew."""
+        if self.comparing is None:
+            if now - self.when <= self.revise:
+                return self.split
+            self.comparing = True  # the crew's block first
+            self.calls, self.fmas, self.seconds = 0, 0.0, 0.0
+        return self.comparing
+
+    def window_done(self) -> None:
+        """Decided, the chosen way's calls have added up to a window
+        (``fmas`` in ``seconds``): slower than SLOWDOWN times its rate when
+        chosen, compare again."""
+        if self.fmas < SLOWDOWN * self.rate * self.seconds:
+            self.when = -math.inf
+        self.calls, self.fmas, self.seconds = 0, 0.0, 0.0
+
+    def record(self, way: bool, fmas: float, seconds: float, now: float) -> None:
+        """A call that way of ``fmas`` multiply-adds took ``seconds``."""
+        self.calls += 1
+        if self.comparing is None:
+            self.fmas += fmas
+            self.seconds += seconds
+            if self.seconds >= CREW_BLOCK_SECONDS:
+                self.window_done()
+            return
+        if self.calls <= (CREW_FIRST_WARMUP if self.first else CREW_WARMUP):
+            return
+        self.fmas += fmas
+        self.seconds += seconds
+        if self.seconds < CREW_BLOCK_SECONDS:
+            return
+        self.rates[way] = self.fmas / self.seconds
+        self.calls, self.fmas, self.seconds = 0, 0.0, 0.0
+        if way:
+            self.comparing = False  # then one thread's block
+            return
+        self.split = self.rates[True] >= CALL_MIN_GAIN * self.rates[False]
+        self.rate = self.rates[self.split]
+        self.when = now
+        # From the crew's third loss in a row one thread holds twice as long
+        # each time (a busy machine: the crew's block is its slowest time),
+        # up to 16x; not sooner (other threads that spin a while after
+        # their calls, then stop).
+        self.losses = 0 if self.split else self.losses + 1
+        self.revise = CREW_REVISE_SECONDS[self.split] * 2 ** min(max(self.losses - 2, 0), 4)
+        self.comparing = None
+        self.first = False
+

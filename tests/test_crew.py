@@ -16,7 +16,7 @@ import fastrnn
 
 pytest.importorskip("numba")
 
-from fastrnn import _crew, _layer, _numba  # noqa: E402
+from fastrnn import _crew, _layer, _numba, _plan  # noqa: E402
 
 DTYPES = (np.float32, np.float64)
 
@@ -25,7 +25,7 @@ DTYPES = (np.float32, np.float64)
 def crew_always(monkeypatch):
     # Two cores whatever the machine, and every step the crew may take on it.
     monkeypatch.setattr(_numba, "_CORES", 2)
-    monkeypatch.setattr(_layer, "call_way", lambda verdict, clock: True)
+    monkeypatch.setattr(_plan.CrewVerdict, "way", lambda self, now: True)
 
 
 def _layer_and_naive(make_problem, dtype, batch, hidden, *, leak=None, relu=False, seed=5,
@@ -135,10 +135,9 @@ def test_crew_concurrent_callers_get_their_own_steps(crew_always, make_problem):
 
 
 def test_crew_steps_follow_the_timed_way(monkeypatch, make_problem):
-    # The ways are timed (fastrnn._plan.judge_call): one thread when it was
-    # faster, the crew when it was; a run of slow steps compares them again.
-    from fastrnn import _plan
-
+    # The ways are timed in blocks (fastrnn._plan.CrewVerdict): one thread
+    # when it was faster, the crew when it was; a window of the chosen way
+    # slower than SLOWDOWN times its rate compares them again.
     monkeypatch.setattr(_numba, "_CORES", 2)
     problem, _, layer = _layer_and_naive(make_problem, np.float32, 4, 520)
     x, h = problem["x"][:, 0], problem["h0"]
@@ -162,17 +161,17 @@ def test_crew_steps_follow_the_timed_way(monkeypatch, make_problem):
     for _ in range(60):
         layer.step(x, h)
     verdict = layer._crew_verdicts[4]
-    assert not verdict.split
+    assert verdict.comparing is None and not verdict.split
     posted = _crew_steps(layer)
     for _ in range(10):
         layer.step(x, h)
     assert _crew_steps(layer) == posted  # decided: one thread
-    # The crew becomes faster and one thread slows below SLOWDOWN: after
-    # SLOW_STEPS slow steps more than fast ones, compared again, the crew.
+    # The crew becomes faster and one thread slows below SLOWDOWN: the next
+    # window compares again, and the crew is chosen.
     seconds[True], seconds[False] = 1e-4, 1e-2
-    for _ in range(_plan.SLOW_STEPS + 1 + 60):
+    for _ in range(200):
         layer.step(x, h)
-    assert verdict.split
+    assert verdict.comparing is None and verdict.split
     posted = _crew_steps(layer)
     layer.step(x, h)
     assert _crew_steps(layer) == posted + 1
@@ -200,7 +199,6 @@ def test_stream_chunks_on_the_crew_give_one_calls_bits(crew_always, monkeypatch,
     # units of every step, a barrier between steps. The same cuts and sums
     # as one thread: the bits of one thread's calls on the same chunks, with
     # h0 or without, and the caller's arrays are left as they were.
-    from fastrnn import _plan
 
     def choose(**kwargs):
         if kwargs["limit"] > 1:

@@ -159,12 +159,12 @@ _CREW = textwrap.dedent("""
     import numpy as np
 
     import fastrnn
-    from fastrnn import _layer, _numba
+    from fastrnn import _numba, _plan
 
     warnings.simplefilter("ignore", DeprecationWarning)
     # A crew on two threads whatever the machine, taken at every step.
     _numba._CORES = 2
-    _layer.call_way = lambda verdict, clock: True
+    _plan.CrewVerdict.way = lambda self, now: True
     rng = np.random.default_rng(3)
     hidden = 520
     w_ih = rng.standard_normal((hidden, 5)).astype(np.float32) / 2

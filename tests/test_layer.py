@@ -340,7 +340,7 @@ def test_wide_dense_steps_are_routed_by_batch(monkeypatch, make_problem, assert_
     from fastrnn import _crew, _layer, _numba, _plan
 
     monkeypatch.setattr(_numba, "_CORES", 2)  # (a 1-core machine would have no crew)
-    monkeypatch.setattr(_layer, "call_way", lambda verdict, clock: True)  # the crew when it may
+    monkeypatch.setattr(_plan.CrewVerdict, "way", lambda self, now: True)  # the crew when it may
     hidden = 1024
     problem, weights = _problem(make_problem, 31, np.float32, batch=batch, steps=3, input_size=5,
                                 hidden_size=hidden, h0=True)

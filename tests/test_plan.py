@@ -374,3 +374,35 @@ def test_cgroup_v1_quota_and_none(tmp_path):
     assert available_cores(str(tmp_path)) == 1  # half a CPU: one thread
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # v1's "no quota"
     assert _plan._cgroup_cpus(str(tmp_path)) is None
+
+
+def test_crew_verdict_compares_blocks_not_fastest_calls():
+    # With another process on the second core, the crew's calls are fast
+    # while its helper has the core and slow while it waits for it: a block's
+    # total time shows it (the fastest call would choose the crew). Then the
+    # decision holds CREW_REVISE_SECONDS[way], and a slower window of the
+    # chosen way compares again.
+    verdict = _plan.CrewVerdict()
+    now = 0.0
+    times = {True: [1e-4, 1e-2], False: [1e-3]}  # the crew: 5 ms a call on average
+    calls = {True: 0, False: 0}
+    while True:
+        way = verdict.way(now)
+        seconds = times[way][calls[way] % len(times[way])]
+        calls[way] += 1
+        now += seconds
+        verdict.record(way, 1e6, seconds, now)
+        if verdict.comparing is None:
+            break
+    assert verdict.split is False
+    assert verdict.rates[True] < verdict.rates[False]
+    assert calls[True] > _plan.CREW_FIRST_WARMUP and calls[False] > _plan.CREW_FIRST_WARMUP
+    # Decided: one thread, until its revision.
+    assert verdict.way(now + _plan.CREW_REVISE_SECONDS[False] / 2) is False
+    assert verdict.way(now + 2 * _plan.CREW_REVISE_SECONDS[False]) is True  # compares again
+    # A slowdown of the chosen way compares again before that.
+    slowed = _plan.CrewVerdict()
+    slowed.split, slowed.rate, slowed.when = True, 1e9, now
+    for _ in range(3):
+        slowed.record(True, 1e6, 5e-3, now)  # 2e8 a second: below SLOWDOWN x 1e9
+    assert slowed.way(now) is True and slowed.comparing is True
