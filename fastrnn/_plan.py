@@ -306,6 +306,21 @@ PROBE_SECONDS = 0.02
 PROBE_MIN_FMAS = 100_000_000
 SPLIT_MIN_GAIN = 1.15
 REVISE_SECONDS = 2.0
+# A verdict of one thread holds ONE_THREAD_REVISE_SECONDS only, doubling with
+# each one after it in a row, up to REVISE_SECONDS: another library's thread pool
+# (OpenBLAS after a NumPy product, torch's, ONNX Runtime's) keeps spinning a
+# while after its calls, and a probe in that while chose one thread for the
+# next 2 s. Compiled for haswell, float32 (1, 10 000, 1, 1000) took 460-556
+# ms a call on the default threads (one thread chosen) against 98 ms for
+# 3000 steps forced on the units split (327 for 10 000) and 146 on one
+# thread, the NumPy backend's calls between them; in `python -m fastrnn
+# bench --cpu haswell`'s rounds, 502 ms before this rule and 317 with it
+# (float64 1300 and 791). With one busy process (python -m bench.busy, same
+# VM, same hour) the default's time over threads=1 was 1.04 / 1.02 / 1.16 /
+# 1.02 with the rule and 1.04 / 1.02 / 1.15 / 1.01 without: a revision's
+# probe on the threads costs its window's time once more, in a 1 s call of
+# one thread three times (7% of its steps, tests/test_windows.py).
+ONE_THREAD_REVISE_SECONDS = 0.25
 # A revision's probe (REVISE_SECONDS after the last) counts the way that was
 # running at no less than the median of its last RECENT_WINDOWS windows (of
 # the last RECENT_SECONDS, none since a slowdown): one probe window on the
@@ -325,7 +340,8 @@ class Verdict:
     """Whether a split plan's threads beat one thread, as last measured for
     one shape of call (by :class:`Windows`, or by :func:`judge_call`)."""
 
-    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent")
+    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent",
+                 "losses")
 
     def __init__(self) -> None:
         self.split = True  # the faster way
@@ -340,17 +356,23 @@ class Verdict:
         self.streak = 0  # calls that way in a row
         # (when, rate) of the last RECENT_WINDOWS windows outside probes, each way.
         self.recent: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        self.losses = 0  # decisions for one thread in a row
 
     def due(self, now: float) -> bool:
         """Whether both ways are to be timed again (REVISE_SECONDS since the
-        last decision, or never decided, or a slowdown seen)."""
-        return now - self.when > REVISE_SECONDS
+        last decision for the threads, ONE_THREAD_REVISE_SECONDS and more
+        since one for one thread, or never decided, or a slowdown seen)."""
+        if self.split:
+            return now - self.when > REVISE_SECONDS
+        hold = ONE_THREAD_REVISE_SECONDS * 2 ** max(self.losses - 1, 0)
+        return now - self.when > min(hold, REVISE_SECONDS)
 
     def decide(self, rates: dict[bool, float], gain: float, now: float) -> None:
         """Keep the threads if ``gain`` times faster than one thread."""
         self.split = rates[True] >= gain * rates[False]
         self.rate = rates[self.split]
         self.when = now
+        self.losses = 0 if self.split else self.losses + 1
 
     def check(self, rate: float) -> None:
         """The chosen way ran at ``rate``: below SLOWDOWN times its rate
