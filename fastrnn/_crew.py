@@ -84,7 +84,6 @@ class Crew:
         self.state_b = aligned_zeros(capacity, columns, bias)
         self.flags = np.zeros((parts + 1) * FLAG_STRIDE, np.int64)
         self.steps_capacity = steps_capacity
-        self.chunk = chunk_steps
         self.cuts, self.parts, self.capacity = cuts, parts, capacity
         self.hidden, self.cell = hidden, cell
         self.generation = FORKS[0]  # (see fastrnn._plan.FORKS)
@@ -130,18 +129,31 @@ class Crew:
                 raise RuntimeError("fastrnn: a helper thread of Layer.step has stopped")
         self._pending = 0
 
+    def _take(self) -> bool:
+        # The crew for this thread's step or chunk, the one before finished
+        # (Ctrl-C may have left it running); False, with nothing held, when
+        # another thread holds it or it has been stopped. Release _busy after.
+        if not self._busy.acquire(blocking=False):
+            return False
+        try:
+            if self.ctrl[STOP]:
+                self._busy.release()
+                return False
+            if self._pending:
+                self._finish(self._pending)
+        except BaseException:
+            self._busy.release()
+            raise
+        return True
+
     def step(self, x: np.ndarray, h: np.ndarray, out: np.ndarray) -> bool:
         """``out`` <- the step of x (B, I) from h (B, H), checked arrays of
         the crew's dtype with B <= capacity (``out`` may be h). False, with
         nothing done, when another thread is running a step or the crew
         has been stopped."""
-        if not self._busy.acquire(blocking=False):
+        if not self._take():
             return False
         try:
-            if self.ctrl[STOP]:
-                return False
-            if self._pending:
-                self._finish(self._pending)
             if True in self._sleeping:  # (read unlocked: a miss costs one spin in _finish)
                 self._wake_sleepers()
             posted = _lead(self.ctrl, self.parts, x, h, out, self.xs, self.hs, self.packed[0],
@@ -160,16 +172,12 @@ class Crew:
         I) from h0 (B, H), checked arrays of the crew's dtype, B <= capacity
         and T <= steps_capacity (h0 may be h_n). False, with nothing done,
         when another thread holds the crew or it has been stopped."""
-        if not self._busy.acquire(blocking=False):
+        if not self._take():
             return False
         try:
-            if self.ctrl[STOP]:
-                return False
-            if self._pending:
-                self._finish(self._pending)
             batch, steps = x.shape[0], x.shape[1]
             posted = _post_chunk(self.ctrl, x, h0, self.xc, self.state_a, self.state_b,
-                                 self.flags, self.chunk(batch, self.hidden))
+                                 self.flags, chunk_steps(batch, self.hidden))
             # Every part waits for the others at each step of a chunk: the
             # helpers must be awake (whether one sleeps is decided under
             # the lock, after it has looked for a posted chunk).
@@ -191,12 +199,10 @@ class Crew:
         if not self._busy.acquire(blocking=False):
             return False
         try:
-            with self._lock:
-                self.ctrl[STOP] = 1
-                for part in range(1, self.parts):
-                    if self._sleeping[part]:
-                        self._sleeping[part] = False
-                        self._wake[part].release()
+            # Set before the sleepers are woken: a helper decides to sleep
+            # only under the lock, after it has looked at the flag.
+            self.ctrl[STOP] = 1
+            self._wake_sleepers()
         finally:
             self._busy.release()
         return True

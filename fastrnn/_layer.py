@@ -271,21 +271,19 @@ class Layer:
         itemsize = self.dtype.itemsize
         plan, windowed = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
                                           nonzeros, self._leaky, self.threads, itemsize)
+        # On the crew: a units split of a call too short for windows, whose
+        # one-thread way (when the crew is slower) is a direct call.
+        crew = (plan.path == UNITS_SPLIT and self._crew_size != _NEVER
+                and batch * steps * self.hidden_size <= CREW_CHUNK_MAX_VALUES)
+        if crew:
+            plan, _ = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
+                                       nonzeros, self._leaky, 1, itemsize)
         direct: Any = False
-        if not windowed and batch * steps > 0:
-            if plan.path == UNITS_SPLIT and self._crew_size != _NEVER and (
-                    batch * steps * self.hidden_size <= CREW_CHUNK_MAX_VALUES):
-                one_plan, _ = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
-                                               nonzeros, self._leaky, 1, itemsize)
-                if one_plan.path == BLOCKED:
-                    one = _numba.direct_runner(self._prepared, batch, steps, self.input_size,
-                                               self.hidden_size, self._relu, self._leaky,
-                                               self._bias)
-                    direct = functools.partial(self._crew_chunk, one)
-            elif plan.path == BLOCKED:
-                direct = _numba.direct_runner(self._prepared, batch, steps, self.input_size,
-                                              self.hidden_size, self._relu, self._leaky,
-                                              self._bias)
+        if not windowed and batch * steps > 0 and plan.path == BLOCKED:
+            direct = _numba.direct_runner(self._prepared, batch, steps, self.input_size,
+                                          self.hidden_size, self._relu, self._leaky, self._bias)
+            if crew:
+                direct = functools.partial(self._crew_chunk, direct)
         if len(self._direct) >= 16:
             self._direct.clear()
         self._direct[shape] = direct
@@ -297,13 +295,10 @@ class Layer:
         # through `one` (the call's one-thread kernel) when one thread was
         # timed faster for this shape or another thread holds the crew.
         batch, steps = x.shape[0], x.shape[1]
-        crew = self._crew[0]
-        if (crew is None or crew.capacity < batch or crew.steps_capacity < steps
-                or crew.generation != FORKS[0]):
-            crew = self._new_crew(batch, steps)
-            if crew is None:
-                one(x, h0, output, h_n)
-                return
+        crew = self._crew_for(batch, steps)
+        if crew is None:
+            one(x, h0, output, h_n)
+            return
         fmas = batch * steps * self.hidden_size * (self.hidden_size + self.input_size)
         if not self._timed((batch, steps), fmas, crew.run_chunk, one, x, h0, output, h_n):
             one(x, h0, output, h_n)
@@ -418,11 +413,9 @@ class Layer:
         # descheduled by a busy machine, or sharing a core); False, with
         # nothing done, when another thread holds the crew.
         batch = x.shape[0]
-        crew = self._crew[0]
-        if crew is None or crew.capacity < batch or crew.generation != FORKS[0]:
-            crew = self._new_crew(batch)
-            if crew is None:
-                return False
+        crew = self._crew_for(batch, 0)
+        if crew is None:
+            return False
         fmas = batch * self.hidden_size * (self.hidden_size + self.input_size)
         return self._timed(batch, fmas, crew.step, self._one_thread_step, x, h, out)
 
@@ -460,7 +453,17 @@ class Layer:
         verdict.record(crew_way, fmas, end - start, end)
         return True
 
-    def _new_crew(self, batch: int, steps: int = 0) -> Any:
+    def _crew_for(self, batch: int, steps: int) -> Any:
+        # The layer's crew with room for `batch` samples and chunks of
+        # `steps` (a new one if it has none, or too little room, or it was
+        # made before a fork); None while another thread makes or holds it.
+        crew = self._crew[0]
+        if (crew is None or crew.capacity < batch or crew.steps_capacity < steps
+                or crew.generation != FORKS[0]):
+            crew = self._new_crew(batch, steps)
+        return crew
+
+    def _new_crew(self, batch: int, steps: int) -> Any:
         # A crew for at least `batch` samples and chunks of `steps` in place
         # of the layer's last one (stopped); None while another thread makes
         # or holds one.

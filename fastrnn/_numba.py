@@ -377,20 +377,15 @@ def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, h
     packed, sparse = prepared.packed, prepared.sparse
     cell = elman(relu, leaky)
     chunk = chunk_steps(batch, hidden)
-    fixed = (True, None, None, False, 0, batch, 0, steps, chunk)
-    kernel: Any = forward_range_call
-    try:
-        # The compiled variant's own entry point: the argument types are
-        # known (checked by the caller), so Numba's dispatch (their types
-        # looked up, a variant chosen: about 1 us) is skipped.
-        x = np.zeros((batch, steps, input_size), like.dtype)
-        h = np.zeros((batch, hidden), like.dtype)
-        args = (x, packed, sparse, cell, h, np.empty((batch, steps, hidden), like.dtype), h)
-        kernel(*args, *fixed)
-        variant = forward_range_call.variant_types(args + fixed)
-        kernel = forward_range_call.dispatcher.overloads[variant].entry_point
-    except (AttributeError, KeyError):  # pragma: no cover (another Numba)
-        kernel = forward_range_call
+    # The compiled variant's own entry point (compiled, or loaded from the
+    # cache, for the types of these empty stand-ins, which are the caller's
+    # arrays' types): the types are known (checked by the caller), so
+    # Numba's dispatch (their types looked up, a variant chosen: about 1 us)
+    # is skipped.
+    sequences = _EMPTY[like.dtype.char][3]
+    h = np.empty((0, 0), like.dtype)
+    kernel = forward_range_call.compile_for((sequences, packed, sparse, cell, h, sequences, h,
+                                             True, None, None, False, 0, batch, 0, steps, chunk))
 
     def run(x: np.ndarray, h0: np.ndarray, output: np.ndarray, h_n: np.ndarray) -> None:
         kernel(x, packed, sparse, cell, h0, output, h_n, True, None, None, False, 0, batch, 0,
