@@ -35,6 +35,7 @@ from ._units import split_units
 from .kernels.barrier import FLAG_STRIDE, HANDOFF_SPINS
 from .kernels.cells import pack_layer_call
 from .kernels.crew import (
+    POSTED,
     STOP,
     collect,
     collect_chunk,
@@ -91,7 +92,9 @@ class Crew:
         self._lock = threading.Lock()  # whether a helper sleeps is decided under it
         self._sleeping = [False] * parts
         self._wake = [threading.Semaphore(0) for _ in range(parts)]
-        self._pending = 0  # a step posted and not yet seen finished (Ctrl-C meanwhile)
+        # From before a step or chunk is posted until it is seen finished: a
+        # Ctrl-C between may have left it running (see _take).
+        self._unsure = False
         self._helpers = [threading.Thread(target=self._serve, args=(part,), daemon=True,
                                           name="fastrnn-crew") for part in range(1, parts)]
         for helper in self._helpers:
@@ -122,12 +125,10 @@ class Crew:
     def _finish(self, posted: int) -> None:
         # Wait (a bounded spin at a time, without the GIL, so that Ctrl-C is
         # answered between) until every helper has finished step `posted`.
-        self._pending = posted
         while not wait(self.ctrl, self.parts, posted, HANDOFF_SPINS):
             self._wake_sleepers()
             if not all(helper.is_alive() for helper in self._helpers):
                 raise RuntimeError("fastrnn: a helper thread of Layer.step has stopped")
-        self._pending = 0
 
     def _take(self) -> bool:
         # The crew for this thread's step or chunk, the one before finished
@@ -139,8 +140,17 @@ class Crew:
             if self.ctrl[STOP]:
                 self._busy.release()
                 return False
-            if self._pending:
-                self._finish(self._pending)
+            if self._unsure:
+                # A Ctrl-C came after the last step or chunk was posted, or
+                # before (ctrl says which, wherever the caller's Python was
+                # interrupted): its result is not wanted. A chunk's helpers
+                # may wait at a step's barrier for the caller's part, which
+                # never ran: the abort flag makes them return.
+                posted = self.ctrl[POSTED]
+                if any(self.ctrl[done_slot(part)] < posted for part in range(1, self.parts)):
+                    self.flags[self.parts * FLAG_STRIDE] = 1
+                    self._finish(posted)
+                self._unsure = False
         except BaseException:
             self._busy.release()
             raise
@@ -156,12 +166,14 @@ class Crew:
         try:
             if True in self._sleeping:  # (read unlocked: a miss costs one spin in _finish)
                 self._wake_sleepers()
+            self._unsure = True
             posted = _lead(self.ctrl, self.parts, x, h, out, self.xs, self.hs, self.packed[0],
                            self.hidden, self.cuts[1], self.acc[0], self.rec[0], self.nxt,
                            self.cell, HANDOFF_SPINS)
             if posted < 0:
                 self._finish(-posted)
                 collect(self.nxt, out)
+            self._unsure = False
             return True
         finally:
             self._busy.release()
@@ -176,6 +188,7 @@ class Crew:
             return False
         try:
             batch, steps = x.shape[0], x.shape[1]
+            self._unsure = True
             posted = _post_chunk(self.ctrl, x, h0, self.xc, self.state_a, self.state_b,
                                  self.flags, chunk_steps(batch, self.hidden))
             # Every part waits for the others at each step of a chunk: the
@@ -186,6 +199,7 @@ class Crew:
                               self.state_b, self.flags, self.packed[0], self.cuts[1], self.cell,
                               HANDOFF_SPINS):
                 self._finish(posted)
+            self._unsure = False
             collect_chunk(self.oc, self.state_a, self.state_b, output, h_n, batch, steps)
             return True
         finally:
@@ -200,8 +214,11 @@ class Crew:
             return False
         try:
             # Set before the sleepers are woken: a helper decides to sleep
-            # only under the lock, after it has looked at the flag.
+            # only under the lock, after it has looked at the flag. (The
+            # abort flag: a helper left waiting at a chunk's barrier by a
+            # Ctrl-C returns.)
             self.ctrl[STOP] = 1
+            self.flags[self.parts * FLAG_STRIDE] = 1
             self._wake_sleepers()
         finally:
             self._busy.release()

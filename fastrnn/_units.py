@@ -130,12 +130,12 @@ class Split:
         self.counters = np.zeros(2 * parts * FLAG_STRIDE, dtype=np.int64)
 
     def _run(self, part: int, window: tuple) -> None:
-        x, out, cell, batch_first, reverse, first, last, chunk = window
+        x, out, cell, batch_first, reverse, first, last, chunk, number = window
         try:
             drive_call(x, self.packed[part], self.sparse[part], cell, self.cuts[part],
                        self.cuts[part + 1], self.state_a, self.state_b, out, batch_first,
                        self.order, self.lens, 0, reverse, part, self.parts, self.flags, first,
-                       last, chunk, self.counters, self.posted)
+                       last, chunk, self.counters, number)
         except BaseException as exc:  # the other parts must not wait for this one
             self.failures.append(exc)
             self.flags[self.parts * FLAG_STRIDE] = 1
@@ -150,14 +150,14 @@ class Split:
             window = self.jobs[part].get()
             if window is None:
                 return
-            served += 1
+            served = window[-1]  # (its number: a Ctrl-C may have skipped a count)
             try:
                 self._run(part, window)
             except BaseException:  # recorded in failures, raised by run()
                 pass
             finally:
-                self.done.put(part)
                 counters[slot] = served
+                self.done.put(part)
 
     def _start(self) -> None:
         # New threads have served no window: the counts start again.
@@ -208,41 +208,58 @@ class Split:
             self.workers, self.pid = [], os.getpid()
         if not self.workers:
             self._start()
-        window = (x, out, cell, batch_first, reverse, first, last, chunk)
-        for part in range(1, parts):
-            self.jobs[part].put(window)
-        # The hand-off: a thread spins a bounded while (HANDOFF_SPINS) on a
-        # count before it blocks on a queue, and each thread takes the GIL
-        # while the others wait in compiled code: a thread woken from a
-        # queue, or waiting for the GIL another thread held, took tens of
-        # microseconds. The window is posted; this thread waits, without
-        # the GIL, until the others have taken it and entered their steps;
-        # its own steps then wait for theirs to be back (see drive_part).
-        # A kept split, one sample, float32, us a call (one thread: 8-12 at
-        # H = 256, one step; 61-66 at H = 1024, one step; 510-550 at
-        # H = 1024, 10 steps), blocking queues / spinning on counts / and
-        # each taking the GIL while the others wait: H = 256, one step,
-        # 236 / 45 / 37; H = 1024, one step, 337 / 90 / 51; 10 steps,
-        # 774 / 369 / 332 (medians of 4 processes for the last two).
         self.posted += 1
+        number = self.posted
+        window = (x, out, cell, batch_first, reverse, first, last, chunk, number)
         counters = self.counters
-        counters[0] = self.posted
-        spin_until_all(counters, (parts + 1) * FLAG_STRIDE, parts - 1, self.posted,
-                       HANDOFF_SPINS)
-        pending = parts - 1
+        # From the first window posted to the last part's end, a Ctrl-C (a
+        # KeyboardInterrupt raised at any point of this thread's Python) must
+        # neither leave a thread waiting at a step's barrier for a part that
+        # will not come (it hung the next join forever) nor return while a
+        # thread still writes the state: every exception sets the abort flag
+        # (the others then return at their next barrier), and every part
+        # given the window is waited for. (pending is counted before each
+        # put: CPython handles a signal after a call returns, not before.)
+        pending = 0
         interrupted: BaseException | None = None
         try:
+            for part in range(1, parts):
+                pending += 1
+                self.jobs[part].put(window)
+            # The hand-off: a thread spins a bounded while (HANDOFF_SPINS) on
+            # a count before it blocks on a queue, and each thread takes the
+            # GIL while the others wait in compiled code: a thread woken from
+            # a queue, or waiting for the GIL another thread held, took tens
+            # of microseconds. The window is posted; this thread waits,
+            # without the GIL, until the others have taken it and entered
+            # their steps; its own steps then wait for theirs to be back (see
+            # drive_part). A kept split, one sample, float32, us a call (one
+            # thread: 8-12 at H = 256, one step; 61-66 at H = 1024, one
+            # step; 510-550 at H = 1024, 10 steps), blocking queues /
+            # spinning on counts / and each taking the GIL while the others
+            # wait: H = 256, one step, 236 / 45 / 37; H = 1024, one step,
+            # 337 / 90 / 51; 10 steps, 774 / 369 / 332 (medians of 4
+            # processes for the last two).
+            counters[0] = number
+            spin_until_all(counters, (parts + 1) * FLAG_STRIDE, parts - 1, number,
+                           HANDOFF_SPINS)
             self._run(0, window)
-        finally:
-            # Every part has finished the window before this returns or
-            # raises: nothing writes the state or the output after it.
-            while pending:
-                try:
-                    self.done.get()
-                    pending -= 1
-                except BaseException as exc:  # Ctrl-C meanwhile: stop them all
-                    flags[parts * FLAG_STRIDE] = 1
-                    interrupted = interrupted or exc
+        except BaseException as exc:
+            flags[parts * FLAG_STRIDE] = 1
+            interrupted = exc
+        # Every part has finished the window before this returns or raises:
+        # nothing writes the state or the output after it. A part's count
+        # says so (stored before it puts to `done`, which only wakes this
+        # thread: a Ctrl-C right after a get() must not lose a finish).
+        while True:
+            try:
+                for part in range(1, pending + 1):
+                    while counters[part * FLAG_STRIDE] < number:
+                        self.done.get()
+                break
+            except BaseException as exc:  # Ctrl-C meanwhile: stop them all
+                flags[parts * FLAG_STRIDE] = 1
+                interrupted = interrupted or exc
         if interrupted is not None:
             raise interrupted
         if self.failures:

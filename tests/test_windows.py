@@ -356,6 +356,99 @@ def test_ctrl_c_stops_a_long_call_quickly(tmp_path, threads):
     assert lines[1] == ["again", "True"]
 
 
+_INTERRUPTED_BETWEEN = textwrap.dedent("""
+    import faulthandler, sys
+    import numpy as np
+    import fastrnn
+    from fastrnn import _crew, _numba, _plan, _units
+
+    # A hang is a failure with every thread's stack, not a stuck suite.
+    faulthandler.dump_traceback_later(100, exit=True)
+    rng = np.random.default_rng(1)
+    hidden = 512
+    w_ih = rng.standard_normal((hidden, 3)).astype(np.float32)
+    w_hh = (rng.standard_normal((hidden, hidden)) / np.sqrt(hidden) * 0.9).astype(np.float32)
+    x = rng.standard_normal((1, 3000, 3)).astype(np.float32)  # windows: ~0.8G multiply-adds
+    h0 = rng.standard_normal((1, hidden)).astype(np.float32)
+    one = fastrnn.prepare(w_ih, w_hh, threads=1)
+    crew = fastrnn.prepare(w_ih, w_hh, threads=2)
+    expected = one(x, h0)
+
+    def interrupt(module, name, at):
+        # KeyboardInterrupt as a SIGINT handled when `name` (called after
+        # work is handed to the other threads) returns for the at-th time.
+        real, count = getattr(module, name), [0]
+        def interrupting(*args):
+            result = real(*args)
+            count[0] += 1
+            if count[0] == at:
+                raise KeyboardInterrupt
+            return result
+        setattr(module, name, interrupting)
+        return lambda: setattr(module, name, real)
+
+    # The units split, after a window is handed to its thread and before
+    # the caller's part runs (the first window, a probe, a later one).
+    choose = _numba.choose
+    _numba.choose = lambda **_: _plan.checked(_plan.UNITS_SPLIT, 2)
+    for at in (1, 2, 5):
+        restore = interrupt(_units, "spin_until_all", at)
+        try:
+            crew(x, h0)
+            print("split", at, "finished")
+        except KeyboardInterrupt:
+            print("split", at, "interrupted")
+        restore()
+        output, h_n = crew(x, h0)
+        print("split", at, "again", np.array_equal(output, expected[0])
+              and np.array_equal(h_n, expected[1]))
+    _numba.choose = choose
+
+    # A layer's crew: a chunk posted (its helper then waits at the first
+    # step's barrier for the caller's part), a step posted.
+    chunk = x[:, :40]
+    for name, call in [("_post_chunk", lambda: crew(chunk, h0)),
+                       ("_lead", lambda: crew.step(chunk[:, 0], h0))]:
+        for _ in range(30):  # past the crew's verdict's first blocks
+            crew(chunk, h0), crew.step(chunk[:, 0], h0)
+        restore = interrupt(_crew, name, 1)
+        try:
+            call()
+            print(name, "finished")
+        except KeyboardInterrupt:
+            print(name, "interrupted")
+        restore()
+        same = True
+        for _ in range(20):
+            output, h_n = crew(chunk, h0)
+            want = one(chunk, h0)
+            same &= np.array_equal(output, want[0]) and np.array_equal(h_n, want[1])
+            same &= np.array_equal(crew.step(chunk[:, 0], h0), one.step(chunk[:, 0], h0))
+        print(name, "again", same)
+""")
+
+
+def test_ctrl_c_between_handing_off_work_and_waiting_for_it(tmp_path):
+    # A KeyboardInterrupt at the points where the other threads have been
+    # given work that waits for the caller's: once it hung the next call
+    # forever (a units split's thread at a step's barrier, joined), or left
+    # a crew's helper at a chunk's barrier.
+    script = tmp_path / "between.py"
+    script.write_text(_INTERRUPTED_BETWEEN)
+    child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                           timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert child.returncode == 0, child.stderr
+    lines = child.stdout.splitlines()
+    for at in (1, 2, 5):
+        # (Interrupted when that hand-off happened: the first window always.)
+        assert f"split {at} again True" in lines, lines
+    assert "split 1 interrupted" in lines, lines
+    for name in ("_post_chunk", "_lead"):
+        # Interrupted only where the crew ran it (its verdict may choose
+        # one thread on a busy machine); usable and exact afterwards.
+        assert f"{name} again True" in lines, lines
+
+
 # --- the same bits whatever the plan, the windows and the load ---------------
 
 
