@@ -441,13 +441,15 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
 
     def run(h: np.ndarray | None, first: int, last: int) -> None:
         pool = _thread_pool()
-        futures = [
-            pool.submit(forward_range_call, x, packed, sparse, cell, h, out, h_n, batch_first,
-                        job_order, job_lens, reverse, start, count, first, last, chunk)
-            for job_order, job_lens, start, count in jobs[1:]
-        ]
-        job_order, job_lens, start, count = jobs[0]
+        futures: list[Any] = []
         try:
+            # (Submitted inside the try: a Ctrl-C between two submits still
+            # waits for the shares already given to the pool.)
+            for job_order, job_lens, start, count in jobs[1:]:
+                futures.append(pool.submit(forward_range_call, x, packed, sparse, cell, h, out,
+                                           h_n, batch_first, job_order, job_lens, reverse,
+                                           start, count, first, last, chunk))
+            job_order, job_lens, start, count = jobs[0]
             forward_range_call(x, packed, sparse, cell, h, out, h_n, batch_first, job_order,
                                job_lens, reverse, start, count, first, last, chunk)
         finally:
