@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -1104,13 +1105,70 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def interleaved_rounds(runs: dict[str, Forward], budget: float,
-                       rounds: int) -> dict[str, tuple[list[float], float, int]]:
+# Before each implementation's turn the bench waits until the threads of
+# this process other than the timing one have used at most QUIET_CPU_SHARE
+# of a core for QUIET_SECONDS (at most QUIESCE_MAX_SECONDS): the thread
+# pools of the one before keep spinning after its last call and take the
+# second core from the next one. Measured on the 2-vCPU Zen 4 VM, float32
+# B = 1, H = 1024, a layer's steps on its crew (two threads) right after
+# 0.2 s of another implementation's steps: 500-600 us a step for the first
+# 10 ms after OpenVINO, and for more than 25 ms after ONNX Runtime or the
+# NumPy loop (OpenBLAS's threads spin about 0.1 s), against 29-37 us after
+# torch or JAX, or alone.
+QUIET_SECONDS = 0.02
+QUIET_CPU_SHARE = 0.05
+QUIESCE_MAX_SECONDS = 0.5
+
+
+def _other_threads_cpu_ns() -> int | None:
+    """CPU time (ns) of this process's threads other than the calling one,
+    from /proc/self/task/*/schedstat; None where it is missing."""
+    me = str(threading.get_native_id())
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    total = 0
+    for task in tasks:
+        if task == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", encoding="ascii") as handle:
+                total += int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # (a thread that ended meanwhile)
+    return total
+
+
+def quiesce(quiet: float = QUIET_SECONDS, most: float = QUIESCE_MAX_SECONDS) -> float:
+    """Wait until this process's other threads have been (nearly) idle for
+    ``quiet`` seconds, or ``most`` seconds have passed; returns the seconds
+    waited. Without /proc, waits ``most``."""
+    start = time.perf_counter()
+    before = _other_threads_cpu_ns()
+    if before is None:
+        time.sleep(most)
+        return most
+    while True:
+        time.sleep(quiet)
+        now = _other_threads_cpu_ns() or 0
+        if now - before <= QUIET_CPU_SHARE * quiet * 1e9:
+            return time.perf_counter() - start
+        if time.perf_counter() - start >= most:
+            return time.perf_counter() - start
+        before = now
+
+
+def interleaved_rounds(runs: dict[str, Forward], budget: float, rounds: int,
+                       settle: Callable[[], Any] | None = quiesce,
+                       ) -> dict[str, tuple[list[float], float, int]]:
     """Time every callable of ``runs`` (already warmed up) in ``rounds``
     rounds: in each, every implementation in turn for ``budget / rounds``
     seconds (at least one call), the order rotated from round to round, so
-    that a burst of background load slows all of them alike instead of one.
-    Returns, per name, (the median of each round, the fastest call, calls)."""
+    that a burst of background load slows all of them alike instead of one,
+    each turn after ``settle()`` (:func:`quiesce`: the previous one's
+    threads stopped). Returns, per name, (the median of each round, the
+    fastest call, calls)."""
     names = list(runs)
     if not names:  # e.g. --only left no implementation for this case's dtype
         return {}
@@ -1121,6 +1179,8 @@ def interleaved_rounds(runs: dict[str, Forward], budget: float,
     for index in range(rounds):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
+            if settle is not None:
+                settle()
             median, low, count = time_call(runs[name], share, min_calls=1)
             medians[name].append(median)
             fastest[name] = min(fastest[name], low)

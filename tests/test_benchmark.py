@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -108,11 +109,26 @@ def test_interleaved_rounds_call_everyone_every_round_in_rotated_order():
         return run
 
     runs = {name: runner(name) for name in ("a", "b", "c")}
-    timed = interleaved_rounds(runs, budget=0.0, rounds=4)  # one call per round each
-    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    # One call per round each, each after settle().
+    timed = interleaved_rounds(runs, budget=0.0, rounds=4,
+                               settle=lambda: calls.append("settle"))
+    assert calls == [call for name in "abcbcacababc" for call in ("settle", name)]
     for name, (medians, fastest, count) in timed.items():
         assert len(medians) == 4 and count == 4, name
         assert 0 <= fastest <= min(medians)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads /proc/self/task")
+def test_quiesce_waits_for_this_process_s_other_threads_to_stop():
+    # As a peer's thread pool spins a while after its last call.
+    stop = time.perf_counter() + 0.2
+    spinner = threading.Thread(target=lambda: [None for _ in iter(
+        lambda: time.perf_counter() < stop, False)])
+    spinner.start()
+    waited = benchmark.quiesce(quiet=0.02, most=2.0)
+    spinner.join()
+    assert 0.15 <= waited < 1.0, waited
+    assert benchmark.quiesce(quiet=0.02, most=2.0) < 0.5  # (nothing spins now)
 
 
 def test_spread():
