@@ -67,10 +67,11 @@ implementation's output against fastrnn's NumPy backend. Each case (a size and
 dtype) is timed in interleaved rounds: every implementation in turn, round after
 round, so that background load hits all of them alike; each turn starts once
 the threads of the one before have stopped spinning (up to 0.5 s: OpenBLAS's
-spin about 0.1 s after a call). The table gives the median over rounds and its spread; NumPy's matmul rate is measured at the start
-and the end. A run whose rates moved, whose rounds disagree or during which
-other processes used the CPU is flagged busy: it prints a warning and leaves out
-the ratio columns. Results go to a JSON file and a plot (matplotlib).
+spin about 0.1 s after a call). The table gives the median over rounds and its
+spread; NumPy's matmul rate is measured at the start and the end. A run whose
+rates moved, whose rounds disagree or during which other processes used the CPU
+is flagged busy: it prints a warning and leaves out the ratio columns. Results
+go to a JSON file and a plot (matplotlib).
 
 Three call patterns, each with its own table: forward (one whole forward per
 call, the grid of sizes and the reservoirs), step (one time step per call with

@@ -5,6 +5,7 @@ a chunk of one, or one time step at a time."""
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import threading
 import time
@@ -69,7 +70,8 @@ class Layer:
                  "_w_ih", "_w_hh", "_bias", "_leak", "_relu", "_compute", "_prepared",
                  "_step_fast", "_wide", "_crew_size", "_crew", "_crew_parts", "_crew_lock",
                  "_crew_verdicts", "_direct", "_packed", "_leaky", "_step_kernel",
-                 "_step_args", "_numpy_step", "_numpy_weights", "_scratch")
+                 "_step_args", "_numpy_step", "_numpy_weights", "_scratch", "_solo_size",
+                 "_solo_until")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
                  b_hh: ArrayLike | None = None, *, nonlinearity: str = "tanh",
@@ -133,6 +135,10 @@ class Layer:
         self._crew_parts = 1
         self._crew_lock = threading.Lock()
         self._crew_verdicts: dict[Any, CrewVerdict] = {}
+        # A step of _solo_size values of h goes straight to _step_fast until
+        # _solo_until (its crew's verdict chose one thread then: see _timed).
+        self._solo_size = -1
+        self._solo_until = -math.inf
         # (B, T, I) -> the compiled call of a plain call of that shape, or
         # False (see _direct_for).
         self._direct: dict[tuple[int, ...], Any] = {}
@@ -348,7 +354,8 @@ class Layer:
             is not writeable. Nothing is modified then.
         """
         fast = self._step_fast
-        if fast is not None and (type(h) is not _NDARRAY or h.size < self._crew_size):
+        if fast is not None and (type(h) is not _NDARRAY or h.size < self._crew_size
+                                 or (h.size == self._solo_size and _clock() < self._solo_until)):
             # The kernel compares the shapes; anything it cannot take (not
             # arrays of the layer's dtype, a read-only out: TypeError, no
             # signature matches; wrong shapes: False) is checked below.
@@ -451,6 +458,16 @@ class Layer:
             on_one(*args)
         end = _clock()
         verdict.record(crew_way, fmas, end - start, end)
+        if type(key) is int and verdict.comparing is None:
+            # A step's batch decided: while one thread holds, its steps skip
+            # the crew's routing (1-2.5 us of a 14 us step, float32 B = 1,
+            # H = 512, on a busy machine), and with it the timing of its
+            # windows for a slowdown.
+            if verdict.split:
+                self._solo_size = -1
+            else:
+                self._solo_size = key * self.hidden_size
+                self._solo_until = verdict.when + verdict.revise
         return True
 
     def _crew_for(self, batch: int, steps: int) -> Any:

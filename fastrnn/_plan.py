@@ -551,7 +551,7 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
 # Decided, the chosen way is timed over windows of CREW_BLOCK_SECONDS; one
 # slower than SLOWDOWN times its rate when chosen compares again, as does
 # CREW_REVISE_SECONDS[way] after deciding for that way (True: the crew;
-# one thread twice as long from the crew's third loss in a row, up to 16x):
+# one thread twice as long with each loss of the crew in a row, up to 64x):
 # one thread, chosen while other threads spun on the second core (a peer's
 # pool after its calls, in `python -m fastrnn bench`'s rounds), held for 2 s
 # after they had stopped (float32 B = 32, H = 1024: 711 us a step against
@@ -573,7 +573,10 @@ if hasattr(os, "register_at_fork"):
 CREW_BLOCK_SECONDS = 0.01
 CREW_WARMUP = 3
 CREW_FIRST_WARMUP = 10
-CREW_REVISE_SECONDS = {True: 0.5, False: 0.25}
+CREW_REVISE_SECONDS = {True: 0.5, False: 0.05}
+# One thread's hold doubles with each loss of the crew in a row, up to
+# CREW_REVISE_SECONDS[False] * 2 ** CREW_MAX_DOUBLINGS.
+CREW_MAX_DOUBLINGS = 6
 
 
 class CrewVerdict:
@@ -637,12 +640,17 @@ class CrewVerdict:
         self.split = self.rates[True] >= CALL_MIN_GAIN * self.rates[False]
         self.rate = self.rates[self.split]
         self.when = now
-        # From the crew's third loss in a row one thread holds twice as long
-        # each time (a busy machine: the crew's block is its slowest time),
-        # up to 16x; not sooner (other threads that spin a while after
-        # their calls, then stop).
+        # One thread holds 50 ms after the crew's first loss, twice as long
+        # after each next loss in a row, up to 3.2 s: a loss is often
+        # passing (the second vCPU woken after an idle spell ran the
+        # helper's share at 500-600 us a step for 5-15 ms, float32 B = 32,
+        # H = 256, against 40-45 later and 47-55 on one thread; 0.25 s held
+        # took a whole 0.2 s bench turn); on a busy machine, where the
+        # crew's block is its slowest time, the comparisons' cost falls
+        # with the doubling (7 comparisons in the first 6.4 s).
         self.losses = 0 if self.split else self.losses + 1
-        self.revise = CREW_REVISE_SECONDS[self.split] * 2 ** min(max(self.losses - 2, 0), 4)
+        self.revise = CREW_REVISE_SECONDS[self.split] * 2 ** min(max(self.losses - 1, 0),
+                                                                 CREW_MAX_DOUBLINGS)
         self.comparing = None
         self.first = False
 

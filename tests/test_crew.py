@@ -136,8 +136,8 @@ def test_crew_concurrent_callers_get_their_own_steps(crew_always, make_problem):
 
 def test_crew_steps_follow_the_timed_way(monkeypatch, make_problem):
     # The ways are timed in blocks (fastrnn._plan.CrewVerdict): one thread
-    # when it was faster, the crew when it was; a window of the chosen way
-    # slower than SLOWDOWN times its rate compares them again.
+    # when it was faster, the crew when it was, each until the decision's
+    # revision.
     monkeypatch.setattr(_numba, "_CORES", 2)
     problem, _, layer = _layer_and_naive(make_problem, np.float32, 4, 520)
     x, h = problem["x"][:, 0], problem["h0"]
@@ -162,15 +162,29 @@ def test_crew_steps_follow_the_timed_way(monkeypatch, make_problem):
         layer.step(x, h)
     verdict = layer._crew_verdicts[4]
     assert verdict.comparing is None and not verdict.split
+    # Decided for one thread: until the decision's revision its steps go
+    # straight to the one-thread kernel, past the crew's routing, with one
+    # thread's bits.
     posted = _crew_steps(layer)
+    routed = [0]
+    real_timed = fastrnn.Layer._timed
+
+    def counted(self, *args):
+        routed[0] += 1
+        return real_timed(self, *args)
+
+    monkeypatch.setattr(fastrnn.Layer, "_timed", counted)
+    one = fastrnn.prepare(*(problem[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")), threads=1,
+                          backend="numba")
     for _ in range(10):
-        layer.step(x, h)
-    assert _crew_steps(layer) == posted  # decided: one thread
-    # The crew becomes faster and one thread slows below SLOWDOWN: the next
-    # window compares again, and the crew is chosen.
+        assert np.array_equal(layer.step(x, h), one.step(x, h))
+    assert _crew_steps(layer) == posted and routed[0] == 0
+    # Then both ways are timed again: the crew, faster now, is chosen.
     seconds[True], seconds[False] = 1e-4, 1e-2
+    now[0] += verdict.revise
     for _ in range(200):
         layer.step(x, h)
+    assert routed[0] > 0
     assert verdict.comparing is None and verdict.split
     posted = _crew_steps(layer)
     layer.step(x, h)
