@@ -260,6 +260,11 @@ class Split:
             except BaseException as exc:  # Ctrl-C meanwhile: stop them all
                 flags[parts * FLAG_STRIDE] = 1
                 interrupted = interrupted or exc
+        # What was not taken (a part seen finished by its count before its
+        # put) would only wake a later wait early: dropped, so that the
+        # queue does not grow over a long stream of windows.
+        for _ in range(self.done.qsize()):
+            self.done.get_nowait()
         if interrupted is not None:
             raise interrupted
         if self.failures:
