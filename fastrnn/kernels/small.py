@@ -33,23 +33,36 @@ def add_biases(bias, b_ih, b_hh):
 
 
 @njit(**JIT)
-def forward_sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
-    # The whole batch, one sample at a time (see the module's docstring).
-    # b_ih, b_hh: None or an array (an empty one adds nothing); h0: None
-    # (zeros) or an array (h0 may be h_n); out: an array, empty for no
-    # output.
+def _buffer(w_ih, h_n):
+    # _run's buffer and its layout: rows of `lanes` values, acc (the
+    # product), bias, the joint row, and the packed weights (`inner` rows a
+    # vector of units). Allocated here, viewed and zeroed in _run, which has
+    # no reference counts to update for each view (np.zeros and the views
+    # here: 0.1 us more).
     hidden, input_size = w_ih.shape
     lanes = VECTOR_BYTES // h_n.itemsize
     vectors = (hidden + lanes - 1) // lanes
     inner = input_size + hidden
     joint = (inner + lanes - 1) // lanes
-    # Rows of `lanes` values: acc (the product), bias, the joint row, and
-    # the packed weights (`inner` rows a vector of units). Allocated here,
-    # viewed and zeroed in _run, which has no reference counts to
-    # update for each view (np.zeros and the views here: 0.1 us more).
     rows = 2 * vectors + joint + vectors * inner
     # (padded by a cache line, for the alignment _run makes)
     buffer = np.empty(rows * lanes + ALIGN_BYTES // h_n.itemsize, dtype=h_n.dtype)
+    return buffer, rows, vectors, joint
+
+
+# Each compiled caller of _run optimises _run's code again with its own (LLVM
+# links the callee into the caller's module): forward_small calls it itself,
+# not through forward_sequences (the textbook call's cold compile: 3.6-3.9 s
+# with both levels on the 2-vCPU Zen 4 VM).
+
+
+@njit(**JIT)
+def forward_sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
+    # The whole batch, one sample at a time (see the module's docstring).
+    # b_ih, b_hh: None or an array (an empty one adds nothing); h0: None
+    # (zeros) or an array (h0 may be h_n); out: an array, empty for no
+    # output.
+    buffer, rows, vectors, joint = _buffer(w_ih, h_n)
     _run(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, rows, vectors,
          joint)
 
@@ -133,7 +146,8 @@ def forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n, relu):
             or w_hh.shape[1] != hidden or (b_ih is not None and b_ih.shape[0] != hidden)
             or (b_hh is not None and b_hh.shape[0] != hidden)):
         return False
-    forward_sequences(x, w_ih, w_hh, b_ih, b_hh, None, out, h_n, relu, True)
+    buffer, rows, vectors, joint = _buffer(w_ih, h_n)
+    _run(x, w_ih, w_hh, b_ih, b_hh, None, out, h_n, relu, True, buffer, rows, vectors, joint)
     return True
 
 
