@@ -53,8 +53,9 @@ def _benchmark_only(config: pytest.Config) -> bool:
 
 def sources_digest() -> str:
     digest = hashlib.sha256()
-    for path in sorted(FASTRNN_DIR.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(FASTRNN_DIR.rglob("*.py")):  # (kernels/ too)
+        name = path.relative_to(FASTRNN_DIR).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
@@ -116,13 +117,19 @@ def _cpu_ticks() -> tuple[int, int] | None:
 
 @pytest.fixture(autouse=True)
 def _record_contention(request):
-    """Put into a benchmark's extra_info the share of the machine's CPU that
-    other processes used while it ran (``others_cpu``, 0..1): this machine may
-    be shared, and a busy neighbour slows every implementation unevenly."""
+    """Start a benchmark once this process's other threads are idle, and put
+    into its extra_info the share of the machine's CPU that other processes
+    used while it ran (``others_cpu``, 0..1): this machine may be shared, and
+    a busy neighbour slows every implementation unevenly."""
     if "benchmark" not in request.fixturenames or not _benchmark_only(request.config):
         yield
         return
     benchmark = request.getfixturevalue("benchmark")
+    # Started once the threads the test before left spinning have stopped
+    # (OpenBLAS's spin about 0.1 s after a call): see fastrnn.benchmark.quiesce.
+    from fastrnn.benchmark import quiesce
+
+    benchmark.extra_info["quiesced_s"] = round(quiesce(), 3)
     start, wall = _cpu_ticks(), time.perf_counter()
     yield
     end, wall = _cpu_ticks(), time.perf_counter() - wall
