@@ -321,6 +321,19 @@ REVISE_SECONDS = 2.0
 # probe on the threads costs its window's time once more, in a 1 s call of
 # one thread three times (7% of its steps, tests/test_windows.py).
 ONE_THREAD_REVISE_SECONDS = 0.25
+
+
+def one_thread_hold(first: float, losses: int, most: float) -> float:
+    """Seconds a verdict for one thread holds after ``losses`` such verdicts
+    in a row: ``first`` after the first, twice as long after each next, at
+    most ``most`` (the doubling stops there: losses grow without bound on a
+    machine that stays busy)."""
+    hold = first
+    for _ in range(1, losses):
+        if hold >= most:
+            break
+        hold *= 2
+    return min(hold, most)
 # A revision's probe (REVISE_SECONDS after the last) counts the way that was
 # running at no less than the median of its last RECENT_WINDOWS windows (of
 # the last RECENT_SECONDS, none since a slowdown): one probe window on the
@@ -364,8 +377,8 @@ class Verdict:
         since one for one thread, or never decided, or a slowdown seen)."""
         if self.split:
             return now - self.when > REVISE_SECONDS
-        hold = ONE_THREAD_REVISE_SECONDS * 2 ** max(self.losses - 1, 0)
-        return now - self.when > min(hold, REVISE_SECONDS)
+        return now - self.when > one_thread_hold(ONE_THREAD_REVISE_SECONDS, self.losses,
+                                                 REVISE_SECONDS)
 
     def decide(self, rates: dict[bool, float], gain: float, now: float) -> None:
         """Keep the threads if ``gain`` times faster than one thread."""
@@ -649,8 +662,9 @@ class CrewVerdict:
         # crew's block is its slowest time, the comparisons' cost falls
         # with the doubling (7 comparisons in the first 6.4 s).
         self.losses = 0 if self.split else self.losses + 1
-        self.revise = CREW_REVISE_SECONDS[self.split] * 2 ** min(max(self.losses - 1, 0),
-                                                                 CREW_MAX_DOUBLINGS)
+        self.revise = CREW_REVISE_SECONDS[True] if self.split else one_thread_hold(
+            CREW_REVISE_SECONDS[False], self.losses,
+            CREW_REVISE_SECONDS[False] * 2 ** CREW_MAX_DOUBLINGS)
         self.comparing = None
         self.first = False
 

@@ -406,3 +406,25 @@ def test_crew_verdict_compares_blocks_not_fastest_calls():
     for _ in range(3):
         slowed.record(True, 1e6, 5e-3, now)  # 2e8 a second: below SLOWDOWN x 1e9
     assert slowed.way(now) is True and slowed.comparing is True
+
+
+def test_one_thread_hold_doubles_up_to_its_bound_however_many_losses():
+    holds = [_plan.one_thread_hold(0.25, losses, 2.0) for losses in range(1, 7)]
+    assert holds == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
+    # A machine that stays busy: one thread chosen thousands of times in a
+    # row (2**1024 once overflowed a float here).
+    assert _plan.one_thread_hold(0.05, 10**6, 3.2) == 3.2
+    verdict = _plan.Verdict()
+    verdict.split, verdict.when, verdict.losses = False, 0.0, 5000
+    assert verdict.due(1.0) is False and verdict.due(2.5) is True
+    crew = _plan.CrewVerdict()
+    crew.losses = 5000
+    now, seconds = 0.0, {True: 1e-2, False: 1e-3}  # the crew slower: one more loss
+    while True:
+        way = crew.way(now)
+        now += seconds[way]
+        crew.record(way, 1e6, seconds[way], now)
+        if crew.comparing is None:
+            break
+    assert crew.split is False and crew.losses == 5001
+    assert crew.revise == _plan.CREW_REVISE_SECONDS[False] * 2 ** _plan.CREW_MAX_DOUBLINGS
