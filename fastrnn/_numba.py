@@ -245,7 +245,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     longest = steps_total if lens is None else int(lens[0]) if batch else 0
     per_step = x.shape[2] * hidden + (hidden * hidden if dense is not None else w_hh.nnz)
     windowed = rows * per_step >= WINDOWS_MIN_FMAS and longest > 0
-    chunk = chunk_steps(batch, hidden)
+    chunk = chunk_steps(batch, hidden, x.shape[2])
     cell = elman(relu, leaky)
     packed = sparse = None
     if prepared is not None:
@@ -376,7 +376,7 @@ def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, h
     against the kernel's 20.3 (the whole sequence: 19.8 a chunk's worth)."""
     packed, sparse = prepared.packed, prepared.sparse
     cell = elman(relu, leaky)
-    chunk = chunk_steps(batch, hidden)
+    chunk = chunk_steps(batch, hidden, input_size)
     # The compiled variant's own entry point (compiled, or loaded from the
     # cache, for the types of these empty stand-ins, which are the caller's
     # arrays' types): the types are known (checked by the caller), so

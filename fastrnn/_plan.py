@@ -138,21 +138,41 @@ CREW_CHUNK_MAX_VALUES = 1 << 22
 # OpenBLAS's own threads can collapse (load 4 on 2 cores: 7.9 ms a step at
 # H = 1000): threads=1 keeps such calls compiled.
 NUMPY_MIN_STATE_BYTES = 1024
+# A batch is split by units, not by samples, where its dense weights (w_ih
+# and w_hh) are at least this many bytes: split by samples, every thread
+# reads all of them from L3 or memory at each step; by units, each its
+# share. (32, 50, 1024, 1024), 2 threads, ms, by samples against by units:
+# float64 (16 MB) compiled for haswell 156 against 107 (1 << 15 values a
+# chunk) and 108 against 82 (1 << 19); on AVX-512 (AMD Zen 4) 78-85 against
+# 78-86. Float32 (8 MB) and (128, 100, 256, 512) (3 MB float64): within the
+# noise either way, on both.
+UNITS_SPLIT_MIN_BYTES = 12 << 20
 # The units split's barrier yields the core with sched_yield (POSIX).
 UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 
 
 # Values (samples x units) in the input product's buffer: 128 KB of float32.
 CHUNK_ELEMENTS = 32 * 1024
+# ... or this many where w_ih has at least BIG_INPUT_VALUES values (1 MB of
+# float32): each chunk reads w_ih from L3 or memory once, and with a chunk
+# of one step (B = 32, H = 1024: 32 rows) a step read it whole, as many bytes
+# as w_hh. (32, 50, 1024, 1024), compiled for haswell, ms, 1 << 15 against
+# 1 << 19 values (15 steps): float64 one thread 252 against 220, two
+# threads (the units split) 107 against 82; float32 one thread 93 against
+# 76. On AVX-512 (AMD Zen 4) within the noise.
+BIG_CHUNK_ELEMENTS = 1 << 19
+BIG_INPUT_VALUES = 1 << 18
 
 
-def chunk_steps(batch: int, hidden: int) -> int:
+def chunk_steps(batch: int, hidden: int, input_size: int = 0) -> int:
     """Steps per chunk of the hoisted input product, for a call of ``batch``
     samples: the same for every way a call runs (one thread, the batch or
-    units split, any windows), and chunks start at multiples of it, so that
-    the product's blocks of 4 rows, and so its sums (fastrnn.kernels.product),
-    are the same whatever the threads."""
-    return max(1, CHUNK_ELEMENTS // max(1, batch * (hidden + 1)))
+    units split, any windows, a layer's crew), and chunks start at
+    multiples of it, so that the product's blocks of rows, and so its sums
+    (fastrnn.kernels.product), are the same whatever the threads."""
+    elements = (BIG_CHUNK_ELEMENTS if input_size * hidden >= BIG_INPUT_VALUES
+                else CHUNK_ELEMENTS)
+    return max(1, elements // max(1, batch * (hidden + 1)))
 
 
 class Plan(NamedTuple):
@@ -265,7 +285,8 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
         parts = min(limit, cores)
         big = hidden >= SPLIT_MIN_HIDDEN if dense else recurrent >= SPLIT_MIN_NONZEROS
         small_batch = dense and hidden >= BATCH_SPLIT_MIN_HIDDEN and batch < 4 * parts
-        if parts > 1 and (big if batch == 1 else small_batch):
+        heavy = dense and hidden * (hidden + input_size) * itemsize >= UNITS_SPLIT_MIN_BYTES
+        if parts > 1 and (big if batch == 1 else small_batch or heavy):
             return Plan(UNITS_SPLIT, parts)
     if batch < 2 or limit < 2 or work < PARALLEL_MIN_FMAS:
         return _BLOCKED_PLAN

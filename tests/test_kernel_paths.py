@@ -37,7 +37,7 @@ def _packed(w, u0, u1, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 8, 9])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6, 8, 9, 14, 20])
 @pytest.mark.parametrize("inner", [0, 1, 2, 3, 5, 8, 33, 129])
 @pytest.mark.parametrize("vectors", [1, 2, 4, 5, 9])
 def test_matmul_rows_matches_numpy(dtype, rows, inner, vectors):
@@ -56,6 +56,31 @@ def test_matmul_rows_matches_numpy(dtype, rows, inner, vectors):
     expected = z[:, :inner].astype(np.float64) @ w.T.astype(np.float64)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(acc, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_of_the_blocks_of_4_sum_alike_in_any_block(dtype):
+    # Rows 0..n - n % 4 - 1 of n are summed one chain per lane, in blocks of
+    # 4 rows (or of 6 on 16-register targets: 6, 6 + 4, 6 + 4 + 4 ...); the
+    # rest in blocks of 2 and 1 (more chains). Whatever the blocks, the
+    # one-chain rows give the same bits: the batch split and the step
+    # kernels rely on it (tests/test_windows.py).
+    lanes = _simd.VECTOR_BYTES // np.dtype(dtype).itemsize
+    width = 5 * lanes  # two panels of 2 vectors and one vector, or one of 4 and one
+    rng = np.random.default_rng(7)
+    z = rng.standard_normal((27, 200)).astype(dtype)
+    w = rng.standard_normal((width, 200)).astype(dtype)
+    packed, _ = _packed(w, 0, width, dtype)
+    whole = _gemm.aligned_zeros(24, width, np.zeros(1, dtype))
+    _gemm.matmul_rows(z, 24, 200, packed, whole)
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(whole, z[:24].astype(np.float64) @ w.T.astype(np.float64),
+                               rtol=tolerance, atol=tolerance)
+    for rows in range(1, 28):
+        acc = _gemm.aligned_zeros(rows, width, np.zeros(1, dtype))
+        _gemm.matmul_rows(z, rows, 200, packed, acc)
+        single = min(rows - rows % 4, 24)
+        np.testing.assert_array_equal(acc[:single], whole[:single], err_msg=f"rows={rows}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -253,6 +253,29 @@ def test_small_batch_of_large_states_splits_units():
     assert _plan_of(batch=4, hidden=hidden - 1, steps=100) == Plan(BATCH_SPLIT, 2)
 
 
+@pytest.mark.skipif(not _plan.UNITS_SPLIT_AVAILABLE, reason="no sched_yield here")
+@pytest.mark.parametrize("itemsize", [4, 8])
+def test_batch_of_heavy_weights_splits_units(itemsize):
+    # Split by samples, each thread would read all of w_ih and w_hh every
+    # step: from UNITS_SPLIT_MIN_BYTES on, each thread reads its units'.
+    values = _plan.UNITS_SPLIT_MIN_BYTES // itemsize  # H * (H + I)
+    heavy = {"batch": 32, "hidden": 1024, "input_size": values // 1024 - 1024,
+             "steps": 50, "itemsize": itemsize}
+    assert _plan_of(**heavy) == Plan(UNITS_SPLIT, 2)
+    assert _plan_of(**dict(heavy, input_size=heavy["input_size"] - 1)) == Plan(BATCH_SPLIT, 2)
+    assert _plan_of(**dict(heavy, recurrent=10**6, dense=False)) == Plan(BATCH_SPLIT, 2)
+    assert _plan_of(**dict(heavy, limit=1)) == Plan(BLOCKED)
+
+
+def test_chunks_hold_more_steps_for_a_large_w_ih():
+    # A large w_ih is read once a chunk: its chunks hold more steps.
+    hidden = 1024
+    input_size = _plan.BIG_INPUT_VALUES // hidden
+    assert _plan.chunk_steps(32, hidden, input_size - 1) == 1  # 32 K values / (32 x 1025)
+    assert _plan.chunk_steps(32, hidden, input_size) == _plan.BIG_CHUNK_ELEMENTS // (32 * 1025)
+    assert _plan.chunk_steps(1, 8) == _plan.CHUNK_ELEMENTS // 9
+
+
 def test_batch_split():
     steps = _plan.PARALLEL_MIN_FMAS // (64 * 128) + 1
     assert _plan_of(batch=64, hidden=64, input_size=64, steps=steps // 64 + 1) == Plan(
