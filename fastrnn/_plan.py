@@ -342,13 +342,23 @@ REVISE_SECONDS = 2.0
 # probe on the threads costs its window's time once more, in a 1 s call of
 # one thread three times (7% of its steps, tests/test_windows.py).
 ONE_THREAD_REVISE_SECONDS = 0.25
+# A verdict for the threads holds REVISE_SECONDS, doubling with each one
+# after it in a row, up to SPLIT_MOST_REVISE_SECONDS (a slowdown still
+# compares again at once): each revision runs a probe window on one thread,
+# at most a tenth of the call's steps but a multiple of its chunk, and a
+# call that ran it took that much longer (compiled for haswell, float64 (32,
+# 50, 1024, 1024): 7 of 50 steps on one thread; in `python -m fastrnn bench`
+# every implementation's turn came more than 2 s after the one before, so
+# each turn probed again).
+SPLIT_MOST_REVISE_SECONDS = 16.0
 
 
-def one_thread_hold(first: float, losses: int, most: float) -> float:
-    """Seconds a verdict for one thread holds after ``losses`` such verdicts
-    in a row: ``first`` after the first, twice as long after each next, at
-    most ``most`` (the doubling stops there: losses grow without bound on a
-    machine that stays busy)."""
+def doubled_hold(first: float, losses: int, most: float) -> float:
+    """Seconds a verdict holds after ``losses`` verdicts the same way in a
+    row (for one thread, or for the threads): ``first`` after the first,
+    twice as long after each next, at most ``most`` (the doubling stops
+    there: the count grows without bound on a machine that stays busy, or
+    quiet)."""
     hold = first
     for _ in range(1, losses):
         if hold >= most:
@@ -375,7 +385,7 @@ class Verdict:
     one shape of call (by :class:`Windows`, or by :func:`judge_call`)."""
 
     __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent",
-                 "losses")
+                 "losses", "wins")
 
     def __init__(self) -> None:
         self.split = True  # the faster way
@@ -391,14 +401,17 @@ class Verdict:
         # (when, rate) of the last RECENT_WINDOWS windows outside probes, each way.
         self.recent: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         self.losses = 0  # decisions for one thread in a row
+        self.wins = 0  # decisions for the threads in a row
 
     def due(self, now: float) -> bool:
-        """Whether both ways are to be timed again (REVISE_SECONDS since the
-        last decision for the threads, ONE_THREAD_REVISE_SECONDS and more
-        since one for one thread, or never decided, or a slowdown seen)."""
+        """Whether both ways are to be timed again (REVISE_SECONDS and more
+        since the last decision for the threads, ONE_THREAD_REVISE_SECONDS
+        and more since one for one thread, or never decided, or a slowdown
+        seen)."""
         if self.split:
-            return now - self.when > REVISE_SECONDS
-        return now - self.when > one_thread_hold(ONE_THREAD_REVISE_SECONDS, self.losses,
+            return now - self.when > doubled_hold(REVISE_SECONDS, self.wins,
+                                                  SPLIT_MOST_REVISE_SECONDS)
+        return now - self.when > doubled_hold(ONE_THREAD_REVISE_SECONDS, self.losses,
                                                  REVISE_SECONDS)
 
     def decide(self, rates: dict[bool, float], gain: float, now: float) -> None:
@@ -407,6 +420,7 @@ class Verdict:
         self.rate = rates[self.split]
         self.when = now
         self.losses = 0 if self.split else self.losses + 1
+        self.wins = self.wins + 1 if self.split else 0
 
     def check(self, rate: float) -> None:
         """The chosen way ran at ``rate``: below SLOWDOWN times its rate
@@ -415,6 +429,7 @@ class Verdict:
         if rate < SLOWDOWN * self.rate:
             self.when = -math.inf
             self.recent = {True: [], False: []}
+            self.wins = 0
 
     def note(self, way: bool, rate: float, now: float) -> None:
         """A window outside probes ran ``way`` at ``rate``."""
@@ -683,7 +698,7 @@ class CrewVerdict:
         # crew's block is its slowest time, the comparisons' cost falls
         # with the doubling (7 comparisons in the first 6.4 s).
         self.losses = 0 if self.split else self.losses + 1
-        self.revise = CREW_REVISE_SECONDS[True] if self.split else one_thread_hold(
+        self.revise = CREW_REVISE_SECONDS[True] if self.split else doubled_hold(
             CREW_REVISE_SECONDS[False], self.losses,
             CREW_REVISE_SECONDS[False] * 2 ** CREW_MAX_DOUBLINGS)
         self.comparing = None

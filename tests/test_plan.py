@@ -431,12 +431,37 @@ def test_crew_verdict_compares_blocks_not_fastest_calls():
     assert slowed.way(now) is True and slowed.comparing is True
 
 
-def test_one_thread_hold_doubles_up_to_its_bound_however_many_losses():
-    holds = [_plan.one_thread_hold(0.25, losses, 2.0) for losses in range(1, 7)]
+def test_a_verdict_for_the_threads_holds_longer_each_time_until_a_slowdown():
+    verdict = _plan.Verdict()
+    rates = {True: 2e10, False: 1e10}
+    verdict.decide(rates, _plan.SPLIT_MIN_GAIN, 0.0)
+    assert verdict.split and not verdict.due(_plan.REVISE_SECONDS - 0.1)
+    assert verdict.due(_plan.REVISE_SECONDS + 0.1)
+    verdict.decide(rates, _plan.SPLIT_MIN_GAIN, 10.0)  # the threads again: twice as long
+    assert not verdict.due(10.0 + 2 * _plan.REVISE_SECONDS - 0.1)
+    assert verdict.due(10.0 + 2 * _plan.REVISE_SECONDS + 0.1)
+    for when in range(20, 30):
+        verdict.decide(rates, _plan.SPLIT_MIN_GAIN, when)
+    assert not verdict.due(29 + _plan.SPLIT_MOST_REVISE_SECONDS - 0.1)
+    assert verdict.due(29 + _plan.SPLIT_MOST_REVISE_SECONDS + 0.1)
+    # A slowdown compares again at once, and the next verdict holds the
+    # first hold only.
+    verdict.check(0.5 * rates[True])
+    assert verdict.due(29.0)
+    verdict.decide(rates, _plan.SPLIT_MIN_GAIN, 40.0)
+    assert verdict.due(40.0 + _plan.REVISE_SECONDS + 0.1)
+    # One thread's verdict ends the run.
+    verdict.decide({True: 1e10, False: 1e10}, _plan.SPLIT_MIN_GAIN, 50.0)
+    verdict.decide(rates, _plan.SPLIT_MIN_GAIN, 60.0)
+    assert verdict.due(60.0 + _plan.REVISE_SECONDS + 0.1)
+
+
+def test_doubled_hold_doubles_up_to_its_bound_however_many_losses():
+    holds = [_plan.doubled_hold(0.25, losses, 2.0) for losses in range(1, 7)]
     assert holds == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
     # A machine that stays busy: one thread chosen thousands of times in a
     # row (2**1024 once overflowed a float here).
-    assert _plan.one_thread_hold(0.05, 10**6, 3.2) == 3.2
+    assert _plan.doubled_hold(0.05, 10**6, 3.2) == 3.2
     verdict = _plan.Verdict()
     verdict.split, verdict.when, verdict.losses = False, 0.0, 5000
     assert verdict.due(1.0) is False and verdict.due(2.5) is True
