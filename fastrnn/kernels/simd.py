@@ -283,16 +283,7 @@ def vgather(typingctx, values, row, indices, pos):
     return signature, codegen
 
 
-@intrinsic
-def prefetch_write(typingctx, array, row, col):
-    """Ask for the cache line holding ``array[row, col]`` (a C-contiguous 2-D
-    float array) for writing (llvm.prefetch, x86 ``prefetchw``): the line is
-    fetched, and other cores' copies invalidated, before the stores that need
-    it. A hint: it never faults, and does nothing where unsupported."""
-    if not _is_float_matrix(array):
-        return None
-    signature = types.void(array, types.intp, types.intp)
-
+def _prefetch(write: int):
     def codegen(context, builder, sig, args):
         pointer = builder.bitcast(_element_pointer(context, builder, sig, args),
                                   ir.IntType(8).as_pointer())
@@ -301,8 +292,29 @@ def prefetch_write(typingctx, array, row, col):
             builder.module,
             ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), i32, i32, i32]),
             "llvm.prefetch.p0")
-        builder.call(prefetch, [pointer, ir.Constant(i32, 1), ir.Constant(i32, 3),
+        builder.call(prefetch, [pointer, ir.Constant(i32, write), ir.Constant(i32, 3),
                                 ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
-    return signature, codegen
+    return codegen
+
+
+@intrinsic
+def prefetch_read(typingctx, array, row, col):
+    """Ask for the cache line holding ``array[row, col]`` (a C-contiguous 2-D
+    float array) for reading (llvm.prefetch, x86 ``prefetcht0``). A hint: it
+    never faults, even past the array's end."""
+    if not _is_float_matrix(array):
+        return None
+    return types.void(array, types.intp, types.intp), _prefetch(0)
+
+
+@intrinsic
+def prefetch_write(typingctx, array, row, col):
+    """Ask for the cache line holding ``array[row, col]`` (a C-contiguous 2-D
+    float array) for writing (llvm.prefetch, x86 ``prefetchw``): the line is
+    fetched, and other cores' copies invalidated, before the stores that need
+    it. A hint: it never faults, and does nothing where unsupported."""
+    if not _is_float_matrix(array):
+        return None
+    return types.void(array, types.intp, types.intp), _prefetch(1)
