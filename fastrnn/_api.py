@@ -203,7 +203,12 @@ def forward(
                 h_n = _empty((rows, hidden), dtype)
                 # The kernel compares the shapes itself (False: they
                 # disagree, and validate_forward below explains how).
-                if small[0](given, w_ih, w_hh, b_ih, b_hh, output, h_n, nonlinearity == "relu"):
+                relu = nonlinearity == "relu"
+                try:
+                    done = small[0](given, w_ih, w_hh, b_ih, b_hh, output, h_n, relu)
+                except TypeError:  # no compiled variant for these types yet
+                    done = small[2](given, w_ih, w_hh, b_ih, b_hh, output, h_n, relu)
+                if done:
                     return (output, h_n) if batch >= 0 else (output[0], h_n[0])
             elif plain_shapes_agree(given, w_ih, w_hh, b_ih, b_hh):  # type: ignore[arg-type]
                 output = _empty((rows, steps, hidden), dtype)

@@ -21,16 +21,16 @@ BACKENDS = {
 }
 CHOICES = ("auto",) + tuple(BACKENDS)
 
-# name -> the function of its module that runs the plain call of one small
-# sequence, where it has one (see get_small); its limit is
+# name -> the functions of its module that run the plain call of one small
+# sequence, where it has them (see get_small); their limit is
 # fastrnn._plan.SMALL_MAX_HIDDEN.
 SMALL_KERNELS = {
-    "numba": "forward_small",
+    "numba": ("forward_small", "forward_small_call"),
 }
 
 _loaded: dict[str, BackendForward] = {}
 # backend (as the caller names it, "auto" included) -> get_small's answer
-_small: dict[str, tuple[BackendForward, int] | None] = {}
+_small: dict[str, tuple[BackendForward, int, BackendForward] | None] = {}
 _UNKNOWN: Any = object()  # a backend not in _small yet
 _numba_missing: str | None = None  # why "auto" fell back, once known
 _auto_lock = threading.Lock()
@@ -68,12 +68,14 @@ def get_backend(backend: str) -> BackendForward:
     return _load(backend)
 
 
-def get_small(backend: str) -> tuple[BackendForward, int] | None:
-    """``(forward_small, max_hidden)`` of ``backend``'s module, when it has a
-    kernel of its own for the plain call of one sequence (B = 1) of at most
-    ``max_hidden`` units: ``forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n,
-    relu)``, x (1, T, I), no h0, every other option at its default. None
-    otherwise (then ``get_backend(backend)`` runs it)."""
+def get_small(backend: str) -> tuple[BackendForward, int, BackendForward] | None:
+    """``(forward_small, max_hidden, compiling)`` of ``backend``'s module,
+    when it has a kernel of its own for the plain call of one sequence (B =
+    1) of at most ``max_hidden`` units: ``forward_small(x, w_ih, w_hh, b_ih,
+    b_hh, out, h_n, relu)``, x (1, T, I), no h0, every other option at its
+    default, which raises TypeError for argument types it has no compiled
+    variant for; ``compiling`` takes the same arguments and compiles that
+    variant. None otherwise (then ``get_backend(backend)`` runs it)."""
     # Only a str can name a backend (and a list, say, cannot be hashed):
     # anything else goes on to get_backend's ValueError.
     found = _small.get(backend, _UNKNOWN) if isinstance(backend, str) else _UNKNOWN
@@ -81,10 +83,10 @@ def get_small(backend: str) -> tuple[BackendForward, int] | None:
         return found
     get_backend(backend)  # checks the name, imports the module, resolves "auto"
     name = auto_backend_name() if backend == "auto" else backend
-    kernel = SMALL_KERNELS.get(name)
-    if kernel is not None:
+    kernels = SMALL_KERNELS.get(name)
+    if kernels is not None:
         module = importlib.import_module(BACKENDS[name])
-        found = (getattr(module, kernel), SMALL_MAX_HIDDEN)
+        found = (getattr(module, kernels[0]), SMALL_MAX_HIDDEN, getattr(module, kernels[1]))
     else:
         found = None
     _small[backend] = found  # the same answer whichever thread writes it

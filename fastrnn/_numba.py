@@ -58,7 +58,11 @@ from ._plan import plan as choose
 from .kernels.cells import elman, pack_layer_call
 from .kernels.driver import forward_range_call
 from .kernels.simd import TARGET
-from .kernels.small import forward_small, sequences_call  # noqa: F401  (get_small)
+from .kernels.small import (  # noqa: F401  (get_small)
+    forward_small,
+    forward_small_call,
+    sequences_call,
+)
 from .kernels.sparse import sell_pack
 
 

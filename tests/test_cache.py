@@ -119,3 +119,44 @@ def test_any_layout_of_the_inputs_compiles_nothing_new(make_problem, hidden):
                        out, h_n, False, True, None, None, False, threads, plan=plan)
         np.testing.assert_array_equal(out, expected)
     assert [set(kernel.overloads) for kernel in kernels] == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_any_layout_in_the_plain_call_compiles_nothing_new(make_problem, dtype):
+    # fastrnn.forward's plain call of one small sequence calls Numba's
+    # dispatcher of kernels.small.forward_small itself: after a call with
+    # C-ordered arrays, Fortran-ordered, strided, read-only and transposed
+    # ones give the same bits and compile no new variant. A bias left out
+    # where it was given is a new type: its variant is compiled, once.
+    from fastrnn import _numba
+
+    problem = make_problem(7, batch=1, steps=10, input_size=4, hidden_size=8, dtype=dtype)
+    expected = fastrnn.forward(**problem)
+    kernel = _numba.forward_small
+    before = set(kernel.overloads)
+
+    def read_only(a):
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+
+    variants = [
+        dict(x=np.asfortranarray(problem["x"])),
+        dict(x=np.repeat(problem["x"], 2, axis=1)[:, ::2]),  # strided
+        dict(x=read_only(problem["x"]), w_ih=read_only(problem["w_ih"])),
+        dict(w_ih=np.asfortranarray(problem["w_ih"]), w_hh=problem["w_hh"].T.copy().T,
+             b_ih=np.repeat(problem["b_ih"], 2)[::2], b_hh=read_only(problem["b_hh"])),
+    ]
+    for change in variants:
+        output, h_n = fastrnn.forward(**{**problem, **change})
+        np.testing.assert_array_equal(output, expected[0])
+        np.testing.assert_array_equal(h_n, expected[1])
+    assert set(kernel.overloads) == before
+    # Without b_hh: its variant, then the same bits as the NumPy backend's
+    # reference up to rounding, and no further variant for other layouts.
+    unbiased = {**problem, "b_hh": None}
+    reference = fastrnn.forward(**unbiased, backend="numpy")
+    for change in ({}, dict(x=np.asfortranarray(problem["x"]))):
+        output, h_n = fastrnn.forward(**{**unbiased, **change})
+        np.testing.assert_allclose(output, reference[0], rtol=1e-5, atol=1e-5)
+    assert len(set(kernel.overloads) - before) == 1

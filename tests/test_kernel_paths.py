@@ -249,14 +249,15 @@ def test_plain_textbook_call_takes_the_small_kernel(monkeypatch, assert_close, m
 
     calls = []
     original = _numba.forward_small
-    assert _backends.get_small("numba") == (original, _plan.SMALL_MAX_HIDDEN)
+    assert _backends.get_small("numba") == (original, _plan.SMALL_MAX_HIDDEN,
+                                            _numba.forward_small_call)
 
     def spy(*args):
         calls.append(args[0].shape)
         return original(*args)
 
     for name in ("auto", "numba"):  # as get_small finds it, for this test only
-        monkeypatch.setitem(_backends._small, name, (spy, _plan.SMALL_MAX_HIDDEN))
+        monkeypatch.setitem(_backends._small, name, (spy, _plan.SMALL_MAX_HIDDEN, spy))
     problem = make_problem(42, batch=1, steps=10, input_size=4, hidden_size=8,
                            dtype=np.float32)
     expected_output, expected_h_n = naive.rnn(**problem)

@@ -159,6 +159,18 @@ def sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first):
     forward_sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first)
 
 
+# fastrnn._api's plain call calls forward_small as Numba's own dispatcher
+# (a Python wrapper would cost a twentieth of the textbook call), which
+# FewVariants makes compile one variant for inputs of any layout, read-only
+# or not: it compiled one for each layout it met (with a warm cache, a first
+# textbook call with a Fortran-ordered x compiled for 3.1 s). The outputs
+# keep their exact types: the caller allocates them, C-contiguous (stores
+# to arrays of any layout made the textbook call 0.1-0.2 us slower, of 1.7
+# in the kernel). Types that no variant takes (a bias given where it was
+# None) raise TypeError there, and forward_small_call compiles their
+# variant.
+forward_small_call = FewVariants(forward_small, inputs=(0, 1, 2, 3, 4), outputs=())
+
 # Called from Python through a few variants (see .jit.FewVariants), with
 # every optional argument an array (fastrnn._numba.forward normalises them):
 # x, the weights, biases and h0 are read, out and h_n written.
