@@ -323,6 +323,16 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
 WINDOWS_MIN_FMAS = 20_000_000
 FIRST_WINDOW_FMAS = 2_000_000
 WINDOW_SECONDS = 0.02
+# - The windows of a plan that is not timed (one thread, and the batch
+#   split, whose threads never wait for each other) serve Ctrl-C only: the
+#   first is UNTIMED_FIRST_WINDOW_FMAS long (10 ms at 100 GFLOP/s, 100 ms
+#   at 10), the next ones UNTIMED_WINDOW_SECONDS. Each window of the batch
+#   split hands its shares to the pool again: from FIRST_WINDOW_FMAS, as
+#   the timed plans, float32 (64, 200, 128, 128) ran in 4 windows, 1.16x
+#   the time of the release before the windows (12a0eb6, in one process,
+#   9 rounds); in one window 1.08x.
+UNTIMED_FIRST_WINDOW_FMAS = 1 << 29
+UNTIMED_WINDOW_SECONDS = 0.05
 PROBE_SECONDS = 0.02
 PROBE_MIN_FMAS = 100_000_000
 SPLIT_MIN_GAIN = 1.15
@@ -481,10 +491,13 @@ class Windows:
 
     def __iter__(self):
         verdict = self.verdict
+        first_fmas, window_seconds = (
+            (UNTIMED_FIRST_WINDOW_FMAS, UNTIMED_WINDOW_SECONDS) if verdict is None
+            else (FIRST_WINDOW_FMAS, WINDOW_SECONDS))
         # A shape already measured starts at its rate's window size.
         first = 0
-        size = (FIRST_WINDOW_FMAS if verdict is None or verdict.rate <= 0
-                else max(FIRST_WINDOW_FMAS, verdict.rate * WINDOW_SECONDS))
+        size = (first_fmas if verdict is None or verdict.rate <= 0
+                else max(first_fmas, verdict.rate * window_seconds))
         while first < self.steps:
             now = self.clock()
             probe = verdict is not None and verdict.due(now)
@@ -511,7 +524,7 @@ class Windows:
                 self.rate[split] = rate
                 self.log.append((first, last, split, seconds))
                 first = last
-                size = min(8 * size, rate * WINDOW_SECONDS)
+                size = min(8 * size, rate * window_seconds)
                 if verdict is not None:
                     verdict.seen.add(split)
                     if not probe:

@@ -67,14 +67,15 @@ def test_one_thread_plans_are_cut_into_windows_of_about_the_target_time():
     _check_cover(ran, 10_000)
     assert all(split for _, _, split in ran)
     sizes = [last - first for first, last, _ in ran]
-    # Growing from FIRST_WINDOW_FMAS by at most 8x, then WINDOW_SECONDS each.
-    assert sizes[0] == _plan.FIRST_WINDOW_FMAS // per_step
+    # Not timed (no verdict): growing from UNTIMED_FIRST_WINDOW_FMAS by at
+    # most 8x, then UNTIMED_WINDOW_SECONDS each.
+    assert sizes[0] == _plan.UNTIMED_FIRST_WINDOW_FMAS // per_step
     assert all(b <= 8 * a for a, b in zip(sizes, sizes[1:], strict=False))
-    target = round(2e10 * _plan.WINDOW_SECONDS / per_step)
+    target = round(2e10 * _plan.UNTIMED_WINDOW_SECONDS / per_step)
     assert max(sizes) == target
     assert sizes[-2] == target
     seconds = [size * per_step / 2e10 for size in sizes]
-    assert max(seconds) <= _plan.WINDOW_SECONDS * 1.01
+    assert max(seconds) <= _plan.UNTIMED_WINDOW_SECONDS * 1.01
 
 
 @pytest.mark.parametrize(("split_rate", "expect_split"), [(3.4e10, True), (0.7e10, False)])
@@ -231,9 +232,11 @@ def tiny_windows(monkeypatch):
     monkeypatch.setattr(_numba, "WINDOWS_MIN_FMAS", 0)
     monkeypatch.setattr(_plan, "CHUNK_ELEMENTS", 1)  # chunks of one step
     monkeypatch.setattr(_plan, "FIRST_WINDOW_FMAS", 1)
+    monkeypatch.setattr(_plan, "UNTIMED_FIRST_WINDOW_FMAS", 1)
     monkeypatch.setattr(_plan, "PROBE_MIN_FMAS", 1)
     monkeypatch.setattr(_plan, "PROBE_SECONDS", 0.0)
     monkeypatch.setattr(_plan, "WINDOW_SECONDS", 0.0)
+    monkeypatch.setattr(_plan, "UNTIMED_WINDOW_SECONDS", 0.0)
     monkeypatch.setattr(_plan, "REVISE_SECONDS", -1.0)
     monkeypatch.setattr(_numba, "_verdicts", {})
     logs = []
@@ -479,6 +482,8 @@ def test_every_way_gives_the_same_bits(monkeypatch, make_problem, dtype, batch, 
             if windows:
                 for name, value in [("FIRST_WINDOW_FMAS", 1), ("PROBE_MIN_FMAS", 1),
                                     ("PROBE_SECONDS", 0.0), ("WINDOW_SECONDS", 0.0),
+                                    ("UNTIMED_FIRST_WINDOW_FMAS", 1),
+                                    ("UNTIMED_WINDOW_SECONDS", 0.0),
                                     ("REVISE_SECONDS", -1.0)]:
                     patch.setattr(_plan, name, value)
                 patch.setattr(_numba, "WINDOWS_MIN_FMAS", 0)

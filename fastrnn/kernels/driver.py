@@ -282,6 +282,8 @@ def drive_part(x, packed, sparse, cell, u0, u1, state_a, state_b, out, batch_fir
 
 
 # Called from Python (and its threads) through a few variants (see
-# .jit.FewVariants): x, h0, order and lens are read, out and h_n written.
-forward_range_call = FewVariants(forward_range, inputs=(0, 4, 8, 9), outputs=(5, 6))
-drive_call = FewVariants(drive_part, inputs=(0, 10, 11), outputs=(8,))
+# .jit.FewVariants): x, h0, order and lens are read, of any layout. The
+# outputs keep their exact types: fastrnn._numba.forward passes them
+# C-contiguous (their stores are then vector stores).
+forward_range_call = FewVariants(forward_range, inputs=(0, 4, 8, 9), outputs=())
+drive_call = FewVariants(drive_part, inputs=(0, 10, 11), outputs=())
