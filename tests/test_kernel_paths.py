@@ -276,3 +276,55 @@ def test_plain_textbook_call_takes_the_small_kernel(monkeypatch, assert_close, m
     fastrnn.forward(**make_problem(44, batch=1, steps=3, input_size=4, hidden_size=33))
     fastrnn.forward(**problem, nonlinearity="relu", leak=0.5)
     assert calls == [(1, 10, 4)] * 3
+
+
+def _layouts(array):
+    # The array C-ordered, Fortran-ordered, strided, reversed and read-only,
+    # and whether each is C-contiguous as the kernels check it.
+    read_only = array.copy()
+    read_only.flags.writeable = False
+    big = np.zeros(tuple(2 * n for n in array.shape), array.dtype)
+    strided = big[::2, ::2, ::2]
+    strided[...] = array
+    return [(array, True), (np.asfortranarray(array), False), (strided, False),
+            (np.ascontiguousarray(array[::-1])[::-1], False), (read_only, True)]
+
+
+def _gathered(x, order, batch_first):
+    from fastrnn.kernels import driver
+
+    steps = x.shape[1] if batch_first else x.shape[0]
+    batch = len(order)
+    gathered = np.full((steps * batch, x.shape[2]), np.nan, x.dtype)
+    row_start = np.zeros(steps, np.int64)
+    rows = driver.gather(x, gathered, row_start, 0, steps, batch, order, None, 0, steps, False,
+                         batch_first)
+    assert rows == steps * batch
+    np.testing.assert_array_equal(row_start, np.arange(steps) * batch)
+    return gathered
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_gather_reads_every_layout_alike(dtype, batch_first):
+    # driver.gather copies a C-ordered x through a C-typed view (vector
+    # copies) and any other through its strides: both against NumPy's own
+    # indexing, for every step of a batch taken in a given order.
+    from fastrnn.kernels import jit
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 6, 5) if batch_first else (6, 4, 5)).astype(dtype)
+    order = np.array([2, 0, 3, 1], np.int64)
+    for given, contiguous in _layouts(x):
+        assert jit.is_c_contiguous(given) == contiguous
+        step_major = given.transpose(1, 0, 2) if batch_first else given
+        expected = step_major[:, order].reshape(-1, 5)
+        np.testing.assert_array_equal(_gathered(given, order, batch_first), expected)
+    # A size-1 axis with a stride that is not C's: NumPy calls it
+    # C-contiguous, the exact check does not (its any-layout copy serves).
+    one = np.lib.stride_tricks.as_strided(x[:1], strides=(7 * x.itemsize,) + x.strides[1:])
+    assert one.flags.c_contiguous and not jit.is_c_contiguous(one)
+    batch = one.shape[0] if batch_first else one.shape[1]
+    step_major = one.transpose(1, 0, 2) if batch_first else one
+    np.testing.assert_array_equal(_gathered(one, np.arange(batch, dtype=np.int64), batch_first),
+                                  step_major.reshape(-1, 5))

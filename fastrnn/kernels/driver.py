@@ -34,7 +34,7 @@ from numba import njit
 
 from .barrier import FLAG_STRIDE, HANDOFF_SPINS, spin_until_all, store_release, wait_all
 from .cells import ROWS, update
-from .jit import JIT, KERNEL_JIT, FewVariants
+from .jit import JIT, KERNEL_JIT, FewVariants, c_view, is_c_contiguous
 from .product import aligned_zeros, matmul_rows
 from .simd import VECTOR_BYTES, prefetch_write
 from .sparse import sparse_rows
@@ -71,7 +71,23 @@ def time_index(s, i, lens, steps_total, reverse):
 def gather(x, gathered, row_start, s0, s1, active, order, lens, b_start, steps_total, reverse,
            batch_first):
     """The inputs of steps s0..s1-1 of the running samples, step-major, into
-    ``gathered``; row_start[s - s0] is step s's first row. Returns the rows."""
+    ``gathered``; row_start[s - s0] is step s's first row. Returns the rows.
+
+    ``x`` arrives as an array of any layout (one compiled variant for all,
+    see :class:`.jit.FewVariants`); a C-ordered one is copied through a
+    C-typed view, whose rows copy as vectors (with run-time strides each
+    value was a scalar load: float32 (64, 200, 128, 128) spent 9% of its
+    time here, against 5% with C-typed inputs)."""
+    if is_c_contiguous(x):
+        return gather_rows(c_view(x), gathered, row_start, s0, s1, active, order, lens, b_start,
+                           steps_total, reverse, batch_first)
+    return gather_rows(x, gathered, row_start, s0, s1, active, order, lens, b_start, steps_total,
+                       reverse, batch_first)
+
+
+@njit(**KERNEL_JIT)
+def gather_rows(x, gathered, row_start, s0, s1, active, order, lens, b_start, steps_total,
+                reverse, batch_first):
     input_size = x.shape[2]
     rows = 0
     count = active

@@ -23,6 +23,7 @@ from typing import Any
 
 from numba import njit, types
 from numba.core import caching
+from numba.extending import intrinsic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Every module that defines or inlines compiled code: this folder's.
@@ -187,3 +188,34 @@ class FewVariants:
                 # variants (a C array is an array of any layout) instead of
                 # compiling one for their exact types.
                 self.dispatcher._can_compile = False
+
+
+@intrinsic
+def c_view(typingctx, array):
+    """``array`` typed as C-contiguous (the same data, shape and strides).
+    Only for an array that :func:`is_c_contiguous` accepts: a C-typed
+    array's elements are addressed from its shape alone."""
+    if not isinstance(array, types.Array):
+        return None
+    result = array.copy(layout="C")
+
+    def codegen(context, builder, sig, args):
+        # Every layout has the same data model: the same struct, retyped.
+        if context.enable_nrt:
+            context.nrt.incref(builder, sig.return_type, args[0])
+        return args[0]
+
+    return result(array), codegen
+
+
+@njit(**dict(KERNEL_JIT, inline="always"))
+def is_c_contiguous(array):
+    """Whether ``array``'s strides are exactly those of a C-ordered array of
+    its shape (a size-1 axis with another stride says no: the caller then
+    takes its any-layout path, which is only slower)."""
+    stride = array.itemsize
+    for axis in range(array.ndim - 1, -1, -1):
+        if array.strides[axis] != stride:
+            return False
+        stride *= array.shape[axis]
+    return True
