@@ -311,15 +311,28 @@ class Layer:
 
     def run(self, x: np.ndarray, h0: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, *, batch_first: bool, lengths: np.ndarray | None = None,
-            reverse: bool = False, threads: int | None = None) -> None:
+            reverse: bool = False, threads: int | None = None, col: int = 0) -> None:
         """One direction of a layer on arguments its caller validated
         (fastrnn.RNN): the backend contract of ``fastrnn._numpy.forward``
         (``out`` None or a view whose last axis has unit stride, such as one
         direction's half of a bidirectional output), on the prepared
-        weights; ``threads`` None means the layer's own."""
+        weights; ``threads`` None means the layer's own; ``col``: the output
+        goes to columns col..col + H of ``out`` (out the whole bidirectional
+        output, C-contiguous, and col 0 or H: the Numba kernels write the
+        direction's half in place. Given the half itself, a view that is not
+        C-contiguous, they compute into a buffer that is then copied in:
+        float64 (64, 200, 128, 128) bidirectional took 10% longer than the
+        release before, 12a0eb6)."""
+        threads = self.threads if threads is None else threads
+        if self._prepared is not None:  # the Numba backend
+            self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, out, h_n,
+                          self._relu, batch_first, lengths, self._leak, reverse, threads,
+                          prepared=self._prepared, col=col)
+            return
+        if out is not None and out.shape[-1] != self.hidden_size:
+            out = out[..., col:col + self.hidden_size]
         self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, out, h_n, self._relu,
-                      batch_first, lengths, self._leak, reverse,
-                      self.threads if threads is None else threads, prepared=self._prepared)
+                      batch_first, lengths, self._leak, reverse, threads, prepared=None)
 
     def step(self, x_t: ArrayLike, h: ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """One time step: the state after input ``x_t`` from state ``h``.

@@ -190,24 +190,29 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             b_hh: np.ndarray | None, h0: np.ndarray | None, out: np.ndarray | None,
             h_n: np.ndarray, relu: bool, batch_first: bool, lengths: np.ndarray | None,
             leak: np.ndarray | None, reverse: bool, threads: int | None,
-            prepared: Prepared | None = None, plan: Plan | None = None) -> None:
+            prepared: Prepared | None = None, plan: Plan | None = None, col: int = 0) -> None:
     """Same contract as :func:`fastrnn._numpy.forward`; ``prepared``: a
     Layer's packed weights (else they are packed for this call); ``plan``:
-    how to run it (else :func:`fastrnn._plan.plan` decides)."""
+    how to run it (else :func:`fastrnn._plan.plan` decides); ``col``: the
+    output goes to columns col..col + H of ``out`` (one direction's half of
+    a bidirectional output, written in place by the kernels: see
+    fastrnn.Layer.run)."""
     # The path is chosen here, not inside compiled code, so that a first
     # call compiles only what it needs (compilation takes seconds). This
     # wrapper is part of every call's latency: keep it short.
+    batch, hidden = h_n.shape
     if out is not None and not out.flags.c_contiguous:
         # The kernels write C-contiguous outputs (one compiled variant, with
         # vector stores: stores to an output of any layout made float32 (1,
         # 100 000, 8, 64) 5% slower): a strided out is filled from one.
-        strided = out
-        out = np.empty(out.shape, out.dtype)
+        strided = out if col == 0 else out[..., col:col + hidden]
+        out = np.empty(strided.shape, out.dtype)
         forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths, leak,
                 reverse, threads, prepared, plan)
         strided[...] = out
         return
-    batch, hidden = h_n.shape
+    # The caller's output, for the paths that take it as it is.
+    given = out if out is None or out.shape[-1] == hidden else out[..., col:col + hidden]
     # w_hh: an ndarray, or a canonical CSR matrix (see _validate.as_sparse_csr).
     dense = w_hh if type(w_hh) is np.ndarray else None
     plain = lengths is None and leak is None and not reverse
@@ -232,7 +237,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         # BLAS's products beat the compiled ones here (_plan.NUMPY_MIN_STATE_BYTES).
         from . import _numpy
 
-        _numpy.forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths,
+        _numpy.forward(x, w_ih, w_hh, b_ih, b_hh, h0, given, h_n, relu, batch_first, lengths,
                        leak, reverse, threads)
         return
     # What the kernels receive is normalised to arrays, so that each
@@ -253,7 +258,10 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     if leak is None:
         leak = empty[1]
     if path == SMALL:
-        sequences_call(x, w_ih, dense, b_ih, b_hh, h0, out, h_n, relu, batch_first)
+        # (This kernel takes an output of any layout: a few scalar stores a
+        # step.)
+        sequences_call(x, w_ih, dense, b_ih, b_hh, h0, out if given is None else given, h_n,
+                       relu, batch_first)
         return
     steps_total = x.shape[1] if batch_first else x.shape[0]
     longest = steps_total if lens is None else int(lens[0]) if batch else 0
@@ -278,7 +286,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     def run_one(h: np.ndarray, first: int, last: int) -> None:
         # Steps first..last-1 of every sample on this thread.
         weights, sell = pack()
-        forward_range_call(x, weights, sell, cell, h, out, h_n, batch_first, order, lens,
+        forward_range_call(x, weights, sell, cell, h, out, col, h_n, batch_first, order, lens,
                            reverse, 0, batch, first, last, chunk)
 
     split = None
@@ -307,11 +315,11 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
 
         def run_split(h: np.ndarray, first: int, last: int) -> None:
             assert split is not None  # (path is BLOCKED otherwise)
-            split.run(x, h, out, h_n, cell, batch_first, reverse, first, last, chunk)
+            split.run(x, h, out, col, h_n, cell, batch_first, reverse, first, last, chunk)
     elif path == BATCH_SPLIT:
         weights, sell = pack()
-        run_split = _batch_split(x, weights, sell, cell, out, h_n, batch_first, order, lens,
-                                 reverse, plan.parts, chunk)
+        run_split = _batch_split(x, weights, sell, cell, out, col, h_n, batch_first, order,
+                                 lens, reverse, plan.parts, chunk)
     if path == BLOCKED:
         run_split = run_one
     if not windowed:
@@ -398,11 +406,12 @@ def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, h
     # is skipped.
     sequences = _EMPTY[like.dtype.char][3]
     h = np.empty((0, 0), like.dtype)
-    kernel = forward_range_call.compile_for((sequences, packed, sparse, cell, h, sequences, h,
-                                             True, None, None, False, 0, batch, 0, steps, chunk))
+    kernel = forward_range_call.compile_for((sequences, packed, sparse, cell, h, sequences, 0,
+                                             h, True, None, None, False, 0, batch, 0, steps,
+                                             chunk))
 
     def run(x: np.ndarray, h0: np.ndarray, output: np.ndarray, h_n: np.ndarray) -> None:
-        kernel(x, packed, sparse, cell, h0, output, h_n, True, None, None, False, 0, batch, 0,
+        kernel(x, packed, sparse, cell, h0, output, 0, h_n, True, None, None, False, 0, batch, 0,
                steps, chunk)
 
     return run
@@ -433,7 +442,7 @@ def _verdict(key: tuple) -> Verdict:
 
 
 def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
-                 out: np.ndarray | None, h_n: np.ndarray, batch_first: bool,
+                 out: np.ndarray | None, col: int, h_n: np.ndarray, batch_first: bool,
                  order: np.ndarray | None, lens: np.ndarray | None, reverse: bool, parts: int,
                  chunk: int):
     """The batch split's window runner: samples are independent, so each
@@ -461,10 +470,10 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
             # waits for the shares already given to the pool.)
             for job_order, job_lens, start, count in jobs[1:]:
                 futures.append(pool.submit(forward_range_call, x, packed, sparse, cell, h, out,
-                                           h_n, batch_first, job_order, job_lens, reverse,
+                                           col, h_n, batch_first, job_order, job_lens, reverse,
                                            start, count, first, last, chunk))
             job_order, job_lens, start, count = jobs[0]
-            forward_range_call(x, packed, sparse, cell, h, out, h_n, batch_first, job_order,
+            forward_range_call(x, packed, sparse, cell, h, out, col, h_n, batch_first, job_order,
                                job_lens, reverse, start, count, first, last, chunk)
         finally:
             # Every thread's share is done before the call returns, or

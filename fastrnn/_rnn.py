@@ -475,16 +475,17 @@ class RNN:
             last = layer == self._num_layers - 1
             buffer = final if last and final is not None else np.empty(output_shape, dtype)
             for direction in range(directions):
+                col = 0
                 if directions == 1 or (scratch is not None and direction == 0):
                     target = buffer
                 elif scratch is not None:  # merge="sum": the reverse direction, added below
                     target = scratch
                 else:  # this direction's half of the concatenated features
-                    target = buffer[..., hidden:] if direction else buffer[..., :hidden]
+                    target, col = buffer, hidden * direction
                 k = layer * directions + direction
                 layers[k].run(layer_input, None if h0_arr is None else h0_arr[k], target,
                               h_n[k], batch_first=batch_first, lengths=lengths_arr,
-                              reverse=bool(direction), threads=threads)
+                              reverse=bool(direction), threads=threads, col=col)
             if scratch is not None:
                 np.add(buffer, scratch, out=buffer)
             layer_input = buffer

@@ -130,10 +130,10 @@ class Split:
         self.counters = np.zeros(2 * parts * FLAG_STRIDE, dtype=np.int64)
 
     def _run(self, part: int, window: tuple) -> None:
-        x, out, cell, batch_first, reverse, first, last, chunk, number = window
+        x, out, col, cell, batch_first, reverse, first, last, chunk, number = window
         try:
             drive_call(x, self.packed[part], self.sparse[part], cell, self.cuts[part],
-                       self.cuts[part + 1], self.state_a, self.state_b, out, batch_first,
+                       self.cuts[part + 1], self.state_a, self.state_b, out, col, batch_first,
                        self.order, self.lens, 0, reverse, part, self.parts, self.flags, first,
                        last, chunk, self.counters, number)
         except BaseException as exc:  # the other parts must not wait for this one
@@ -184,12 +184,12 @@ class Split:
         self.workers = []
         return workers
 
-    def run(self, x: np.ndarray, h: np.ndarray, out: np.ndarray,
+    def run(self, x: np.ndarray, h: np.ndarray, out: np.ndarray, col: int,
             h_n: np.ndarray, cell: Any, batch_first: bool, reverse: bool, first: int,
             last: int, chunk: int) -> None:
         """Steps first..last-1 from the states h after step first - 1; the
-        states after them into h_n (h may be h_n), and into out (an empty
-        array: no output). cell: a fastrnn.kernels.cells cell; chunk:
+        states after them into h_n (h may be h_n), and into out from its
+        column ``col`` on (an empty array: no output). cell: a fastrnn.kernels.cells cell; chunk:
         _plan.chunk_steps."""
         parts, order, lens = self.parts, self.order, self.lens
         hidden = h_n.shape[1]
@@ -210,7 +210,7 @@ class Split:
             self._start()
         self.posted += 1
         number = self.posted
-        window = (x, out, cell, batch_first, reverse, first, last, chunk, number)
+        window = (x, out, col, cell, batch_first, reverse, first, last, chunk, number)
         counters = self.counters
         # From the first window posted to the last part's end, a Ctrl-C (a
         # KeyboardInterrupt raised at any point of this thread's Python) must
@@ -269,4 +269,4 @@ class Split:
             raise interrupted
         if self.failures:
             raise self.failures[0]
-        finish(out, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last)
+        finish(out, col, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last)

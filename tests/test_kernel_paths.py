@@ -328,3 +328,40 @@ def test_gather_reads_every_layout_alike(dtype, batch_first):
     step_major = one.transpose(1, 0, 2) if batch_first else one
     np.testing.assert_array_equal(_gathered(one, np.arange(batch, dtype=np.int64), batch_first),
                                   step_major.reshape(-1, 5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("lengths", [None, [5, 0, 3, 7]])
+@pytest.mark.parametrize("path", [(_plan.BLOCKED, 1), (_plan.BATCH_SPLIT, 2),
+                                  (_plan.UNITS_SPLIT, 2)])
+def test_half_of_a_wider_output_written_in_place(monkeypatch, assert_close, make_problem, dtype,
+                                                 batch_first, lengths, path):
+    # Each half of a (.., 2H) output (a bidirectional layer's: fastrnn.RNN
+    # hands the whole output and the half's first column to Layer.run, and
+    # the kernels write it in place; given the half as a strided view, they
+    # fill it from a C-contiguous buffer), on every path: that half holds
+    # the naive reference (zeros past each length), the other half is
+    # untouched.
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(*path))
+    hidden = 130
+    problem = make_problem(33, batch=4, steps=7, input_size=5, hidden_size=hidden, dtype=dtype,
+                           batch_first=batch_first, h0=True)
+    expected_output, expected_h_n = naive.rnn(**problem, lengths=lengths)
+    lead = (4, 7) if batch_first else (7, 4)
+    layer = fastrnn.prepare(problem["w_ih"], problem["w_hh"], problem["b_ih"], problem["b_hh"],
+                            threads=path[1])
+    lens = None if lengths is None else np.array(lengths, np.int64)
+    for col in (0, hidden):
+        for in_place in (True, False):
+            wide = np.full(lead + (2 * hidden,), np.nan, dtype)
+            h_n = np.full((4, hidden), np.nan, dtype)
+            if in_place:
+                layer.run(problem["x"], problem["h0"], wide, h_n, batch_first=batch_first,
+                          lengths=lens, col=col)
+            else:
+                layer.run(problem["x"], problem["h0"], wide[..., col:col + hidden], h_n,
+                          batch_first=batch_first, lengths=lens)
+            assert_close(wide[..., col:col + hidden], expected_output)
+            assert_close(h_n, expected_h_n)
+            assert np.isnan(wide[..., hidden - col:2 * hidden - col]).all()

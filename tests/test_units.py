@@ -243,7 +243,7 @@ def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_probl
     original = _units.drive_call
 
     def failing(*args):
-        if args[14] == 2:  # part 2 of 3 (the argument `part`) fails before its first step
+        if args[15] == 2:  # part 2 of 3 (the argument `part`) fails before its first step
             raise RuntimeError("part 2 failed")
         return original(*args)
 
@@ -321,8 +321,8 @@ def test_split_wake_ups_do_not_pile_up(make_problem):
     chunk = _plan.chunk_steps(1, 70)
     try:
         for _ in range(500):
-            split.run(problem["x"], problem["h0"], np.empty((0, 0, 0), np.float32), h_n, cell,
-                      True, False, 0, 20, chunk)  # (no output)
+            split.run(problem["x"], problem["h0"], np.empty((0, 0, 0), np.float32), 0, h_n,
+                      cell, True, False, 0, 20, chunk)  # (no output)
             assert split.done.qsize() <= 1  # (a finish whose put came after the drop)
     finally:
         split.close()

@@ -100,7 +100,7 @@ def serve(ctrl, part, parts, xs, hs, packed, hidden, u0, u1, acc, rec, nxt, cell
             else:
                 steps = load_acquire(ctrl, STEPS)
                 drive(xc[:batch, :steps], packed, None, cell, u0, u1, state_a[:batch],
-                      state_b[:batch], oc[:batch, :steps], True, None, None, 0, False, part,
+                      state_b[:batch], oc[:batch, :steps], 0, True, None, None, 0, False, part,
                       parts, flags, 0, steps, load_acquire(ctrl, CHUNK))
             done += 1
             store_release(ctrl, slot, done)
@@ -211,6 +211,6 @@ def lead_chunk(ctrl, parts, posted, xc, oc, state_a, state_b, flags, packed, u1,
     batch = load_acquire(ctrl, BATCH)
     steps = load_acquire(ctrl, STEPS)
     drive(xc[:batch, :steps], packed, None, cell, 0, u1, state_a[:batch], state_b[:batch],
-          oc[:batch, :steps], True, None, None, 0, False, 0, parts, flags, 0, steps,
+          oc[:batch, :steps], 0, True, None, None, 0, False, 0, parts, flags, 0, steps,
           load_acquire(ctrl, CHUNK))
     return wait(ctrl, parts, posted, spins)
