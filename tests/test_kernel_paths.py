@@ -196,7 +196,8 @@ def test_thread_setting(setting, expected):
 @pytest.mark.parametrize("batch_first", [True, False])
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
 @pytest.mark.parametrize(("batch", "input_size", "hidden"),
-                         [(1, 4, 8), (1, 0, 5), (1, 1, 1), (1, 7, 17), (1, 3, 32), (3, 5, 40)])
+                         [(1, 4, 8), (1, 0, 5), (1, 1, 1), (1, 7, 17), (1, 3, 32), (3, 5, 40),
+                          (1, 6, 70)])
 def test_small_kernel_matches_naive(assert_close, make_problem, dtype, batch_first,
                                     nonlinearity, batch, input_size, hidden):
     # _forward_small, called directly: one sample at a time, the joint
@@ -302,6 +303,32 @@ def _gathered(x, order, batch_first):
     assert rows == steps * batch
     np.testing.assert_array_equal(row_start, np.arange(steps) * batch)
     return gathered
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_small_kernel_reads_every_layout_alike(assert_close, make_problem, dtype, batch_first):
+    # The small kernel copies each step's input of a C-ordered x through a
+    # C-typed view and any other through its strides: the same bits either
+    # way, and the naive reference's values. (H = 40: blocks of four
+    # vectors of units and single ones on every target.)
+    from fastrnn.kernels import small
+
+    problem = make_problem(45, batch=3, steps=7, input_size=5, hidden_size=40, dtype=dtype,
+                           batch_first=batch_first, h0=True)
+    expected_output, expected_h_n = naive.rnn(**problem, nonlinearity="tanh")
+    results = []
+    for given, _ in _layouts(np.ascontiguousarray(problem["x"])):
+        out = np.full(given.shape[:2] + (40,), np.nan, dtype=dtype)
+        h_n = np.full((3, 40), np.nan, dtype=dtype)
+        small.forward_sequences(given, problem["w_ih"], problem["w_hh"], problem["b_ih"],
+                                problem["b_hh"], problem["h0"], out, h_n, False, batch_first)
+        assert_close(out, expected_output)
+        assert_close(h_n, expected_h_n)
+        results.append((out, h_n))
+    for out, h_n in results[1:]:
+        np.testing.assert_array_equal(out, results[0][0])
+        np.testing.assert_array_equal(h_n, results[0][1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
