@@ -201,18 +201,20 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     # call compiles only what it needs (compilation takes seconds). This
     # wrapper is part of every call's latency: keep it short.
     batch, hidden = h_n.shape
+    # The caller's output, for the paths that take it as it is: its columns
+    # col..col + H.
+    given = out if out is None or out.shape[-1] == hidden else out[..., col:col + hidden]
     if out is not None and not out.flags.c_contiguous:
+        assert given is not None  # (for mypy)
         # The kernels write C-contiguous outputs (one compiled variant, with
         # vector stores: stores to an output of any layout made float32 (1,
-        # 100 000, 8, 64) 5% slower): a strided out is filled from one.
-        strided = out if col == 0 else out[..., col:col + hidden]
-        out = np.empty(strided.shape, out.dtype)
+        # 100 000, 8, 64) 5% slower): a strided out is filled from one, as
+        # wide as this call's columns.
+        out = np.empty(given.shape, given.dtype)
         forward(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, lengths, leak,
                 reverse, threads, prepared, plan)
-        strided[...] = out
+        given[...] = out
         return
-    # The caller's output, for the paths that take it as it is.
-    given = out if out is None or out.shape[-1] == hidden else out[..., col:col + hidden]
     # w_hh: an ndarray, or a canonical CSR matrix (see _validate.as_sparse_csr).
     dense = w_hh if type(w_hh) is np.ndarray else None
     plain = lengths is None and leak is None and not reverse

@@ -11,6 +11,8 @@ of 4 vectors) and the packing of the weights into panels.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -366,8 +368,9 @@ def test_half_of_a_wider_output_written_in_place(monkeypatch, assert_close, make
                                                  batch_first, lengths, path):
     # Each half of a (.., 2H) output (a bidirectional layer's: fastrnn.RNN
     # hands the whole output and the half's first column to Layer.run, and
-    # the kernels write it in place; given the half as a strided view, they
-    # fill it from a C-contiguous buffer), on every path: that half holds
+    # the kernels write it in place; given the half as a strided view, or a
+    # whole output that is not C-contiguous, they fill the half from a
+    # C-contiguous buffer), on every path: that half holds
     # the naive reference (zeros past each length), the other half is
     # untouched.
     monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(*path))
@@ -379,16 +382,23 @@ def test_half_of_a_wider_output_written_in_place(monkeypatch, assert_close, make
     layer = fastrnn.prepare(problem["w_ih"], problem["w_hh"], problem["b_ih"], problem["b_hh"],
                             threads=path[1])
     lens = None if lengths is None else np.array(lengths, np.int64)
+    # The other half holds a value of its own each time (NaN would not
+    # tell it from a reused buffer that held an earlier output's NaNs).
+    mark = itertools.count(1000)
     for col in (0, hidden):
-        for in_place in (True, False):
+        for given in ("whole", "half", "whole, Fortran-ordered"):
             wide = np.full(lead + (2 * hidden,), np.nan, dtype)
+            if given == "whole, Fortran-ordered":  # (a caller's out= of fastrnn.RNN)
+                wide = np.asfortranarray(wide)
+            other = wide[..., hidden - col:2 * hidden - col]
+            other[...] = untouched = next(mark)
             h_n = np.full((4, hidden), np.nan, dtype)
-            if in_place:
-                layer.run(problem["x"], problem["h0"], wide, h_n, batch_first=batch_first,
-                          lengths=lens, col=col)
-            else:
+            if given == "half":
                 layer.run(problem["x"], problem["h0"], wide[..., col:col + hidden], h_n,
                           batch_first=batch_first, lengths=lens)
+            else:
+                layer.run(problem["x"], problem["h0"], wide, h_n, batch_first=batch_first,
+                          lengths=lens, col=col)
             assert_close(wide[..., col:col + hidden], expected_output)
             assert_close(h_n, expected_h_n)
-            assert np.isnan(wide[..., hidden - col:2 * hidden - col]).all()
+            assert (other == untouched).all()
