@@ -52,14 +52,14 @@ negligible cost.
 
 from __future__ import annotations
 
-import os
-import queue
+import functools
 import threading
 from typing import Any
 
 import numpy as np
 
-from .kernels.barrier import FLAG_STRIDE, HANDOFF_SPINS, spin_until, spin_until_all
+from ._team import Team
+from .kernels.barrier import FLAG_STRIDE
 from .kernels.cells import pack_layer_call
 from .kernels.driver import drive_call, finish
 from .kernels.product import ALIGN_BYTES, aligned_zeros
@@ -117,72 +117,31 @@ class Split:
         self.flags = np.zeros((parts + 1) * FLAG_STRIDE, dtype=np.int64)
         # The other parts' threads, started by the first window and kept for
         # the call's windows (starting a thread took ~0.16 ms, handing it a
-        # window 0.02): each takes windows from its queue, None to stop.
-        self.workers: list[threading.Thread] = []
-        self.pid = os.getpid()  # the process whose threads `workers` are
-        self.jobs: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(parts)]
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
-        self.failures: list[BaseException] = []
-        # The hand-off's counts (see run), a cache line each: windows posted
-        # (slot 0), windows part p has finished (slot p) and entered (slot
-        # parts + p).
-        self.posted = 0
-        self.counters = np.zeros(2 * parts * FLAG_STRIDE, dtype=np.int64)
+        # window 0.02; see fastrnn._team).
+        self.team = Team(parts - 1, "fastrnn-units")
 
-    def _run(self, part: int, window: tuple) -> None:
-        x, out, col, cell, batch_first, reverse, first, last, chunk, number = window
+    def _run(self, window: tuple, part: int, number: int) -> None:
+        x, out, col, cell, batch_first, reverse, first, last, chunk = window
         try:
             drive_call(x, self.packed[part], self.sparse[part], cell, self.cuts[part],
                        self.cuts[part + 1], self.state_a, self.state_b, out, col, batch_first,
                        self.order, self.lens, 0, reverse, part, self.parts, self.flags, first,
-                       last, chunk, self.counters, number)
-        except BaseException as exc:  # the other parts must not wait for this one
-            self.failures.append(exc)
-            self.flags[self.parts * FLAG_STRIDE] = 1
+                       last, chunk, self.team.counters, number)
+        except BaseException:  # the other parts must not wait for this one
+            self._abort()
             raise
 
-    def _serve(self, part: int) -> None:
-        counters, slot, served = self.counters, part * FLAG_STRIDE, 0
-        while True:
-            # The next window is put in the queue before its count is
-            # posted: spinning sees the count, and get() then returns at once.
-            spin_until(counters, 0, served + 1, HANDOFF_SPINS)
-            window = self.jobs[part].get()
-            if window is None:
-                return
-            served = window[-1]  # (its number: a Ctrl-C may have skipped a count)
-            try:
-                self._run(part, window)
-            except BaseException:  # recorded in failures, raised by run()
-                pass
-            finally:
-                counters[slot] = served
-                self.done.put(part)
-
-    def _start(self) -> None:
-        # New threads have served no window: the counts start again.
-        self.posted = 0
-        self.counters[:] = 0
-        for part in range(1, self.parts):
-            worker = threading.Thread(target=self._serve, args=(part,),
-                                      name="fastrnn-units", daemon=True)
-            worker.start()
-            self.workers.append(worker)
+    def _abort(self) -> None:
+        self.flags[self.parts * FLAG_STRIDE] = 1
 
     def close(self) -> None:
         """Stop the threads and wait for them (at the end of the call)."""
-        workers = self.stop()
-        for worker in workers:
-            worker.join()
+        self.team.close()
 
     def stop(self) -> list[threading.Thread]:
         """Ask the threads to stop, without waiting (a prepared layer's
         split, when the layer is freed); returns them."""
-        workers = self.workers if self.pid == os.getpid() else []  # (a forked child: none)
-        for part in range(1, len(workers) + 1):
-            self.jobs[part].put(None)
-        self.workers = []
-        return workers
+        return self.team.stop()
 
     def run(self, x: np.ndarray, h: np.ndarray, out: np.ndarray, col: int,
             h_n: np.ndarray, cell: Any, batch_first: bool, reverse: bool, first: int,
@@ -202,71 +161,22 @@ class Split:
         flags = self.flags
         flags[:] = 0
         flags[:parts * FLAG_STRIDE:FLAG_STRIDE] = first
-        self.failures.clear()
-        if self.pid != os.getpid():
-            # Forked since the threads started: they do not exist here.
-            self.workers, self.pid = [], os.getpid()
-        if not self.workers:
-            self._start()
-        self.posted += 1
-        number = self.posted
-        window = (x, out, col, cell, batch_first, reverse, first, last, chunk, number)
-        counters = self.counters
-        # From the first window posted to the last part's end, a Ctrl-C (a
-        # KeyboardInterrupt raised at any point of this thread's Python) must
-        # neither leave a thread waiting at a step's barrier for a part that
-        # will not come (it hung the next join forever) nor return while a
-        # thread still writes the state: every exception sets the abort flag
-        # (the others then return at their next barrier), and every part
-        # given the window is waited for. (pending is counted before each
-        # put: CPython handles a signal after a call returns, not before.)
-        pending = 0
-        interrupted: BaseException | None = None
-        try:
-            for part in range(1, parts):
-                pending += 1
-                self.jobs[part].put(window)
-            # The hand-off: a thread spins a bounded while (HANDOFF_SPINS) on
-            # a count before it blocks on a queue, and each thread takes the
-            # GIL while the others wait in compiled code: a thread woken from
-            # a queue, or waiting for the GIL another thread held, took tens
-            # of microseconds. The window is posted; this thread waits,
-            # without the GIL, until the others have taken it and entered
-            # their steps; its own steps then wait for theirs to be back (see
-            # drive_part). A kept split, one sample, float32, us a call (one
-            # thread: 8-12 at H = 256, one step; 61-66 at H = 1024, one
-            # step; 510-550 at H = 1024, 10 steps), blocking queues /
-            # spinning on counts / and each taking the GIL while the others
-            # wait: H = 256, one step, 236 / 45 / 37; H = 1024, one step,
-            # 337 / 90 / 51; 10 steps, 774 / 369 / 332 (medians of 4
-            # processes for the last two).
-            counters[0] = number
-            spin_until_all(counters, (parts + 1) * FLAG_STRIDE, parts - 1, number,
-                           HANDOFF_SPINS)
-            self._run(0, window)
-        except BaseException as exc:
-            flags[parts * FLAG_STRIDE] = 1
-            interrupted = exc
-        # Every part has finished the window before this returns or raises:
-        # nothing writes the state or the output after it. A part's count
-        # says so (stored before it puts to `done`, which only wakes this
-        # thread: a Ctrl-C right after a get() must not lose a finish).
-        while True:
-            try:
-                for part in range(1, pending + 1):
-                    while counters[part * FLAG_STRIDE] < number:
-                        self.done.get()
-                break
-            except BaseException as exc:  # Ctrl-C meanwhile: stop them all
-                flags[parts * FLAG_STRIDE] = 1
-                interrupted = interrupted or exc
-        # What was not taken (a part seen finished by its count before its
-        # put) would only wake a later wait early: dropped, so that the
-        # queue does not grow over a long stream of windows.
-        for _ in range(self.done.qsize()):
-            self.done.get_nowait()
-        if interrupted is not None:
-            raise interrupted
-        if self.failures:
-            raise self.failures[0]
+        # The hand-off (fastrnn._team): a thread spins a bounded while
+        # (HANDOFF_SPINS) on a count before it blocks on a queue, and each
+        # thread takes the GIL while the others wait in compiled code: a
+        # thread woken from a queue, or waiting for the GIL another thread
+        # held, took tens of microseconds. The caller's thread waits, without
+        # the GIL, until the others have taken the window and entered their
+        # steps; its own steps then wait for theirs to be back (see
+        # drive_part). A kept split, one sample, float32, us a call (one
+        # thread: 8-12 at H = 256, one step; 61-66 at H = 1024, one step;
+        # 510-550 at H = 1024, 10 steps), blocking queues / spinning on
+        # counts / and each taking the GIL while the others wait: H = 256,
+        # one step, 236 / 45 / 37; H = 1024, one step, 337 / 90 / 51; 10
+        # steps, 774 / 369 / 332 (medians of 4 processes for the last two).
+        # A Ctrl-C (or a failure) sets the abort flag: no thread is left
+        # waiting at a step's barrier for a part that will not come.
+        window = (x, out, col, cell, batch_first, reverse, first, last, chunk)
+        self.team.run(functools.partial(self._run, window), parts, entered=True,
+                      abort=self._abort)
         finish(out, col, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last)

@@ -1,9 +1,10 @@
 """A process forked after fastrnn has run threads computes as its parent.
 
 ``multiprocessing`` forks by default on Linux, and a forked child has only
-the thread that forked. The batch split keeps a pool of worker threads
-(``_numba._thread_pool``): a child that reused the parent's pool queued its
-work for workers that do not exist there and waited forever. The units split
+the thread that forked. The batch split keeps a team of helper threads
+(``_numba._batch_team``, and a pool for calls the team cannot take): a
+child that reused the parent's pool queued its work for workers that do
+not exist there and waited forever. The units split
 starts its threads per call, so it must work in a child as it is; a prepared
 layer keeps its units split's threads between calls, and a child starts its
 own.
@@ -65,9 +66,10 @@ _SCRIPT = textwrap.dedent("""
             output, h_n = layer(x, h0)
         else:
             output, h_n = fastrnn.forward(x, w_ih, w_hh, h0=h0, backend="numba")
-        # Which path ran: the pool exists after a batch split, the units
-        # split was counted.
-        return output, h_n, _numba._pool is not None, len(units_calls)
+        # Which path ran: the team has helpers after a batch split, the
+        # units split was counted.
+        team = _numba._team
+        return output, h_n, team is not None and len(team.workers) == 1, len(units_calls)
 
     parent = run()
     took_path = parent[2] if path == "batch" else parent[3] == 1

@@ -11,8 +11,13 @@
   compiling, the backend and the thread pool being created) gets the same
   numbers as a serial call, and starts one pool.
 * Callers that bring their own threads do not oversubscribe the cores:
-  threads=1 (or FASTRNN_NUM_THREADS=1) never starts fastrnn's pool; the
-  default shares one pool of (cores - 1) threads between all callers.
+  threads=1 (or FASTRNN_NUM_THREADS=1) never starts fastrnn's threads; the
+  default shares one team of (cores - 1) helpers between all callers, and
+  one pool of at most (cores - 1) threads for calls made while another
+  holds the team.
+* The batch split's team: a stream's chunks go to its helper with one
+  thread's bits, to the pool while the team is held; a failing share raises
+  and leaves it usable.
 """
 
 from __future__ import annotations
@@ -197,8 +202,13 @@ def _run_child(script: str, env_extra: dict[str, str], tmp_path: Path,
                 b_ih=rng.standard_normal(hidden).astype(dtype),
             )
 
-        def pool_threads():
-            return sorted(t.name for t in threading.enumerate() if t.name.startswith("fastrnn"))
+        def pool_threads(kind="pool"):
+            # fastrnn's threads of the batch split: the process's team's
+            # helpers ("team") or its pool's workers, for calls the team
+            # cannot take ("pool").
+            names = [t.name for t in threading.enumerate() if t.name.startswith("fastrnn")]
+            team = [name for name in names if name == "fastrnn-batch"]
+            return team if kind == "team" else sorted(set(names) - set(team))
     """)
     flags = ["-W", "error"] if warnings_are_errors else []
     result = subprocess.run([sys.executable, *flags, "-c", prelude + textwrap.dedent(script)],
@@ -237,7 +247,8 @@ def test_first_calls_race(tmp_path):
         for i in (0, 4):
             expected, _ = naive.rnn(**cases[i])
             np.testing.assert_allclose(results[i][0], expected, rtol=1e-12, atol=1e-12)
-        assert len(pool_threads()) <= max(1, kernel._THREADS - 1), pool_threads()
+        for kind in ("team", "pool"):
+            assert len(pool_threads(kind)) <= max(1, kernel._THREADS - 1), pool_threads(kind)
         print("ok", kernel._THREADS, len(pool_threads()))
     """, {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}, tmp_path)
     assert out.startswith("ok")
@@ -250,8 +261,9 @@ def test_first_calls_race(tmp_path):
 )
 def test_callers_threads_do_not_oversubscribe(tmp_path, threads, env, pool_expected):
     # Problems large enough for the threaded split. With one thread per call
-    # asked for, no pool thread is ever started; by default every caller
-    # shares one pool of at most (cores - 1) threads.
+    # asked for, no thread is ever started; by default every caller shares
+    # one team of (cores - 1) helpers, and the calls it cannot take (it is
+    # another's) one pool of at most (cores - 1) threads.
     out = _run_child(f"""
         import fastrnn
         import fastrnn._numba as kernel
@@ -268,13 +280,13 @@ def test_callers_threads_do_not_oversubscribe(tmp_path, threads, env, pool_expec
             t.start()
         for t in callers:
             t.join()
-        print(kernel._THREADS, len(pool_threads()))
+        print(kernel._THREADS, len(pool_threads("team")), len(pool_threads()))
     """, env, tmp_path)
-    limit, pool = map(int, out.split())
+    limit, team, pool = map(int, out.split())
     if pool_expected and limit > 1:
-        assert 1 <= pool <= limit - 1
+        assert team == limit - 1 and pool <= limit - 1
     else:
-        assert pool == 0
+        assert team == pool == 0
 
 
 def test_threads_1_keeps_a_large_call_on_the_calling_thread(tmp_path):
@@ -313,3 +325,87 @@ def test_threads_1_keeps_a_large_call_on_the_calling_thread(tmp_path):
     mine, others = map(int, out.split())
     assert mine >= 5, f"the calls took only {mine} ticks: make them longer"
     assert others <= max(2, mine // 10), f"caller {mine} ticks, other threads {others}"
+
+
+# --- the batch split's team ---------------------------------------------------
+
+
+@pytest.fixture
+def batch_split_forced(monkeypatch):
+    # Every Numba call takes the batch split on 2 threads, whatever its size.
+    from fastrnn import _numba, _plan
+
+    pytest.importorskip("numba")
+    monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(_plan.BATCH_SPLIT, 2))
+    if _numba._THREADS < 2:
+        pytest.skip("one thread by default: the team has one helper only from 2 on")
+    return _numba
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_stream_on_the_team_gives_one_threads_bits(batch_split_forced, make_problem, dtype):
+    # A stream of chunks through a Layer: each chunk's shares go to the
+    # process's team (its helper's count moves on), and the stream's states
+    # and outputs are one thread's, bit for bit. Then, the team held by
+    # another call, the same chunks go to the pool, with the same bits.
+    _numba = batch_split_forced
+    problem = make_problem(5, batch=7, steps=60, input_size=5, hidden_size=40, dtype=dtype,
+                           h0=True)
+    weights = {k: problem[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    layer = fastrnn.prepare(**weights, backend="numba")
+    expected = fastrnn.forward(problem["x"], **weights, h0=problem["h0"], threads=1)
+
+    def stream():
+        h, outputs = problem["h0"], []
+        for start in range(0, 60, 20):
+            output, h = layer(problem["x"][:, start:start + 20], h)
+            outputs.append(output)
+        return np.concatenate(outputs, axis=1), h
+
+    team = _numba._batch_team(2)
+    assert team is not None
+    team.lock.release()
+    before = int(team.counters[0])
+    output, h_n = stream()
+    assert np.array_equal(output, expected[0]) and np.array_equal(h_n, expected[1])
+    posted = int(team.counters[0])
+    assert posted == before + 3  # one hand-off a chunk
+    assert team.counters[_team_slot(1)] == posted  # the helper finished each
+    with team.lock:  # another call's
+        output, h_n = stream()
+    assert int(team.counters[0]) == posted and _numba._pool is not None
+    assert np.array_equal(output, expected[0]) and np.array_equal(h_n, expected[1])
+
+
+def _team_slot(part):
+    from fastrnn.kernels.barrier import FLAG_STRIDE
+
+    return part * FLAG_STRIDE
+
+
+def test_a_failing_share_raises_and_the_team_goes_on(batch_split_forced, monkeypatch,
+                                                     make_problem):
+    # A helper's share that raises: the caller gets its exception once its
+    # own share is done, the team's lock is free, and the next calls run on
+    # the team with the right result.
+    _numba = batch_split_forced
+    problem = make_problem(6, batch=6, steps=30, input_size=4, hidden_size=24, h0=True)
+    expected = fastrnn.forward(**problem, threads=1)
+    real = _numba.forward_range_part_call
+
+    def failing(*args):
+        if args[18] == 1:  # part 1: the helper's share
+            raise RuntimeError("share 1 failed")
+        return real(*args)
+
+    monkeypatch.setattr(_numba, "forward_range_part_call", failing)
+    with pytest.raises(RuntimeError, match="share 1 failed"):
+        fastrnn.forward(**problem, backend="numba")
+    monkeypatch.setattr(_numba, "forward_range_part_call", real)
+    team = _numba._team
+    assert team is not None and not team.lock.locked()
+    posted = int(team.counters[0])
+    for _ in range(3):
+        output, h_n = fastrnn.forward(**problem, backend="numba")
+        assert np.array_equal(output, expected[0]) and np.array_equal(h_n, expected[1])
+    assert int(team.counters[0]) == posted + 3

@@ -296,7 +296,7 @@ def test_prepared_layer_keeps_its_split(forced, make_problem, assert_close):
         assert_close(h_n, expected[1])
     assert forced == [3]  # one split, made by the first call
     split = kept[0]
-    workers = list(split.workers)
+    workers = list(split.team.workers)
     assert len(workers) == 2 and all(w.is_alive() for w in workers)
     layer(problem["x"], lengths=np.array([20]))
     assert forced == [3, 3] and kept[0] is split
@@ -323,7 +323,7 @@ def test_split_wake_ups_do_not_pile_up(make_problem):
         for _ in range(500):
             split.run(problem["x"], problem["h0"], np.empty((0, 0, 0), np.float32), 0, h_n,
                       cell, True, False, 0, 20, chunk)  # (no output)
-            assert split.done.qsize() <= 1  # (a finish whose put came after the drop)
+            assert split.team.done.qsize() <= 1  # (a finish whose put came after the drop)
     finally:
         split.close()
     # (The units split gives one thread's bits.)

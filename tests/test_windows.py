@@ -363,7 +363,7 @@ _INTERRUPTED_BETWEEN = textwrap.dedent("""
     import faulthandler, sys
     import numpy as np
     import fastrnn
-    from fastrnn import _crew, _numba, _plan, _units
+    from fastrnn import _crew, _numba, _plan, _team
 
     # A hang is a failure with every thread's stack, not a stuck suite.
     faulthandler.dump_traceback_later(100, exit=True)
@@ -395,7 +395,7 @@ _INTERRUPTED_BETWEEN = textwrap.dedent("""
     choose = _numba.choose
     _numba.choose = lambda **_: _plan.checked(_plan.UNITS_SPLIT, 2)
     for at in (1, 2, 5):
-        restore = interrupt(_units, "spin_until_all", at)
+        restore = interrupt(_team, "spin_until_all", at)
         try:
             crew(x, h0)
             print("split", at, "finished")
@@ -405,6 +405,24 @@ _INTERRUPTED_BETWEEN = textwrap.dedent("""
         output, h_n = crew(x, h0)
         print("split", at, "again", np.array_equal(output, expected[0])
               and np.array_equal(h_n, expected[1]))
+
+    # The batch split on the process's team: before the caller's share
+    # runs (its helper's share handed over), and after it.
+    _numba.choose = lambda **_: _plan.checked(_plan.BATCH_SPLIT, 2)
+    xb = rng.standard_normal((4, 300, 3)).astype(np.float32)
+    hb = rng.standard_normal((4, hidden)).astype(np.float32)
+    want = one(xb, hb)
+    for at in (1, 2):
+        restore = interrupt(_team, "spin_until_all", at)
+        try:
+            crew(xb, hb)
+            print("batch", at, "finished")
+        except KeyboardInterrupt:
+            print("batch", at, "interrupted")
+        restore()
+        output, h_n = crew(xb, hb)
+        print("batch", at, "again", np.array_equal(output, want[0])
+              and np.array_equal(h_n, want[1]) and not _numba._team.lock.locked())
     _numba.choose = choose
 
     # A layer's crew: a chunk posted (its helper then waits at the first
@@ -446,6 +464,9 @@ def test_ctrl_c_between_handing_off_work_and_waiting_for_it(tmp_path):
         # (Interrupted when that hand-off happened: the first window always.)
         assert f"split {at} again True" in lines, lines
     assert "split 1 interrupted" in lines, lines
+    for at in (1, 2):
+        assert f"batch {at} interrupted" in lines, lines
+        assert f"batch {at} again True" in lines, lines
     for name in ("_post_chunk", "_lead"):
         # Interrupted only where the crew ran it (its verdict may choose
         # one thread on a busy machine); usable and exact afterwards.

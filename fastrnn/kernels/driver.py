@@ -321,9 +321,32 @@ def drive_part(x, packed, sparse, cell, u0, u1, state_a, state_b, out, col, batc
     return done
 
 
+@njit(**JIT)
+def forward_range_part(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens,
+                       reverse, b_start, count, first, last, chunk, counts, part, parts, number):
+    """:func:`forward_range` as one share of the batch split on a team
+    (fastrnn._team.Team, ``counts`` its counters, ``parts`` the call's
+    parts, ``number`` the call's count). A helper (part > 0) says it has
+    entered at once, and that it has finished as soon as it has; the
+    caller's thread (part 0), after its own samples, waits here, without
+    the GIL, until the helpers have finished: the counts pass between
+    compiled code on both sides, and the GIL changes hands while the other
+    thread is busy (see fastrnn._team)."""
+    size = counts.shape[0] // (2 * FLAG_STRIDE) - 1  # the team's helpers
+    if part > 0:
+        store_release(counts, (size + 1 + part) * FLAG_STRIDE, number)
+    forward_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
+                  b_start, count, first, last, chunk)
+    if part > 0:
+        store_release(counts, part * FLAG_STRIDE, number)
+    else:
+        spin_until_all(counts, FLAG_STRIDE, parts - 1, number, HANDOFF_SPINS)
+
+
 # Called from Python (and its threads) through a few variants (see
 # .jit.FewVariants): x, h0, order and lens are read, of any layout. The
 # outputs keep their exact types: fastrnn._numba.forward passes them
 # C-contiguous (their stores are then vector stores).
 forward_range_call = FewVariants(forward_range, inputs=(0, 4, 9, 10), outputs=())
+forward_range_part_call = FewVariants(forward_range_part, inputs=(0, 4, 9, 10), outputs=())
 drive_call = FewVariants(drive_part, inputs=(0, 11, 12), outputs=())
