@@ -279,12 +279,13 @@ def _steps(x, w_ih_p, w_hh_p, hidden, rows, sparse, cell, u0, mine, state_a, sta
 
 
 @njit(**JIT)
-def forward_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
+def run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
                   b_start, count, first, last, chunk):
     """:func:`drive` on one thread for ``count`` samples (order[0..count),
     or b_start.. with order None) and every unit, from the states h0 after
     step first - 1; their states after step last - 1 into h_n (h0 may be
-    h_n). out: as for drive."""
+    h_n). out: as for drive. (Called from compiled code; from Python,
+    through :data:`forward_range_call`.)"""
     steps_total = x.shape[1] if batch_first else x.shape[0]
     hidden = h_n.shape[1]
     lanes = VECTOR_BYTES // h_n.itemsize
@@ -294,6 +295,15 @@ def forward_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order
     drive(x, packed, sparse, cell, 0, hidden, state, state, out, col, batch_first, order, lens,
           b_start, reverse, 0, 1, None, first, last, chunk)
     finish(out, col, h_n, state, state, order, lens, b_start, steps_total, batch_first, last)
+
+
+@njit(**JIT)
+def forward_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
+                  b_start, count, first, last, chunk):
+    """:func:`run_range` called from Python (through a few variants, which
+    compiled code cannot ask for: see forward_range_part)."""
+    run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
+              b_start, count, first, last, chunk)
 
 
 @njit(**JIT)
@@ -324,7 +334,7 @@ def drive_part(x, packed, sparse, cell, u0, u1, state_a, state_b, out, col, batc
 @njit(**JIT)
 def forward_range_part(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens,
                        reverse, b_start, count, first, last, chunk, counts, part, parts, number):
-    """:func:`forward_range` as one share of the batch split on a team
+    """:func:`run_range` as one share of the batch split on a team
     (fastrnn._team.Team, ``counts`` its counters, ``parts`` the call's
     parts, ``number`` the call's count). A helper (part > 0) says it has
     entered at once, and that it has finished as soon as it has; the
@@ -335,8 +345,8 @@ def forward_range_part(x, packed, sparse, cell, h0, out, col, h_n, batch_first, 
     size = counts.shape[0] // (2 * FLAG_STRIDE) - 1  # the team's helpers
     if part > 0:
         store_release(counts, (size + 1 + part) * FLAG_STRIDE, number)
-    forward_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
-                  b_start, count, first, last, chunk)
+    run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
+              b_start, count, first, last, chunk)
     if part > 0:
         store_release(counts, part * FLAG_STRIDE, number)
     else:
