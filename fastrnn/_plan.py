@@ -338,7 +338,7 @@ PROBE_MIN_FMAS = 100_000_000
 SPLIT_MIN_GAIN = 1.15
 REVISE_SECONDS = 2.0
 # A verdict of one thread holds ONE_THREAD_REVISE_SECONDS only, doubling with
-# each one after it in a row, up to REVISE_SECONDS: another library's thread pool
+# each one after it in a row: another library's thread pool
 # (OpenBLAS after a NumPy product, torch's, ONNX Runtime's) keeps spinning a
 # while after its calls, and a probe in that while chose one thread for the
 # next 2 s. Compiled for haswell, float32 (1, 10 000, 1, 1000) took 460-556
@@ -352,6 +352,16 @@ REVISE_SECONDS = 2.0
 # probe on the threads costs its window's time once more, in a 1 s call of
 # one thread three times (7% of its steps, tests/test_windows.py).
 ONE_THREAD_REVISE_SECONDS = 0.25
+# ... up to ONE_THREAD_MOST_REVISE_SECONDS (after 6 in a row). Each revision
+# probes the threads for at least PROBE_MIN_FMAS (a sparse 1000-unit
+# reservoir: 990 steps, a tenth of its call), which a busy machine makes
+# twice as slow as one thread; with at most 2 s, `python -m bench.busy 5`
+# on the 2-core AMD Zen 3 VM (one busy process) gave the default 1.41,
+# 1.15 and 1.00 times the time of threads=1 on that reservoir in three
+# runs (3 of its 12 figures above 1.1), with at most 8 s 1.05, 1.24 and
+# 1.05 (1 of 12). A machine that becomes quiet gets the threads back
+# within 8 s.
+ONE_THREAD_MOST_REVISE_SECONDS = 8.0
 # A verdict for the threads holds REVISE_SECONDS, doubling with each one
 # after it in a row, up to SPLIT_MOST_REVISE_SECONDS (a slowdown still
 # compares again at once): each revision runs a probe window on one thread,
@@ -422,7 +432,7 @@ class Verdict:
             return now - self.when > doubled_hold(REVISE_SECONDS, self.wins,
                                                   SPLIT_MOST_REVISE_SECONDS)
         return now - self.when > doubled_hold(ONE_THREAD_REVISE_SECONDS, self.losses,
-                                                 REVISE_SECONDS)
+                                                 ONE_THREAD_MOST_REVISE_SECONDS)
 
     def decide(self, rates: dict[bool, float], gain: float, now: float) -> None:
         """Keep the threads if ``gain`` times faster than one thread."""

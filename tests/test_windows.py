@@ -111,6 +111,29 @@ def test_a_split_plan_goes_the_faster_way(split_rate, expect_split):
     assert wrong <= (0.05 if expect_split else 0.07) * 20_000
 
 
+def test_one_thread_verdicts_in_a_row_hold_longer_up_to_their_most():
+    # On a machine that stays busy each revision probes the threads (a
+    # window as slow as twice one thread's): one thread's verdict holds
+    # twice as long each time in a row, and stops at
+    # ONE_THREAD_MOST_REVISE_SECONDS, so that a machine that becomes quiet
+    # gets the threads back.
+    verdict = _plan.Verdict()
+    holds = []
+    for losses in range(1, 10):
+        verdict.decide({True: 1.0, False: 2.0}, _plan.SPLIT_MIN_GAIN, 100.0)
+        assert verdict.split is False and verdict.losses == losses
+        hold = next(h for h in np.arange(0.01, 60, 0.01) if verdict.due(100.0 + h))
+        holds.append(round(float(hold), 2))
+    first = _plan.ONE_THREAD_REVISE_SECONDS
+    assert holds[:3] == [round(first + 0.01, 2), round(2 * first + 0.01, 2),
+                         round(4 * first + 0.01, 2)]
+    assert max(holds) == round(_plan.ONE_THREAD_MOST_REVISE_SECONDS + 0.01, 2) == holds[-1]
+    assert _plan.ONE_THREAD_MOST_REVISE_SECONDS > _plan.REVISE_SECONDS
+    # The threads win once: held REVISE_SECONDS, and the losses start again.
+    verdict.decide({True: 3.0, False: 2.0}, _plan.SPLIT_MIN_GAIN, 200.0)
+    assert verdict.losses == 0 and not verdict.due(200.0 + _plan.REVISE_SECONDS - 0.01)
+
+
 def test_the_verdict_serves_later_calls_then_is_revised():
     clock = Clock()
     per_step = 1_000_000
