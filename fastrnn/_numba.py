@@ -6,13 +6,14 @@ measurements behind them are) and runs it on the kernels of
 :mod:`fastrnn.kernels`. One small sequence goes to the joint product of
 ``kernels.small``; every other plan runs the one step loop of
 ``kernels.driver``: on the calling thread (:func:`.driver.forward_range`),
-with the batch split across a pool's threads (each its share of the
-samples, every unit), or with the units split across threads started for
-the call (fastrnn._units: every sample, a share of the units, a barrier
-between steps). Compiled for a CPU without FMA, large dense states go to
-the NumPy backend (``_plan.NUMPY``). A long call runs a window of steps at a
-time (``_plan.Windows``): Ctrl-C between windows, and a units split timed
-against one thread on a busy machine.
+with the batch split across the process's team of kept threads
+(fastrnn._team; each its share of the samples, every unit), or with the
+units split across threads started for the call (fastrnn._units: every
+sample, a share of the units, a barrier between steps). Compiled for a CPU
+without FMA, large dense states go to the NumPy backend (``_plan.NUMPY``). A
+long call runs a window of steps at a time (``_plan.Windows``): Ctrl-C
+between windows, and a units split timed against one thread on a busy
+machine.
 
 Both products run in the register-blocked kernel of ``kernels.product`` on
 weights packed in panels, never BLAS: per-step BLAS calls cost microseconds at

@@ -38,13 +38,14 @@ speed-up. As on every path, samples are taken longest first, so the running
 ones are a prefix of the batch; a sample's final state stays in the buffer
 its last step wrote.
 
-The threads are started per call (and handed each window of the call, see
-``fastrnn._plan.Windows``, through a queue; see :meth:`Split.run` for the
-hand-off, which spins on counts rather than wake a blocked thread, and
-lets each thread take the GIL while the others wait in compiled code), not
-taken from a pool: every
-part must run at once, and a pool shared with concurrent callers could hold
-back some parts of a call while the others wait for them. Each part's
+The threads are a team of the split's own (fastrnn._team), started per
+call (a prepared layer keeps its split, threads included, between calls)
+and handed each window of the call (see ``fastrnn._plan.Windows``) by a
+spin on counts rather than a wake-up, each thread taking the GIL while the
+others wait in compiled code (see :meth:`Split.run`); not the batch split's
+team, shared by the process: every part must run at once, and threads
+shared with concurrent callers could hold back some parts of a call while
+the others wait for them at a step's barrier. Each part's
 weights are packed once a call, by :class:`Split`. The path is taken only for
 calls long enough (``_plan.SPLIT_MIN_FMAS``) that starting a thread is a
 negligible cost.

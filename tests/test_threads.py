@@ -206,9 +206,8 @@ def _run_child(script: str, env_extra: dict[str, str], tmp_path: Path,
             # fastrnn's threads of the batch split: the process's team's
             # helpers ("team") or its pool's workers, for calls the team
             # cannot take ("pool").
-            names = [t.name for t in threading.enumerate() if t.name.startswith("fastrnn")]
-            team = [name for name in names if name == "fastrnn-batch"]
-            return team if kind == "team" else sorted(set(names) - set(team))
+            names = sorted(t.name for t in threading.enumerate() if t.name.startswith("fastrnn"))
+            return [name for name in names if (name == "fastrnn-batch") == (kind == "team")]
     """)
     flags = ["-W", "error"] if warnings_are_errors else []
     result = subprocess.run([sys.executable, *flags, "-c", prelude + textwrap.dedent(script)],
