@@ -20,6 +20,8 @@ call.
 
 Every part of a call has finished before :meth:`Team.run` returns or raises
 (a Ctrl-C meanwhile included): nothing writes the caller's arrays after it.
+(A helper that says it has finished from compiled code drops its references
+to them a moment later, back in Python.)
 After a fork the helpers do not exist in the child; a team notices (its
 process id) and starts new ones.
 """
