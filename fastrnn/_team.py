@@ -138,8 +138,10 @@ class Team:
                 spin_until_all(counters, (self.size + 2) * FLAG_STRIDE, parts - 1, number,
                                HANDOFF_SPINS)
             job(0, number)
-            # The helpers' shares, waited for without the GIL a while first
-            # (they store their counts in Python, after their compiled part).
+            # The helpers' shares, waited for without the GIL a while first.
+            # (Both jobs, .kernels.driver's drive_part and
+            # forward_range_part, already wait so in part 0; this covers a
+            # helper slower than their spin before the blocking wait below.)
             spin_until_all(counters, FLAG_STRIDE, parts - 1, number, HANDOFF_SPINS)
         except BaseException as exc:
             if abort is not None:

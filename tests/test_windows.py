@@ -417,17 +417,22 @@ _INTERRUPTED_BETWEEN = textwrap.dedent("""
     # the caller's part runs (the first window, a probe, a later one).
     choose = _numba.choose
     _numba.choose = lambda **_: _plan.checked(_plan.UNITS_SPLIT, 2)
-    for at in (1, 2, 5):
+    def interrupted_then_again(label, at, call, want, idle=lambda: True):
+        # The call interrupted after the at-th hand-off wait of a team
+        # (fastrnn._team), then called again: exact, and the team idle.
         restore = interrupt(_team, "spin_until_all", at)
         try:
-            crew(x, h0)
-            print("split", at, "finished")
+            call()
+            print(label, at, "finished")
         except KeyboardInterrupt:
-            print("split", at, "interrupted")
+            print(label, at, "interrupted")
         restore()
-        output, h_n = crew(x, h0)
-        print("split", at, "again", np.array_equal(output, expected[0])
-              and np.array_equal(h_n, expected[1]))
+        output, h_n = call()
+        print(label, at, "again", np.array_equal(output, want[0])
+              and np.array_equal(h_n, want[1]) and idle())
+
+    for at in (1, 2, 5):
+        interrupted_then_again("split", at, lambda: crew(x, h0), expected)
 
     # The batch split on the process's team: before the caller's share
     # runs (its helper's share handed over), and after it.
@@ -436,16 +441,8 @@ _INTERRUPTED_BETWEEN = textwrap.dedent("""
     hb = rng.standard_normal((4, hidden)).astype(np.float32)
     want = one(xb, hb)
     for at in (1, 2):
-        restore = interrupt(_team, "spin_until_all", at)
-        try:
-            crew(xb, hb)
-            print("batch", at, "finished")
-        except KeyboardInterrupt:
-            print("batch", at, "interrupted")
-        restore()
-        output, h_n = crew(xb, hb)
-        print("batch", at, "again", np.array_equal(output, want[0])
-              and np.array_equal(h_n, want[1]) and not _numba._team.lock.locked())
+        interrupted_then_again("batch", at, lambda: crew(xb, hb), want,
+                               lambda: not _numba._team.lock.locked())
     _numba.choose = choose
 
     # A layer's crew: a chunk posted (its helper then waits at the first
