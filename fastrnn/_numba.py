@@ -58,7 +58,7 @@ from ._plan import (
 from ._plan import plan as choose
 from ._team import Team
 from .kernels.cells import elman, pack_layer_call
-from .kernels.driver import forward_range_call, forward_range_part_call
+from .kernels.driver import forward_range_call, forward_range_shares_call
 from .kernels.simd import TARGET
 from .kernels.small import (  # noqa: F401  (get_small)
     forward_small,
@@ -471,26 +471,34 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
                  order: np.ndarray | None, lens: np.ndarray | None, reverse: bool, parts: int,
                  chunk: int):
     """The batch split's window runner: samples are independent, so each
-    thread runs every step of the window for its share of the batch (the
+    thread runs every step of the window for shares of the batch (the
     kernels release the GIL), with no per-step hand-off, all reading one
-    packed copy of the weights. With lengths, thread p takes every
-    parts-th sequence of the sorted order, so that each gets a fair share
-    of long and short ones."""
+    packed copy of the weights. With lengths, share p is every parts-th
+    sequence of the sorted order, so that each gets a fair share of long
+    and short ones. The shares are fixed by the call (a sample's sums are
+    the same whichever thread runs it)."""
     batch = h_n.shape[0]
     parts = min(parts, batch)
-    jobs: list[tuple[np.ndarray | None, np.ndarray | None, int, int]] = []
-    for p in range(parts):
-        if order is None or lens is None:
-            start, stop = batch * p // parts, batch * (p + 1) // parts
-            jobs.append((None, None, start, stop - start))
-        else:
-            mine = np.ascontiguousarray(order[p::parts])
-            jobs.append((mine, np.ascontiguousarray(lens[p::parts]), 0, mine.shape[0]))
+    if order is None or lens is None:
+        # Share k: samples bounds[k]..bounds[k + 1] of the batch.
+        bounds = np.array([batch * p // parts for p in range(parts + 1)], dtype=np.int64)
+    else:
+        # Share k: positions bounds[k]..bounds[k + 1] of order and lens,
+        # rearranged so that each share's sequences are contiguous.
+        order = np.concatenate([order[p::parts] for p in range(parts)])
+        lens = np.concatenate([lens[p::parts] for p in range(parts)])
+        sizes = [(batch - p + parts - 1) // parts for p in range(parts)]
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
-    def share(part: int, h: np.ndarray | None, first: int, last: int) -> None:
-        job_order, job_lens, start, count = jobs[part]
-        forward_range_call(x, packed, sparse, cell, h, out, col, h_n, batch_first, job_order,
-                           job_lens, reverse, start, count, first, last, chunk)
+    def share(k: int, h: np.ndarray | None, first: int, last: int) -> None:
+        start, stop = int(bounds[k]), int(bounds[k + 1])
+        if order is None or lens is None:
+            forward_range_call(x, packed, sparse, cell, h, out, col, h_n, batch_first, order,
+                               lens, reverse, start, stop - start, first, last, chunk)
+        else:
+            forward_range_call(x, packed, sparse, cell, h, out, col, h_n, batch_first,
+                               order[start:stop], lens[start:stop], reverse, 0, stop - start,
+                               first, last, chunk)
 
     def run(h: np.ndarray | None, first: int, last: int) -> None:
         team = _batch_team(parts)
@@ -501,15 +509,17 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
             # 100-step chunks of a float32 (32, 10 000, 16, 64) stream took
             # 1.29-1.48x the time of one call on the pool, 1.06-1.10x on
             # the team (2-core AMD Zen 3 VM, chunked and one call
-            # alternating, 11 rounds, two runs each).
+            # alternating, 11 rounds, two runs each). Each thread claims
+            # shares until none is left: a helper that the machine runs
+            # late leaves its share to the caller (Team.share_out).
             def team_share(part: int, number: int) -> None:
-                job_order, job_lens, start, count = jobs[part]
-                forward_range_part_call(x, packed, sparse, cell, h, out, col, h_n, batch_first,
-                                        job_order, job_lens, reverse, start, count, first, last,
-                                        chunk, team.counters, part, parts, number)
+                forward_range_shares_call(x, packed, sparse, cell, h, out, col, h_n,
+                                          batch_first, order, lens, reverse, bounds, first,
+                                          last, chunk, team.counters, team.claims,
+                                          team.finished, number, part == 0)
 
             try:
-                team.run(team_share, parts, entered=True)
+                team.share_out(team_share, parts, parts)
             finally:
                 team.lock.release()
             return

@@ -13,13 +13,17 @@ finished in Python (100-step chunks of a float32 (32, 10 000, 16, 64)
 stream, 2-core AMD Zen 3 VM) started a median 54 us after the caller (535
 at the 90th percentile), and the caller saw it finished 33 us after it had;
 so the jobs say it from compiled code (``entered`` below, and
-.kernels.driver.forward_range_part). The units split (fastrnn._units.Split) runs each
-window of a call on a team of its own; the batch split (fastrnn._numba) on
-one team shared by the process, whose helpers are started by its first
-call.
+.kernels.driver's drive_part and forward_range_shares). The units split
+(fastrnn._units.Split) runs each window of a call on a team of its own
+(:meth:`Team.run`: every thread has its part, and the threads wait for each
+other at every step); the batch split (fastrnn._numba) on one team shared
+by the process, whose helpers are started by its first call, and whose
+threads claim the call's shares (:meth:`Team.share_out`: a helper that
+comes late finds none left, and the call does not wait for it).
 
-Every part of a call has finished before :meth:`Team.run` returns or raises
-(a Ctrl-C meanwhile included): nothing writes the caller's arrays after it.
+Every part of a call (every share claimed) has finished before
+:meth:`Team.run` (:meth:`Team.share_out`) returns or raises (a Ctrl-C
+meanwhile included): nothing writes the caller's arrays after it.
 (A helper that says it has finished from compiled code drops its references
 to them a moment later, back in Python.)
 After a fork the helpers do not exist in the child; a team notices (its
@@ -36,7 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from .kernels.barrier import FLAG_STRIDE, HANDOFF_SPINS, spin_until, spin_until_all
+from .kernels.barrier import (
+    FLAG_STRIDE,
+    HANDOFF_SPINS,
+    MAX_SHARES,
+    close_claims,
+    spin_until,
+    spin_until_all,
+)
 
 
 class Team:
@@ -44,7 +55,8 @@ class Team:
     :meth:`run`. ``counters`` (int64, a cache line a slot): slot 0 the
     shares posted, slot p the shares helper p has finished, slot
     ``size + 1 + p`` the calls it has entered (stored by the job itself,
-    when the caller waits for it: see :meth:`run`)."""
+    when the caller waits for it: see :meth:`run`); then
+    :meth:`share_out`'s: the claims count, and a slot a share."""
 
     def __init__(self, size: int, name: str) -> None:
         self.size = size
@@ -53,9 +65,12 @@ class Team:
         self.pid = os.getpid()  # the process whose threads `workers` are
         self.jobs: list[queue.SimpleQueue] = [queue.SimpleQueue() for _ in range(size + 1)]
         self.done: queue.SimpleQueue = queue.SimpleQueue()
-        self.failures: list[BaseException] = []
+        self.failures: list[tuple[int, BaseException]] = []  # (call number, exception)
         self.posted = 0
-        self.counters = np.zeros(2 * (size + 1) * FLAG_STRIDE, dtype=np.int64)
+        # (share_out's slots: the claims count, then a slot a share.)
+        self.claims = 2 * (size + 1) * FLAG_STRIDE
+        self.finished = self.claims + FLAG_STRIDE
+        self.counters = np.zeros((3 * (size + 1) + 1) * FLAG_STRIDE, dtype=np.int64)
         # Held by the call running on the team (callers that share one take
         # it without blocking, see fastrnn._numba).
         self.lock = threading.Lock()
@@ -72,8 +87,8 @@ class Team:
             job, served = share  # (its number: a Ctrl-C may have skipped a count)
             try:
                 job(part, served)
-            except BaseException as exc:  # raised by run(), on the caller's thread
-                self.failures.append(exc)
+            except BaseException as exc:  # raised by its call, on the caller's thread
+                self.failures.append((served, exc))
             finally:
                 counters[slot] = served
                 self.done.put(part)
@@ -113,14 +128,7 @@ class Team:
         code). ``abort()`` is called when this thread's part raises or a
         Ctrl-C comes: it must make the other parts return soon (the units
         split's abort flag)."""
-        if self.pid != os.getpid():
-            # Forked since the helpers started: they do not exist here.
-            self.workers, self.pid = [], os.getpid()
-        if not self.workers:
-            self._start()
-        self.failures.clear()
-        self.posted += 1
-        number = self.posted
+        number = self._next()
         counters = self.counters
         # From the first share posted to the last part's end, a Ctrl-C (a
         # KeyboardInterrupt raised at any point of this thread's Python)
@@ -139,27 +147,113 @@ class Team:
                                HANDOFF_SPINS)
             job(0, number)
             # The helpers' shares, waited for without the GIL a while first.
-            # (Both jobs, .kernels.driver's drive_part and
-            # forward_range_part, already wait so in part 0; this covers a
-            # helper slower than their spin before the blocking wait below.)
+            # (The units split's job, .kernels.driver.drive_part, already
+            # waits so in part 0; this covers a helper slower than its spin
+            # before the blocking wait below.)
             spin_until_all(counters, FLAG_STRIDE, parts - 1, number, HANDOFF_SPINS)
         except BaseException as exc:
             if abort is not None:
                 abort()
             interrupted = exc
-        # A part's count says it has finished (stored before it puts to
-        # `done`, which only wakes this thread: a Ctrl-C right after a get()
-        # must not lose a finish).
+        interrupted = self._wait_helpers(number, pending, interrupted, abort)
+        self._end(number, interrupted)
+
+    def share_out(self, job: Callable[[int, int], Any], parts: int, shares: int) -> None:
+        """``job(part, number)`` on this thread (part 0) and ``parts - 1``
+        helpers, each claiming shares 0..shares-1 of call ``number``
+        (``counters[claims]``, .kernels.barrier.claim) until none is left,
+        and storing ``number`` in ``counters[finished + k * FLAG_STRIDE]``
+        when share k has finished; part 0 claims until none is left too.
+        Returns when every share has finished: a helper that the machine
+        has not run by then (another process on its core) claims none when
+        it comes, and the call does not wait for it. With one busy process
+        on the 2-core Zen 3 VM, float32 (32, 100, 32, 64) calls of the
+        batch split that waited for their helper (:meth:`run`) took 3.70
+        ms against 1.48 on one thread. Raises the exception of this call's
+        job on a helper (then, and on a Ctrl-C, it waits for every helper
+        given the call: a job that raised may have left a share it
+        claimed)."""
+        number = self._next()
+        counters = self.counters
+        counters[self.claims] = number * MAX_SHARES
+        pending = 0
+        interrupted: BaseException | None = None
+        try:
+            for part in range(1, parts):
+                pending += 1
+                self.jobs[part].put((job, number))
+            counters[0] = number
+            if parts > 1:
+                # A while (HANDOFF_SPINS) for a helper's first claim before
+                # this thread claims: calls that did not wait so took 1.10x
+                # the time of the team that waits for its helper to enter
+                # (float32 (32, 100, 32, 64), 600 calls back to back, the
+                # two in turn: 0.976 against 0.890 ms; with the wait 0.699
+                # against 0.695).
+                spin_until(counters, self.claims, number * MAX_SHARES + 1, HANDOFF_SPINS)
+            job(0, number)
+            # (The job already waits a while so; this covers a Ctrl-C
+            # handled just before its own wait.)
+            spin_until_all(counters, self.finished, shares, number, HANDOFF_SPINS)
+        except BaseException as exc:
+            interrupted = exc
+        if interrupted is None:
+            try:
+                # Every share is claimed (part 0 claimed until none was
+                # left): each one's count says it has finished, stored
+                # before its helper puts to `done`.
+                for k in range(shares):
+                    while counters[self.finished + k * FLAG_STRIDE] < number:
+                        if self._failure(number) is not None:
+                            break
+                        self.done.get()
+            except BaseException as exc:  # Ctrl-C meanwhile
+                interrupted = exc
+        failed = self._failure(number) is not None
+        if interrupted is not None or failed:
+            # None of what is left runs; every helper given the call
+            # finishes its job (what it claimed) before this returns.
+            close_claims(counters, self.claims, number, shares)
+            interrupted = self._wait_helpers(number, pending, interrupted, None)
+        self._end(number, interrupted)
+
+    def _next(self) -> int:
+        # A new call's number, the helpers started (again, after a fork).
+        if self.pid != os.getpid():
+            # Forked since the helpers started: they do not exist here.
+            self.workers, self.pid = [], os.getpid()
+        if not self.workers:
+            self._start()
+        self.failures.clear()
+        self.posted += 1
+        return self.posted
+
+    def _failure(self, number: int) -> BaseException | None:
+        # The exception of call `number`'s job on a helper, if one raised.
+        for served, exc in self.failures:
+            if served == number:
+                return exc
+        return None
+
+    def _wait_helpers(self, number: int, pending: int, interrupted: BaseException | None,
+                      abort: Callable[[], None] | None) -> BaseException | None:
+        # Until helpers 1..pending have finished call `number`'s job: a
+        # part's count says it has (stored before it puts to `done`, which
+        # only wakes this thread: a Ctrl-C right after a get() must not lose
+        # a finish). Returns the first exception raised here or before.
+        counters = self.counters
         while True:
             try:
                 for part in range(1, pending + 1):
                     while counters[part * FLAG_STRIDE] < number:
                         self.done.get()
-                break
+                return interrupted
             except BaseException as exc:  # Ctrl-C meanwhile: stop them all
                 if abort is not None:
                     abort()
                 interrupted = interrupted or exc
+
+    def _end(self, number: int, interrupted: BaseException | None) -> None:
         # What was not taken (a part seen finished by its count before its
         # put) would only wake a later wait early: dropped, so that the
         # queue does not grow over a long stream of calls.
@@ -167,5 +261,6 @@ class Team:
             self.done.get_nowait()
         if interrupted is not None:
             raise interrupted
-        if self.failures:
-            raise self.failures[0]
+        failure = self._failure(number)
+        if failure is not None:
+            raise failure

@@ -369,7 +369,10 @@ def test_a_stream_on_the_team_gives_one_threads_bits(batch_split_forced, make_pr
     assert np.array_equal(output, expected[0]) and np.array_equal(h_n, expected[1])
     posted = int(team.counters[0])
     assert posted == before + 3  # one hand-off a chunk
-    assert team.counters[_team_slot(1)] == posted  # the helper finished each
+    # The helper takes each chunk's call (claiming a share, or none when
+    # it comes after the caller has claimed both): the call does not wait
+    # for it to end, so its count gets there a moment later.
+    assert _eventually(lambda: team.counters[_team_slot(1)] == posted)
     with team.lock:  # another call's
         output, h_n = stream()
     assert int(team.counters[0]) == posted and _numba._pool is not None
@@ -382,25 +385,51 @@ def _team_slot(part):
     return part * FLAG_STRIDE
 
 
+def _eventually(check, seconds=10.0):
+    # Whether check() becomes true within `seconds` (a helper thread's count
+    # stored after its caller has returned).
+    end = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.001)
+    return True
+
+
 def test_a_failing_share_raises_and_the_team_goes_on(batch_split_forced, monkeypatch,
                                                      make_problem):
-    # A helper's share that raises: the caller gets its exception once its
-    # own share is done, the team's lock is free, and the next calls run on
-    # the team with the right result.
+    # The helper claims a share and raises without running it: the caller
+    # runs the other share, gets the helper's exception instead of waiting
+    # for the share forever, the team's lock is free, and the next calls run
+    # on the team with the right result.
+    from fastrnn.kernels.barrier import claim
+
     _numba = batch_split_forced
     problem = make_problem(6, batch=6, steps=30, input_size=4, hidden_size=24, h0=True)
     expected = fastrnn.forward(**problem, threads=1)
-    real = _numba.forward_range_part_call
+    fastrnn.forward(**problem, backend="numba")  # (compiled before it is patched)
+    real = _numba.forward_range_shares_call
+    claimed = threading.Event()
+    shares = []
 
     def failing(*args):
-        if args[18] == 1:  # part 1: the helper's share
-            raise RuntimeError("share 1 failed")
-        return real(*args)
+        counts, claims, number, caller = args[16], args[17], args[19], args[20]
+        if caller:
+            # The caller claims only after the helper has (or 30 s).
+            claimed.wait(30)
+            return real(*args)
+        # (A job of an earlier call that its helper comes to only now
+        # claims none: -1.)
+        shares.append(claim(counts, claims, number, args[12].shape[0] - 1))
+        if shares[-1] >= 0:
+            claimed.set()
+        raise RuntimeError("share failed")
 
-    monkeypatch.setattr(_numba, "forward_range_part_call", failing)
-    with pytest.raises(RuntimeError, match="share 1 failed"):
+    monkeypatch.setattr(_numba, "forward_range_shares_call", failing)
+    with pytest.raises(RuntimeError, match="share failed"):
         fastrnn.forward(**problem, backend="numba")
-    monkeypatch.setattr(_numba, "forward_range_part_call", real)
+    assert [share for share in shares if share >= 0] == [0]
+    monkeypatch.setattr(_numba, "forward_range_shares_call", real)
     team = _numba._team
     assert team is not None and not team.lock.locked()
     posted = int(team.counters[0])
@@ -408,3 +437,39 @@ def test_a_failing_share_raises_and_the_team_goes_on(batch_split_forced, monkeyp
         output, h_n = fastrnn.forward(**problem, backend="numba")
         assert np.array_equal(output, expected[0]) and np.array_equal(h_n, expected[1])
     assert int(team.counters[0]) == posted + 3
+
+
+def test_a_call_does_not_wait_for_a_helper_the_machine_runs_late(batch_split_forced,
+                                                                  monkeypatch, make_problem):
+    # A helper that comes to a call after its caller has claimed every
+    # share (another process had its core) claims none: the call returns
+    # without it, with the bits the shares give whichever thread runs them,
+    # and the late helper writes nothing after.
+    _numba = batch_split_forced
+    problem = make_problem(7, batch=8, steps=40, input_size=5, hidden_size=24, h0=True)
+    expected = fastrnn.forward(**problem, backend="numba")  # (on the team)
+    real = _numba.forward_range_shares_call
+    release, ran = threading.Event(), []
+
+    def late(*args):
+        if not args[20]:  # the helper's job
+            release.wait(30)
+            ran.append(real(*args))
+            return ran[-1]
+        ran.append(("caller", real(*args)))
+        return ran[-1][1]
+
+    monkeypatch.setattr(_numba, "forward_range_shares_call", late)
+    output, h_n = fastrnn.forward(**problem, backend="numba")
+    returned_first = not release.is_set()
+    release.set()
+    assert returned_first and ran == [("caller", 2)]
+    assert np.array_equal(output, expected[0]) and np.array_equal(h_n, expected[1])
+    saved = output.copy(), h_n.copy()
+    # The helper, let go, claims nothing and writes nothing.
+    assert _eventually(lambda: len(ran) == 2) and ran[1] == 0
+    assert np.array_equal(output, saved[0]) and np.array_equal(h_n, saved[1])
+    monkeypatch.setattr(_numba, "forward_range_shares_call", real)
+    assert not _numba._team.lock.locked()
+    again = fastrnn.forward(**problem, backend="numba")
+    assert np.array_equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])

@@ -383,7 +383,7 @@ def test_ctrl_c_stops_a_long_call_quickly(tmp_path, threads):
 
 
 _INTERRUPTED_BETWEEN = textwrap.dedent("""
-    import faulthandler, sys
+    import faulthandler, sys, threading
     import numpy as np
     import fastrnn
     from fastrnn import _crew, _numba, _plan, _team
@@ -402,13 +402,15 @@ _INTERRUPTED_BETWEEN = textwrap.dedent("""
 
     def interrupt(module, name, at):
         # KeyboardInterrupt as a SIGINT handled when `name` (called after
-        # work is handed to the other threads) returns for the at-th time.
+        # work is handed to the other threads) returns on the main thread
+        # (where CPython handles signals) for the at-th time.
         real, count = getattr(module, name), [0]
         def interrupting(*args):
             result = real(*args)
-            count[0] += 1
-            if count[0] == at:
-                raise KeyboardInterrupt
+            if threading.current_thread() is threading.main_thread():
+                count[0] += 1
+                if count[0] == at:
+                    raise KeyboardInterrupt
             return result
         setattr(module, name, interrupting)
         return lambda: setattr(module, name, real)
@@ -417,10 +419,11 @@ _INTERRUPTED_BETWEEN = textwrap.dedent("""
     # the caller's part runs (the first window, a probe, a later one).
     choose = _numba.choose
     _numba.choose = lambda **_: _plan.checked(_plan.UNITS_SPLIT, 2)
-    def interrupted_then_again(label, at, call, want, idle=lambda: True):
+    def interrupted_then_again(label, at, call, want, idle=lambda: True,
+                               wait="spin_until_all"):
         # The call interrupted after the at-th hand-off wait of a team
         # (fastrnn._team), then called again: exact, and the team idle.
-        restore = interrupt(_team, "spin_until_all", at)
+        restore = interrupt(_team, wait, at)
         try:
             call()
             print(label, at, "finished")
@@ -434,15 +437,16 @@ _INTERRUPTED_BETWEEN = textwrap.dedent("""
     for at in (1, 2, 5):
         interrupted_then_again("split", at, lambda: crew(x, h0), expected)
 
-    # The batch split on the process's team: before the caller's share
-    # runs (its helper's share handed over), and after it.
+    # The batch split on the process's team: before the caller claims a
+    # share (its helper handed the call: the wait for its first claim),
+    # and after the caller's shares (the wait for the helper's).
     _numba.choose = lambda **_: _plan.checked(_plan.BATCH_SPLIT, 2)
     xb = rng.standard_normal((4, 300, 3)).astype(np.float32)
     hb = rng.standard_normal((4, hidden)).astype(np.float32)
     want = one(xb, hb)
-    for at in (1, 2):
-        interrupted_then_again("batch", at, lambda: crew(xb, hb), want,
-                               lambda: not _numba._team.lock.locked())
+    for wait in ("spin_until", "spin_until_all"):
+        interrupted_then_again("batch " + wait, 1, lambda: crew(xb, hb), want,
+                               lambda: not _numba._team.lock.locked(), wait)
     _numba.choose = choose
 
     # A layer's crew: a chunk posted (its helper then waits at the first
@@ -484,9 +488,9 @@ def test_ctrl_c_between_handing_off_work_and_waiting_for_it(tmp_path):
         # (Interrupted when that hand-off happened: the first window always.)
         assert f"split {at} again True" in lines, lines
     assert "split 1 interrupted" in lines, lines
-    for at in (1, 2):
-        assert f"batch {at} interrupted" in lines, lines
-        assert f"batch {at} again True" in lines, lines
+    for wait in ("spin_until", "spin_until_all"):
+        assert f"batch {wait} 1 interrupted" in lines, lines
+        assert f"batch {wait} 1 again True" in lines, lines
     for name in ("_post_chunk", "_lead"):
         # Interrupted only where the crew ran it (its verdict may choose
         # one thread on a busy machine); usable and exact afterwards.

@@ -14,10 +14,11 @@ than cores (another process, two concurrent callers) still makes progress.
 ``flags[parts * FLAG_STRIDE]`` is an abort flag: set by a thread that failed,
 it makes the others return instead of waiting forever.
 
-:func:`spin_until` is the hand-off between calls (fastrnn._units): a thread
+:func:`spin_until` is the hand-off between calls (fastrnn._team): a thread
 that has finished its share of a call, or is about to be given one, spins a
 bounded while on a counter before it blocks on a queue, whose wake-up took
-tens of microseconds.
+tens of microseconds. :func:`claim` hands out a call's shares to the threads
+that come for them (the batch split: fastrnn._team.Team.share_out).
 """
 
 from __future__ import annotations
@@ -75,6 +76,25 @@ def store_release(typingctx, array, index, value):
         value = context.cast(builder, args[2], sig.args[2], types.int64)
         builder.store_atomic(value, _pointer(context, builder, sig, args), "release", 8)
         return context.get_dummy_value()
+
+    return signature, codegen
+
+
+@intrinsic
+def compare_exchange(typingctx, array, index, expected, desired):
+    """If ``array[index]`` (a C-contiguous int64 vector) is ``expected``,
+    make it ``desired``, atomically; whether it did."""
+    if not (_is_int64_vector(array) and isinstance(expected, types.Integer)
+            and isinstance(desired, types.Integer)):
+        return None
+    signature = types.boolean(array, types.intp, types.int64, types.int64)
+
+    def codegen(context, builder, sig, args):
+        pointer = _pointer(context, builder, sig, args)
+        old = context.cast(builder, args[2], sig.args[2], types.int64)
+        new = context.cast(builder, args[3], sig.args[3], types.int64)
+        pair = builder.cmpxchg(pointer, old, new, "acq_rel", "acquire")
+        return builder.extract_value(pair, 1)
 
     return signature, codegen
 
@@ -147,3 +167,39 @@ def spin_until_all(flags, first, count, target, spins):
         if not spin_until(flags, index, target, spins):
             return False
     return True
+
+
+# A call's shares are claimed from one count, ``number * MAX_SHARES + the
+# shares claimed``: a thread that comes late to a call (the machine gave
+# its core to another process meanwhile) claims none, and one that comes
+# with a later call's count claims none of that call's either.
+MAX_SHARES = 1024
+
+
+@njit(**KERNEL_JIT)
+def claim(counts, index, number, shares):
+    """The next share (0..shares-1) of call ``number`` not yet claimed
+    (``counts[index]``, see MAX_SHARES), claimed for this thread; -1 when
+    every share is claimed or the count is another call's."""
+    base = number * MAX_SHARES
+    while True:
+        seen = load_acquire(counts, index)
+        taken = seen - base
+        if taken < 0 or taken >= shares:
+            return -1
+        if compare_exchange(counts, index, seen, seen + 1):
+            return taken
+
+
+@njit(**KERNEL_JIT)
+def close_claims(counts, index, number, shares):
+    """Claim every share of call ``number`` still unclaimed, for no thread
+    (none will run it); returns how many had been claimed before."""
+    base = number * MAX_SHARES
+    while True:
+        seen = load_acquire(counts, index)
+        taken = seen - base
+        if taken < 0 or taken >= shares:
+            return shares
+        if compare_exchange(counts, index, seen, base + shares):
+            return taken

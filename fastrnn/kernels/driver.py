@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .barrier import FLAG_STRIDE, HANDOFF_SPINS, spin_until_all, store_release, wait_all
+from .barrier import FLAG_STRIDE, HANDOFF_SPINS, claim, spin_until_all, store_release, wait_all
 from .cells import ROWS, update
 from .jit import JIT, KERNEL_JIT, FewVariants, c_view, is_c_contiguous
 from .product import aligned_zeros, matmul_rows
@@ -301,7 +301,7 @@ def run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, le
 def forward_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
                   b_start, count, first, last, chunk):
     """:func:`run_range` called from Python (through a few variants, which
-    compiled code cannot ask for: see forward_range_part)."""
+    compiled code cannot ask for: see forward_range_shares)."""
     run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
               b_start, count, first, last, chunk)
 
@@ -332,25 +332,38 @@ def drive_part(x, packed, sparse, cell, u0, u1, state_a, state_b, out, col, batc
 
 
 @njit(**JIT)
-def forward_range_part(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens,
-                       reverse, b_start, count, first, last, chunk, counts, part, parts, number):
-    """:func:`run_range` as one share of the batch split on a team
-    (fastrnn._team.Team, ``counts`` its counters, ``parts`` the call's
-    parts, ``number`` the call's count). A helper (part > 0) says it has
-    entered at once, and that it has finished as soon as it has; the
-    caller's thread (part 0), after its own samples, waits here, without
-    the GIL, until the helpers have finished: the counts pass between
-    compiled code on both sides, and the GIL changes hands while the other
-    thread is busy (see fastrnn._team)."""
-    size = counts.shape[0] // (2 * FLAG_STRIDE) - 1  # the team's helpers
-    if part > 0:
-        store_release(counts, (size + 1 + part) * FLAG_STRIDE, number)
-    run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens, reverse,
-              b_start, count, first, last, chunk)
-    if part > 0:
-        store_release(counts, part * FLAG_STRIDE, number)
-    else:
-        spin_until_all(counts, FLAG_STRIDE, parts - 1, number, HANDOFF_SPINS)
+def forward_range_shares(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens,
+                         reverse, bounds, first, last, chunk, counts, claims, finished, number,
+                         wait):
+    """:func:`run_range` for the shares of a batch split that this thread
+    claims (.barrier.claim, on ``counts[claims]``, call ``number``): share k
+    is samples bounds[k]..bounds[k + 1] (positions in ``order`` and
+    ``lens`` when given, else in the batch). Each thread of the call, the
+    caller and its helpers (fastrnn._team.Team.share_out), claims shares
+    until none is left, so that a helper the machine has not run yet leaves
+    its share to a thread that runs; a finished share k says so,
+    ``counts[finished + k * FLAG_STRIDE] = number``. ``wait`` (the caller's
+    thread): then wait, without the GIL, a while for the shares others
+    claimed. Returns how many shares this thread ran."""
+    shares = bounds.shape[0] - 1
+    ran = 0
+    while True:
+        k = claim(counts, claims, number, shares)
+        if k < 0:
+            break
+        ran += 1
+        start, stop = bounds[k], bounds[k + 1]
+        if order is None:
+            run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens,
+                      reverse, start, stop - start, first, last, chunk)
+        else:
+            run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first,
+                      order[start:stop], lens[start:stop], reverse, 0, stop - start, first,
+                      last, chunk)
+        store_release(counts, finished + k * FLAG_STRIDE, number)
+    if wait:
+        spin_until_all(counts, finished, shares, number, HANDOFF_SPINS)
+    return ran
 
 
 # Called from Python (and its threads) through a few variants (see
@@ -358,5 +371,5 @@ def forward_range_part(x, packed, sparse, cell, h0, out, col, h_n, batch_first, 
 # outputs keep their exact types: fastrnn._numba.forward passes them
 # C-contiguous (their stores are then vector stores).
 forward_range_call = FewVariants(forward_range, inputs=(0, 4, 9, 10), outputs=())
-forward_range_part_call = FewVariants(forward_range_part, inputs=(0, 4, 9, 10), outputs=())
+forward_range_shares_call = FewVariants(forward_range_shares, inputs=(0, 4, 9, 10), outputs=())
 drive_call = FewVariants(drive_part, inputs=(0, 11, 12), outputs=())
