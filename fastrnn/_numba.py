@@ -47,6 +47,7 @@ from ._plan import (
     SPLIT_MIN_FMAS,
     UNITS_SPLIT,
     WINDOWS_MIN_FMAS,
+    Overlap,
     Plan,
     Verdict,
     Windows,
@@ -344,7 +345,9 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     elif path == BATCH_SPLIT:
         weights, sell = pack()
         run_split = _batch_split(x, weights, sell, cell, out, col, h_n, batch_first, order,
-                                 lens, reverse, plan.parts, chunk)
+                                 lens, reverse, plan.parts, chunk,
+                                 _overlap((plan.parts, batch, hidden, x.shape[2], per_step,
+                                           steps_total, h_n.dtype.char)))
     if path == BLOCKED:
         run_split = run_one
     if not windowed:
@@ -466,17 +469,33 @@ def _verdict(key: tuple) -> Verdict:
     return verdict
 
 
+_overlaps: dict[tuple, Overlap] = {}
+
+
+def _overlap(key: tuple) -> Overlap:
+    """The :class:`fastrnn._plan.Overlap` of one shape of batch split call,
+    kept for later calls (the last few dozen shapes)."""
+    overlap = _overlaps.get(key)
+    if overlap is None:
+        if len(_overlaps) >= 64:
+            _overlaps.clear()
+        overlap = _overlaps[key] = Overlap()
+    return overlap
+
+
 def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
                  out: np.ndarray | None, col: int, h_n: np.ndarray, batch_first: bool,
                  order: np.ndarray | None, lens: np.ndarray | None, reverse: bool, parts: int,
-                 chunk: int):
+                 chunk: int, overlap: Overlap):
     """The batch split's window runner: samples are independent, so each
     thread runs every step of the window for shares of the batch (the
     kernels release the GIL), with no per-step hand-off, all reading one
     packed copy of the weights. With lengths, share p is every parts-th
     sequence of the sorted order, so that each gets a fair share of long
     and short ones. The shares are fixed by the call (a sample's sums are
-    the same whichever thread runs it)."""
+    the same whichever thread runs it). ``overlap``: whether to hand the
+    shares to the team's helpers, from whether they ran beside the caller
+    in the last calls of this shape."""
     batch = h_n.shape[0]
     parts = min(parts, batch)
     if order is None or lens is None:
@@ -512,14 +531,19 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
             # alternating, 11 rounds, two runs each). Each thread claims
             # shares until none is left: a helper that the machine runs
             # late leaves its share to the caller (Team.share_out).
+            # A shape whose calls have not run on more than one thread
+            # lately runs every share on the caller (fastrnn._plan.Overlap).
             def team_share(part: int, number: int) -> None:
                 forward_range_shares_call(x, packed, sparse, cell, h, out, col, h_n,
                                           batch_first, order, lens, reverse, bounds, first,
                                           last, chunk, team.counters, team.claims,
-                                          team.finished, number, part == 0)
+                                          team.finished, team.runners, number, part)
 
             try:
-                team.share_out(team_share, parts, parts)
+                hand_off = overlap.hand_off(_clock())
+                overlapped = team.share_out(team_share, parts if hand_off else 1, parts)
+                if hand_off:
+                    overlap.note(overlapped, _clock())
             finally:
                 team.lock.release()
             return
