@@ -42,12 +42,13 @@ import numpy as np
 from ._plan import (
     BATCH_SPLIT,
     BLOCKED,
+    CALL_MIN_GAIN,
     NUMPY,
+    SHARES_MIN_GAIN,
     SMALL,
     SPLIT_MIN_FMAS,
     UNITS_SPLIT,
     WINDOWS_MIN_FMAS,
-    Overlap,
     Plan,
     Verdict,
     Windows,
@@ -344,26 +345,38 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             split.run(x, h, out, col, h_n, cell, batch_first, reverse, first, last, chunk)
     elif path == BATCH_SPLIT:
         weights, sell = pack()
-        run_split = _batch_split(x, weights, sell, cell, out, col, h_n, batch_first, order,
-                                 lens, reverse, plan.parts, chunk,
-                                 _overlap((plan.parts, batch, hidden, x.shape[2], per_step,
-                                           steps_total, h_n.dtype.char)))
+        shares = _batch_split(x, weights, sell, cell, out, col, h_n, batch_first, order, lens,
+                              reverse, plan.parts, chunk)
+        run_split = shares
+
+        def run_one(h: np.ndarray, first: int, last: int) -> None:
+            # The caller alone: the batch split's shares (its bits), with no
+            # hand-off (see below).
+            shares(h, first, last, alone=True)
     if path == BLOCKED:
         run_split = run_one
     if not windowed:
         try:
-            if kept and chosen:
-                # A kept split on a call too short for windows (a chunk of
-                # a stream): whole calls are timed against one thread
-                # instead (fastrnn._plan.judge_call).
+            if chosen and (kept or path == BATCH_SPLIT):
+                # A kept split, or the batch split, on a call too short for
+                # windows (a chunk of a stream): whole calls are timed
+                # against one thread instead (fastrnn._plan.judge_call).
                 # (A verdict of its own: a whole short call pays the hand-off
-                # to the threads, which a long call's windows do not.)
-                judged = _verdict(("calls", plan.parts, batch, hidden, x.shape[2], per_step,
-                                   h_n.dtype.char))
+                # to the threads, which a long call's windows do not.) The
+                # batch split's one thread is its caller running every
+                # share, with the threads' bits. With one busy process on
+                # the 2-core Zen 3 VM, float32 (32, 100, 32, 64): 144 of 150
+                # calls handed off ran their shares one thread after the
+                # other (1.40-1.44 ms against 1.23 for threads=1); with the
+                # host's second core slow, calls that did run on both took
+                # 1.61 ms against 1.25 alone.
+                judged = _verdict(("calls", path, plan.parts, batch, hidden, x.shape[2],
+                                   per_step, h_n.dtype.char))
                 threads_on = call_way(judged, _clock)
                 start = _clock()
                 (run_split if threads_on else run_one)(h0, 0, steps_total)
-                judge_call(judged, threads_on, rows * per_step, _clock() - start, _clock)
+                judge_call(judged, threads_on, rows * per_step, _clock() - start, _clock,
+                           SHARES_MIN_GAIN if path == BATCH_SPLIT else CALL_MIN_GAIN)
             else:
                 run_split(h0, 0, steps_total)
         finally:
@@ -469,33 +482,18 @@ def _verdict(key: tuple) -> Verdict:
     return verdict
 
 
-_overlaps: dict[tuple, Overlap] = {}
-
-
-def _overlap(key: tuple) -> Overlap:
-    """The :class:`fastrnn._plan.Overlap` of one shape of batch split call,
-    kept for later calls (the last few dozen shapes)."""
-    overlap = _overlaps.get(key)
-    if overlap is None:
-        if len(_overlaps) >= 64:
-            _overlaps.clear()
-        overlap = _overlaps[key] = Overlap()
-    return overlap
-
-
 def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
                  out: np.ndarray | None, col: int, h_n: np.ndarray, batch_first: bool,
                  order: np.ndarray | None, lens: np.ndarray | None, reverse: bool, parts: int,
-                 chunk: int, overlap: Overlap):
+                 chunk: int):
     """The batch split's window runner: samples are independent, so each
     thread runs every step of the window for shares of the batch (the
     kernels release the GIL), with no per-step hand-off, all reading one
     packed copy of the weights. With lengths, share p is every parts-th
     sequence of the sorted order, so that each gets a fair share of long
     and short ones. The shares are fixed by the call (a sample's sums are
-    the same whichever thread runs it). ``overlap``: whether to hand the
-    shares to the team's helpers, from whether they ran beside the caller
-    in the last calls of this shape."""
+    the same whichever thread runs it): ``run(..., alone=True)`` runs
+    them all on the caller, with the same bits."""
     batch = h_n.shape[0]
     parts = min(parts, batch)
     if order is None or lens is None:
@@ -519,7 +517,7 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
                                order[start:stop], lens[start:stop], reverse, 0, stop - start,
                                first, last, chunk)
 
-    def run(h: np.ndarray | None, first: int, last: int) -> None:
+    def run(h: np.ndarray | None, first: int, last: int, alone: bool = False) -> None:
         team = _batch_team(parts)
         if team is not None:
             # The process's team: its helpers are handed the shares by a
@@ -531,21 +529,20 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
             # alternating, 11 rounds, two runs each). Each thread claims
             # shares until none is left: a helper that the machine runs
             # late leaves its share to the caller (Team.share_out).
-            # A shape whose calls have not run on more than one thread
-            # lately runs every share on the caller (fastrnn._plan.Overlap).
             def team_share(part: int, number: int) -> None:
                 forward_range_shares_call(x, packed, sparse, cell, h, out, col, h_n,
                                           batch_first, order, lens, reverse, bounds, first,
                                           last, chunk, team.counters, team.claims,
-                                          team.finished, team.runners, number, part)
+                                          team.finished, number, part)
 
             try:
-                hand_off = overlap.hand_off(_clock())
-                overlapped = team.share_out(team_share, parts if hand_off else 1, parts)
-                if hand_off:
-                    overlap.note(overlapped, _clock())
+                team.share_out(team_share, 1 if alone else parts, parts)
             finally:
                 team.lock.release()
+            return
+        if alone:
+            for k in range(parts):
+                share(k, h, first, last)
             return
         pool = _thread_pool()
         futures: list[Any] = []

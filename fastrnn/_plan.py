@@ -566,6 +566,10 @@ CALL_TRIALS = 4
 # (a window's SPLIT_MIN_GAIN, 1.15, took one thread in 1 of 4 streams above,
 # at 16.2 against 14.2).
 CALL_MIN_GAIN = 1.1
+# ... and the batch split's threads if no slower than its caller alone: both
+# ways run the same shares (the same bits), so a tie is the threads' (a quiet
+# machine's gain is theirs), while a busy machine's threads, slower, lose.
+SHARES_MIN_GAIN = 1.0
 
 
 def call_way(verdict: Verdict, clock) -> bool:
@@ -578,11 +582,12 @@ def call_way(verdict: Verdict, clock) -> bool:
     return len(verdict.trials[True]) < CALL_TRIALS
 
 
-def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock) -> None:
+def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock,
+               gain: float = CALL_MIN_GAIN) -> None:
     """Record a whole call run one way (``split``: on the threads) that took
     ``seconds`` for ``fmas`` multiply-adds. While comparing, after
     CALL_TRIALS counted calls each way the threads are kept only if
-    CALL_MIN_GAIN times faster than one thread; otherwise a call of the
+    ``gain`` times faster than one thread; otherwise a call of the
     chosen way slower than SLOWDOWN times the verdict's rate starts a
     comparison again. The first CALL_WARMUP calls after one of the other way
     do not count (CALL_FIRST_WARMUP in a way's first block)."""
@@ -604,60 +609,9 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
     trials[split].append(rate)
     if len(trials[True]) >= CALL_TRIALS and len(trials[False]) >= CALL_TRIALS:
         best = {way: max(rates) for way, rates in trials.items()}
-        verdict.decide(best, CALL_MIN_GAIN, now)
+        verdict.decide(best, gain, now)
         trials[True].clear()
         trials[False].clear()
-
-
-# --- Whether the batch split's helpers run beside its caller ---------------
-#
-# The batch split's threads claim its shares (fastrnn._team.Team.share_out),
-# so a share's sums do not depend on which thread runs it, and a call whose
-# caller runs every share is one thread's call, bit for bit. Whether more
-# than one thread ran shares says, with no clock, whether the call ran on
-# more than one core. With one busy process on the 2-core Zen 3 VM, float32
-# (32, 100, 32, 64): 6 of 150 calls did (1.63 ms), 144 ran their shares on
-# one thread after the other (1.40-1.44 ms, the hand-offs paid for nothing)
-# against 1.23 ms for threads=1; float64: 50 of 150 did (1.83 ms), 100 did
-# not (3.1-3.2 ms) against 2.99. Quiet, 146 of 150 did. So a shape whose
-# last OVERLAP_CALLS handed-off calls ran on more than one thread in fewer
-# than OVERLAP_MIN_FRACTION of them gives its next calls to no helper (the
-# caller runs every share), for ONE_THREAD_REVISE_SECONDS, doubling with
-# each such decision in a row up to ONE_THREAD_MOST_REVISE_SECONDS (as one
-# thread's verdicts do), then hands off again and counts again. (The median
-# call is one that overlapped only if most do.)
-OVERLAP_CALLS = 8
-OVERLAP_MIN_FRACTION = 0.5
-
-
-class Overlap:
-    """Whether one shape's batch split calls run on more than one thread
-    (see OVERLAP_CALLS)."""
-
-    __slots__ = ("alone_until", "seen", "losses")
-
-    def __init__(self) -> None:
-        self.alone_until = -math.inf  # no hand-off before this time (perf_counter)
-        self.seen: list[bool] = []  # the last calls handed off: whether they overlapped
-        self.losses = 0  # decisions for no hand-off in a row
-
-    def hand_off(self, now: float) -> bool:
-        """Whether the next call hands shares to the helpers."""
-        return now >= self.alone_until
-
-    def note(self, overlapped: bool, now: float) -> None:
-        """A call handed off ran its shares on more than one thread
-        (``overlapped``) or on one."""
-        self.seen.append(overlapped)
-        if len(self.seen) < OVERLAP_CALLS:
-            return
-        if sum(self.seen) < OVERLAP_MIN_FRACTION * len(self.seen):
-            self.losses += 1
-            self.alone_until = now + doubled_hold(ONE_THREAD_REVISE_SECONDS, self.losses,
-                                                  ONE_THREAD_MOST_REVISE_SECONDS)
-        else:
-            self.losses = 0
-        self.seen.clear()
 
 
 # --- The crew's verdict: a layer's steps and short calls -------------------

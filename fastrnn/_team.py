@@ -56,7 +56,7 @@ class Team:
     shares posted, slot p the shares helper p has finished, slot
     ``size + 1 + p`` the calls it has entered (stored by the job itself,
     when the caller waits for it: see :meth:`run`); then
-    :meth:`share_out`'s: the claims count, and two slots a share."""
+    :meth:`share_out`'s: the claims count, and a slot a share."""
 
     def __init__(self, size: int, name: str) -> None:
         self.size = size
@@ -68,12 +68,10 @@ class Team:
         self.failures: list[tuple[int, BaseException]] = []  # (call number, exception)
         self.posted = 0
         # (share_out's slots: the claims count, then a slot a share for its
-        # call's number when it has finished, then one for the part that
-        # ran it.)
+        # call's number when it has finished.)
         self.claims = 2 * (size + 1) * FLAG_STRIDE
         self.finished = self.claims + FLAG_STRIDE
-        self.runners = self.finished + (size + 1) * FLAG_STRIDE
-        self.counters = np.zeros((4 * (size + 1) + 1) * FLAG_STRIDE, dtype=np.int64)
+        self.counters = np.zeros((3 * (size + 1) + 1) * FLAG_STRIDE, dtype=np.int64)
         # Held by the call running on the team (callers that share one take
         # it without blocking, see fastrnn._numba).
         self.lock = threading.Lock()
@@ -161,14 +159,13 @@ class Team:
         interrupted = self._wait_helpers(number, pending, interrupted, abort)
         self._end(number, interrupted)
 
-    def share_out(self, job: Callable[[int, int], Any], parts: int, shares: int) -> bool:
+    def share_out(self, job: Callable[[int, int], Any], parts: int, shares: int) -> None:
         """``job(part, number)`` on this thread (part 0) and ``parts - 1``
         helpers, each claiming shares 0..shares-1 of call ``number``
         (``counters[claims]``, .kernels.barrier.claim) until none is left,
-        and storing its part in ``counters[runners + k * FLAG_STRIDE]``,
-        then ``number`` in ``counters[finished + k * FLAG_STRIDE]``, when
-        share k has finished; part 0 claims until none is left too.
-        Returns whether more than one thread ran shares.
+        and storing ``number`` in ``counters[finished + k * FLAG_STRIDE]``
+        when share k has finished; part 0 claims until none is left too
+        (``parts`` 1: this thread runs them all).
         Returns when every share has finished: a helper that the machine
         has not run by then (another process on its core) claims none when
         it comes, and the call does not wait for it. With one busy process
@@ -221,8 +218,6 @@ class Team:
             close_claims(counters, self.claims, number, shares)
             interrupted = self._wait_helpers(number, pending, interrupted, None)
         self._end(number, interrupted)
-        first = counters[self.runners]
-        return any(counters[self.runners + k * FLAG_STRIDE] != first for k in range(1, shares))
 
     def _next(self) -> int:
         # A new call's number, the helpers started (again, after a fork).

@@ -152,9 +152,9 @@ def test_a_stream_through_a_prepared_layer_follows_the_verdict(monkeypatch, make
 
     original_judge = _plan.judge_call
 
-    def slow_threads(verdict, split, fmas, seconds, clock):
+    def slow_threads(verdict, split, fmas, seconds, clock, *gain):
         # The threads' calls take 10 ms, one thread's 1 ms.
-        return original_judge(verdict, split, fmas, 0.01 if split else 0.001, clock)
+        return original_judge(verdict, split, fmas, 0.01 if split else 0.001, clock, *gain)
 
     monkeypatch.setattr(_units.Split, "run", counted_run)
     monkeypatch.setattr(_numba, "judge_call", slow_threads)
@@ -478,31 +478,3 @@ def test_doubled_hold_doubles_up_to_its_bound_however_many_losses():
     assert crew.split is False and crew.losses == 5001
     assert crew.revise == _plan.CREW_REVISE_SECONDS[False] * 2 ** _plan.CREW_MAX_DOUBLINGS
 
-
-def test_an_overlap_verdict_holds_the_caller_alone_longer_each_time_in_a_row():
-    # A block of OVERLAP_CALLS hand-offs of which fewer than half ran on
-    # more than one thread: no hand-off for ONE_THREAD_REVISE_SECONDS, then
-    # twice as long after the next such block; a block that overlapped
-    # resets the hold.
-    overlap = _plan.Overlap()
-    now = 10.0
-    calls = _plan.OVERLAP_CALLS
-    few = int(calls * _plan.OVERLAP_MIN_FRACTION) - 1  # overlapped in a losing block
-    holds = []
-    for _ in range(3):
-        assert overlap.hand_off(now)
-        for i in range(calls):
-            overlap.note(i < few, now)
-        assert not overlap.hand_off(now)
-        holds.append(overlap.alone_until - now)
-        now = overlap.alone_until
-    first = _plan.ONE_THREAD_REVISE_SECONDS
-    assert holds == [first, 2 * first, 4 * first]
-    # Half the block overlapped: it keeps handing off, and the next losing
-    # block holds for the first hold again.
-    for i in range(calls):
-        overlap.note(i < calls // 2, now)
-    assert overlap.hand_off(now)
-    for _ in range(calls):
-        overlap.note(False, now)
-    assert overlap.alone_until - now == first

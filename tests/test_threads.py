@@ -336,10 +336,9 @@ def batch_split_forced(monkeypatch):
 
     pytest.importorskip("numba")
     monkeypatch.setattr(_numba, "choose", lambda **_: _plan.checked(_plan.BATCH_SPLIT, 2))
-    # Every call hands off (a busy machine could otherwise send a shape's
-    # calls to the caller alone: fastrnn._plan.Overlap).
-    monkeypatch.setattr(_numba, "_overlaps", {})
-    monkeypatch.setattr(_plan, "OVERLAP_CALLS", 1 << 30)
+    # Every call hands off (timed against the caller alone, a busy
+    # machine's calls could go to the caller alone: fastrnn._plan.judge_call).
+    monkeypatch.setattr(_numba, "call_way", lambda verdict, clock: True)
     if _numba._THREADS < 2:
         pytest.skip("one thread by default: the team has one helper only from 2 on")
     return _numba
@@ -417,7 +416,7 @@ def test_a_failing_share_raises_and_the_team_goes_on(batch_split_forced, monkeyp
     shares = []
 
     def failing(*args):
-        counts, claims, number, caller = args[16], args[17], args[20], args[21] == 0
+        counts, claims, number, caller = args[16], args[17], args[19], args[20] == 0
         if caller:
             # The caller claims only after the helper has (or 30 s).
             claimed.wait(30)
@@ -456,7 +455,7 @@ def test_a_call_does_not_wait_for_a_helper_the_machine_runs_late(batch_split_for
     release, ran = threading.Event(), []
 
     def late(*args):
-        if args[21] != 0:  # the helper's job
+        if args[20] != 0:  # the helper's job
             release.wait(30)
             ran.append(real(*args))
             return ran[-1]
@@ -479,33 +478,39 @@ def test_a_call_does_not_wait_for_a_helper_the_machine_runs_late(batch_split_for
     assert np.array_equal(again[0], expected[0]) and np.array_equal(again[1], expected[1])
 
 
-def test_calls_that_do_not_overlap_stop_handing_off_for_a_while(batch_split_forced,
-                                                                monkeypatch, make_problem):
-    # A shape whose calls never ran on more than one thread (a busy
-    # machine's, here told so) runs its next calls on the caller alone,
-    # with the same bits, until the hold is over; then it hands off again.
+
+def test_short_calls_are_timed_against_the_caller_alone_with_the_same_bits(
+        batch_split_forced, monkeypatch, make_problem):
+    # A call too short for windows is timed against the caller running
+    # every share (fastrnn._plan.judge_call): when the threads are timed
+    # slower (a busy machine's, here told so), the next calls run alone,
+    # with the threads' bits, not one thread's.
     from fastrnn import _plan, _team
 
     _numba = batch_split_forced
-    monkeypatch.setattr(_plan, "OVERLAP_CALLS", 8)
+    monkeypatch.setattr(_numba, "call_way", _plan.call_way)
+    monkeypatch.setattr(_numba, "_verdicts", {})
     problem = make_problem(8, batch=6, steps=20, input_size=4, hidden_size=24, h0=True)
-    expected = fastrnn.forward(**problem, backend="numba")
     parts: list[int] = []
     real = _team.Team.share_out
 
-    def alone_each_time(self, job, call_parts, shares):
+    def counted(self, job, call_parts, shares):
         parts.append(call_parts)
         real(self, job, call_parts, shares)
-        return False  # (as if one thread had run every share)
 
-    clock = [100.0]
-    monkeypatch.setattr(_team.Team, "share_out", alone_each_time)
-    monkeypatch.setattr(_numba, "_clock", lambda: clock[0])
-    for _ in range(12):
-        output, h_n = fastrnn.forward(**problem, backend="numba")
-        assert np.array_equal(output, expected[0]) and np.array_equal(h_n, expected[1])
-    # (The first call, before the patch, had its own verdict's count.)
-    assert parts == [2] * 7 + [1] * 5, parts
-    clock[0] += _plan.ONE_THREAD_REVISE_SECONDS
-    fastrnn.forward(**problem, backend="numba")
-    assert parts[-1] == 2
+    original_judge = _plan.judge_call
+
+    def slow_threads(verdict, split, fmas, seconds, clock, *gain):
+        # The threads' calls take 10 ms, the caller's alone 1 ms.
+        return original_judge(verdict, split, fmas, 0.01 if split else 0.001, clock, *gain)
+
+    monkeypatch.setattr(_team.Team, "share_out", counted)
+    monkeypatch.setattr(_numba, "judge_call", slow_threads)
+    calls = 2 * (_plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS) + 5
+    results = [fastrnn.forward(**problem, backend="numba") for _ in range(calls)]
+    block = _plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS
+    assert parts == [2] * block + [1] * (calls - block), parts
+    verdict, = _numba._verdicts.values()
+    assert verdict.split is False
+    for output, h_n in results[1:]:
+        assert np.array_equal(output, results[0][0]) and np.array_equal(h_n, results[0][1])

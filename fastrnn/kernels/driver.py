@@ -333,19 +333,18 @@ def drive_part(x, packed, sparse, cell, u0, u1, state_a, state_b, out, col, batc
 
 @njit(**JIT)
 def forward_range_shares(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, lens,
-                         reverse, bounds, first, last, chunk, counts, claims, finished, runners,
-                         number, part):
+                         reverse, bounds, first, last, chunk, counts, claims, finished, number,
+                         part):
     """:func:`run_range` for the shares of a batch split that this thread
     claims (.barrier.claim, on ``counts[claims]``, call ``number``): share k
     is samples bounds[k]..bounds[k + 1] (positions in ``order`` and
     ``lens`` when given, else in the batch). Each thread of the call, the
     caller and its helpers (fastrnn._team.Team.share_out), claims shares
     until none is left, so that a helper the machine has not run yet leaves
-    its share to a thread that runs; a finished share k says which thread
-    ran it (``counts[runners + k * FLAG_STRIDE] = part``) and that it has
-    finished (``counts[finished + k * FLAG_STRIDE] = number``). The
-    caller's thread (part 0) then waits, without the GIL, a while for the
-    shares others claimed. Returns how many shares this thread ran."""
+    its share to a thread that runs; a finished share k says so
+    (``counts[finished + k * FLAG_STRIDE] = number``). The caller's thread
+    (part 0) then waits, without the GIL, a while for the shares others
+    claimed. Returns how many shares this thread ran."""
     shares = bounds.shape[0] - 1
     ran = 0
     while True:
@@ -361,7 +360,6 @@ def forward_range_shares(x, packed, sparse, cell, h0, out, col, h_n, batch_first
             run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first,
                       order[start:stop], lens[start:stop], reverse, 0, stop - start, first,
                       last, chunk)
-        counts[runners + k * FLAG_STRIDE] = part
         store_release(counts, finished + k * FLAG_STRIDE, number)
     if part == 0:
         spin_until_all(counts, finished, shares, number, HANDOFF_SPINS)
