@@ -67,6 +67,7 @@ class Team:
         self.done: queue.SimpleQueue = queue.SimpleQueue()
         self.failures: list[tuple[int, BaseException]] = []  # (call number, exception)
         self.posted = 0
+        self.pending = 0  # helpers given the current call's job (see _post)
         # (share_out's slots: the claims count, then a slot a share for its
         # call's number when it has finished.)
         self.claims = 2 * (size + 1) * FLAG_STRIDE
@@ -131,18 +132,9 @@ class Team:
         split's abort flag)."""
         number = self._next()
         counters = self.counters
-        # From the first share posted to the last part's end, a Ctrl-C (a
-        # KeyboardInterrupt raised at any point of this thread's Python)
-        # must not return while a helper still runs its part: every part
-        # given one is waited for. (pending is counted before each put:
-        # CPython handles a signal after a call returns, not before.)
-        pending = 0
         interrupted: BaseException | None = None
         try:
-            for part in range(1, parts):
-                pending += 1
-                self.jobs[part].put((job, number))
-            counters[0] = number
+            self._post(job, number, parts)
             if entered:
                 spin_until_all(counters, (self.size + 2) * FLAG_STRIDE, parts - 1, number,
                                HANDOFF_SPINS)
@@ -156,7 +148,7 @@ class Team:
             if abort is not None:
                 abort()
             interrupted = exc
-        interrupted = self._wait_helpers(number, pending, interrupted, abort)
+        interrupted = self._wait_helpers(number, interrupted, abort)
         self._end(number, interrupted)
 
     def share_out(self, job: Callable[[int, int], Any], parts: int, shares: int) -> None:
@@ -178,13 +170,9 @@ class Team:
         number = self._next()
         counters = self.counters
         counters[self.claims] = number * MAX_SHARES
-        pending = 0
         interrupted: BaseException | None = None
         try:
-            for part in range(1, parts):
-                pending += 1
-                self.jobs[part].put((job, number))
-            counters[0] = number
+            self._post(job, number, parts)
             if parts > 1:
                 # A while (HANDOFF_SPINS) for a helper's first claim before
                 # this thread claims: calls that did not wait so took 1.10x
@@ -216,7 +204,7 @@ class Team:
             # None of what is left runs; every helper given the call
             # finishes its job (what it claimed) before this returns.
             close_claims(counters, self.claims, number, shares)
-            interrupted = self._wait_helpers(number, pending, interrupted, None)
+            interrupted = self._wait_helpers(number, interrupted, None)
         self._end(number, interrupted)
 
     def _next(self) -> int:
@@ -227,8 +215,22 @@ class Team:
         if not self.workers:
             self._start()
         self.failures.clear()
+        self.pending = 0
         self.posted += 1
         return self.posted
+
+    def _post(self, job: Callable[[int, int], Any], number: int, parts: int) -> None:
+        # Call `number`'s job to helpers 1..parts-1, then its count. From the
+        # first job posted to the last part's end, a Ctrl-C (a
+        # KeyboardInterrupt raised at any point of this thread's Python)
+        # must not return while a helper still runs its part: every helper
+        # given one is waited for (_wait_helpers). (`pending` is counted
+        # before each put: CPython handles a signal after a call returns,
+        # not before.)
+        for part in range(1, parts):
+            self.pending += 1
+            self.jobs[part].put((job, number))
+        self.counters[0] = number
 
     def _failure(self, number: int) -> BaseException | None:
         # The exception of call `number`'s job on a helper, if one raised.
@@ -237,7 +239,7 @@ class Team:
                 return exc
         return None
 
-    def _wait_helpers(self, number: int, pending: int, interrupted: BaseException | None,
+    def _wait_helpers(self, number: int, interrupted: BaseException | None,
                       abort: Callable[[], None] | None) -> BaseException | None:
         # Until helpers 1..pending have finished call `number`'s job: a
         # part's count says it has (stored before it puts to `done`, which
@@ -246,7 +248,7 @@ class Team:
         counters = self.counters
         while True:
             try:
-                for part in range(1, pending + 1):
+                for part in range(1, self.pending + 1):
                     while counters[part * FLAG_STRIDE] < number:
                         self.done.get()
                 return interrupted
