@@ -59,6 +59,7 @@ from ._plan import (
 )
 from ._plan import plan as choose
 from ._team import Team
+from .kernels.barrier import FLAG_STRIDE, MAX_SHARES
 from .kernels.cells import elman, pack_layer_call
 from .kernels.driver import forward_range_call, forward_range_shares_call
 from .kernels.simd import TARGET
@@ -507,15 +508,13 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
         sizes = [(batch - p + parts - 1) // parts for p in range(parts)]
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
-    def share(k: int, h: np.ndarray | None, first: int, last: int) -> None:
-        start, stop = int(bounds[k]), int(bounds[k + 1])
-        if order is None or lens is None:
-            forward_range_call(x, packed, sparse, cell, h, out, col, h_n, batch_first, order,
-                               lens, reverse, start, stop - start, first, last, chunk)
-        else:
-            forward_range_call(x, packed, sparse, cell, h, out, col, h_n, batch_first,
-                               order[start:stop], lens[start:stop], reverse, 0, stop - start,
-                               first, last, chunk)
+    def shares_from(h: np.ndarray | None, first: int, last: int, counts: np.ndarray,
+                    claims: int, finished: int, number: int, part: int) -> None:
+        # This thread's shares of the window, claimed on `counts`
+        # (.kernels.driver.forward_range_shares).
+        forward_range_shares_call(x, packed, sparse, cell, h, out, col, h_n, batch_first,
+                                  order, lens, reverse, bounds, first, last, chunk, counts,
+                                  claims, finished, number, part)
 
     def run(h: np.ndarray | None, first: int, last: int, alone: bool = False) -> None:
         team = _batch_team(parts)
@@ -530,19 +529,20 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
             # shares until none is left: a helper that the machine runs
             # late leaves its share to the caller (Team.share_out).
             def team_share(part: int, number: int) -> None:
-                forward_range_shares_call(x, packed, sparse, cell, h, out, col, h_n,
-                                          batch_first, order, lens, reverse, bounds, first,
-                                          last, chunk, team.counters, team.claims,
-                                          team.finished, number, part)
+                shares_from(h, first, last, team.counters, team.claims, team.finished, number,
+                            part)
 
             try:
                 team.share_out(team_share, 1 if alone else parts, parts)
             finally:
                 team.lock.release()
             return
+        # The pool (or the caller alone): the same claims, on counts of this
+        # call's own (call 1: the claims count, then a slot a share).
+        counts = np.zeros((parts + 1) * FLAG_STRIDE, dtype=np.int64)
+        counts[0] = MAX_SHARES
         if alone:
-            for k in range(parts):
-                share(k, h, first, last)
+            shares_from(h, first, last, counts, 0, FLAG_STRIDE, 1, 0)
             return
         pool = _thread_pool()
         futures: list[Any] = []
@@ -550,8 +550,9 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
             # (Submitted inside the try: a Ctrl-C between two submits still
             # waits for the shares already given to the pool.)
             for part in range(1, parts):
-                futures.append(pool.submit(share, part, h, first, last))
-            share(0, h, first, last)
+                futures.append(pool.submit(shares_from, h, first, last, counts, 0, FLAG_STRIDE,
+                                           1, part))
+            shares_from(h, first, last, counts, 0, FLAG_STRIDE, 1, 0)
         finally:
             # Every thread's share is done before the call returns, or
             # raises (Ctrl-C while waiting): the pool is idle again, and
