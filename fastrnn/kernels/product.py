@@ -284,173 +284,181 @@ def _rows6_panel(z, r, inner, w, base, acc, j):
 
 
 @njit(**KERNEL_JIT)
-def _rows2_panel(z, r, inner, w, base, acc, j):
-    # Two rows x one panel: each weight vector loaded once for both rows
-    # (one row is bound by those loads: rows 2 and 3 run as fast as a pair
+def _rows2_panels(z, r, inner, w, acc, v0, v1):
+    # Two rows x the full panels of vectors v0..v1 - 1 (v0, v1 multiples of
+    # PANEL): each weight vector loaded once for both rows (one row is
+    # bound by those loads: rows 2 and 3 run as fast as a pair
     # of single rows ran, float32 H = 1024, 49 against 47 GFLOP/s one row;
     # a block of 4 rows, 107). Two chains per row by k mod 2 keep
     # 4 * PANEL multiply-adds in flight; the last value of an odd block
     # joins the first chain.
     lanes = VECTOR_BYTES // acc.itemsize
-    j1 = j + lanes
-    j2 = j + 2 * lanes
-    j3 = j + 3 * lanes
-    r1 = r + 1
-    for k0 in range(0, inner, BLOCK):
-        a0 = vzero(acc)
-        a1 = vzero(acc)
-        a2 = vzero(acc)
-        a3 = vzero(acc)
-        b0 = vzero(acc)
-        b1 = vzero(acc)
-        b2 = vzero(acc)
-        b3 = vzero(acc)
-        c0 = vzero(acc)
-        c1 = vzero(acc)
-        c2 = vzero(acc)
-        c3 = vzero(acc)
-        d0 = vzero(acc)
-        d1 = vzero(acc)
-        d2 = vzero(acc)
-        d3 = vzero(acc)
-        count = min(BLOCK, inner - k0)
-        for i in range(count // 2):
-            k = k0 + 2 * i
-            q = base + PANEL * k
-            w0 = vload(w, q, 0)
-            w1 = vload(w, q + _V1, 0)
-            w2 = vload(w, q + _V2, 0)
-            w3 = vload(w, q + _V3, 0)
-            s = vsplat(z[r, np.uintp(k)])
-            a0 = vfma(w0, s, a0)
-            a1 = vfma(w1, s, a1)
-            a2 = vfma(w2, s, a2)
-            a3 = vfma(w3, s, a3)
-            s = vsplat(z[r1, np.uintp(k)])
-            c0 = vfma(w0, s, c0)
-            c1 = vfma(w1, s, c1)
-            c2 = vfma(w2, s, c2)
-            c3 = vfma(w3, s, c3)
-            q += PANEL
-            w0 = vload(w, q, 0)
-            w1 = vload(w, q + _V1, 0)
-            w2 = vload(w, q + _V2, 0)
-            w3 = vload(w, q + _V3, 0)
-            s = vsplat(z[r, np.uintp(k + 1)])
-            b0 = vfma(w0, s, b0)
-            b1 = vfma(w1, s, b1)
-            b2 = vfma(w2, s, b2)
-            b3 = vfma(w3, s, b3)
-            s = vsplat(z[r1, np.uintp(k + 1)])
-            d0 = vfma(w0, s, d0)
-            d1 = vfma(w1, s, d1)
-            d2 = vfma(w2, s, d2)
-            d3 = vfma(w3, s, d3)
-        if count % 2:
-            k = k0 + count - 1
-            q = base + PANEL * k
-            w0 = vload(w, q, 0)
-            w1 = vload(w, q + _V1, 0)
-            w2 = vload(w, q + _V2, 0)
-            w3 = vload(w, q + _V3, 0)
-            s = vsplat(z[r, np.uintp(k)])
-            a0 = vfma(w0, s, a0)
-            a1 = vfma(w1, s, a1)
-            a2 = vfma(w2, s, a2)
-            a3 = vfma(w3, s, a3)
-            s = vsplat(z[r1, np.uintp(k)])
-            c0 = vfma(w0, s, c0)
-            c1 = vfma(w1, s, c1)
-            c2 = vfma(w2, s, c2)
-            c3 = vfma(w3, s, c3)
-        first = k0 == 0
-        _put(acc, r, j, vadd(a0, b0), first)
-        _put(acc, r1, j, vadd(c0, d0), first)
-        if PANEL > 1:
-            _put(acc, r, j1, vadd(a1, b1), first)
-            _put(acc, r1, j1, vadd(c1, d1), first)
-        if PANEL > 2:
-            _put(acc, r, j2, vadd(a2, b2), first)
-            _put(acc, r1, j2, vadd(c2, d2), first)
-        if PANEL > 3:
-            _put(acc, r, j3, vadd(a3, b3), first)
-            _put(acc, r1, j3, vadd(c3, d3), first)
-    if inner == 0:
-        _zero_rows(acc, r, 2, j, PANEL)
+    for v in range(v0, v1, PANEL):
+        base = v * inner
+        j = v * lanes
+        j1 = j + lanes
+        j2 = j + 2 * lanes
+        j3 = j + 3 * lanes
+        r1 = r + 1
+        for k0 in range(0, inner, BLOCK):
+            a0 = vzero(acc)
+            a1 = vzero(acc)
+            a2 = vzero(acc)
+            a3 = vzero(acc)
+            b0 = vzero(acc)
+            b1 = vzero(acc)
+            b2 = vzero(acc)
+            b3 = vzero(acc)
+            c0 = vzero(acc)
+            c1 = vzero(acc)
+            c2 = vzero(acc)
+            c3 = vzero(acc)
+            d0 = vzero(acc)
+            d1 = vzero(acc)
+            d2 = vzero(acc)
+            d3 = vzero(acc)
+            count = min(BLOCK, inner - k0)
+            for i in range(count // 2):
+                k = k0 + 2 * i
+                q = base + PANEL * k
+                w0 = vload(w, q, 0)
+                w1 = vload(w, q + _V1, 0)
+                w2 = vload(w, q + _V2, 0)
+                w3 = vload(w, q + _V3, 0)
+                s = vsplat(z[r, np.uintp(k)])
+                a0 = vfma(w0, s, a0)
+                a1 = vfma(w1, s, a1)
+                a2 = vfma(w2, s, a2)
+                a3 = vfma(w3, s, a3)
+                s = vsplat(z[r1, np.uintp(k)])
+                c0 = vfma(w0, s, c0)
+                c1 = vfma(w1, s, c1)
+                c2 = vfma(w2, s, c2)
+                c3 = vfma(w3, s, c3)
+                q += PANEL
+                w0 = vload(w, q, 0)
+                w1 = vload(w, q + _V1, 0)
+                w2 = vload(w, q + _V2, 0)
+                w3 = vload(w, q + _V3, 0)
+                s = vsplat(z[r, np.uintp(k + 1)])
+                b0 = vfma(w0, s, b0)
+                b1 = vfma(w1, s, b1)
+                b2 = vfma(w2, s, b2)
+                b3 = vfma(w3, s, b3)
+                s = vsplat(z[r1, np.uintp(k + 1)])
+                d0 = vfma(w0, s, d0)
+                d1 = vfma(w1, s, d1)
+                d2 = vfma(w2, s, d2)
+                d3 = vfma(w3, s, d3)
+            if count % 2:
+                k = k0 + count - 1
+                q = base + PANEL * k
+                w0 = vload(w, q, 0)
+                w1 = vload(w, q + _V1, 0)
+                w2 = vload(w, q + _V2, 0)
+                w3 = vload(w, q + _V3, 0)
+                s = vsplat(z[r, np.uintp(k)])
+                a0 = vfma(w0, s, a0)
+                a1 = vfma(w1, s, a1)
+                a2 = vfma(w2, s, a2)
+                a3 = vfma(w3, s, a3)
+                s = vsplat(z[r1, np.uintp(k)])
+                c0 = vfma(w0, s, c0)
+                c1 = vfma(w1, s, c1)
+                c2 = vfma(w2, s, c2)
+                c3 = vfma(w3, s, c3)
+            first = k0 == 0
+            _put(acc, r, j, vadd(a0, b0), first)
+            _put(acc, r1, j, vadd(c0, d0), first)
+            if PANEL > 1:
+                _put(acc, r, j1, vadd(a1, b1), first)
+                _put(acc, r1, j1, vadd(c1, d1), first)
+            if PANEL > 2:
+                _put(acc, r, j2, vadd(a2, b2), first)
+                _put(acc, r1, j2, vadd(c2, d2), first)
+            if PANEL > 3:
+                _put(acc, r, j3, vadd(a3, b3), first)
+                _put(acc, r1, j3, vadd(c3, d3), first)
+        if inner == 0:
+            _zero_rows(acc, r, 2, j, PANEL)
 
 
 @njit(**KERNEL_JIT)
-def _rows1_panel(z, r, inner, w, base, acc, j):
-    # One row: the chain of dependent adds, not throughput, bounds the time,
+def _row1_panels(z, r, inner, w, acc, v0, v1):
+    # One row x the full panels of vectors v0..v1 - 1 (v0, v1 multiples of
+    # PANEL). The chain of dependent adds, not throughput, bounds the time,
     # so k accumulates in four chains by k mod 4 (4 * PANEL accumulators),
     # per block of BLOCK k; the last count % 4 values of a block join the
     # first chain. (Two chains kept one multiply-add in flight per cycle,
     # half of what the FMA units take.)
     lanes = VECTOR_BYTES // acc.itemsize
-    j1 = j + lanes
-    j2 = j + 2 * lanes
-    j3 = j + 3 * lanes
-    for k0 in range(0, inner, BLOCK):
-        a0 = vzero(acc)
-        a1 = vzero(acc)
-        a2 = vzero(acc)
-        a3 = vzero(acc)
-        b0 = vzero(acc)
-        b1 = vzero(acc)
-        b2 = vzero(acc)
-        b3 = vzero(acc)
-        c0 = vzero(acc)
-        c1 = vzero(acc)
-        c2 = vzero(acc)
-        c3 = vzero(acc)
-        d0 = vzero(acc)
-        d1 = vzero(acc)
-        d2 = vzero(acc)
-        d3 = vzero(acc)
-        count = min(BLOCK, inner - k0)
-        for i in range(count // 4):
-            k = k0 + 4 * i
-            q = base + PANEL * k
-            s = vsplat(z[r, np.uintp(k)])
-            a0 = vfma(vload(w, q, 0), s, a0)
-            a1 = vfma(vload(w, q + _V1, 0), s, a1)
-            a2 = vfma(vload(w, q + _V2, 0), s, a2)
-            a3 = vfma(vload(w, q + _V3, 0), s, a3)
-            q += PANEL
-            s = vsplat(z[r, np.uintp(k + 1)])
-            b0 = vfma(vload(w, q, 0), s, b0)
-            b1 = vfma(vload(w, q + _V1, 0), s, b1)
-            b2 = vfma(vload(w, q + _V2, 0), s, b2)
-            b3 = vfma(vload(w, q + _V3, 0), s, b3)
-            q += PANEL
-            s = vsplat(z[r, np.uintp(k + 2)])
-            c0 = vfma(vload(w, q, 0), s, c0)
-            c1 = vfma(vload(w, q + _V1, 0), s, c1)
-            c2 = vfma(vload(w, q + _V2, 0), s, c2)
-            c3 = vfma(vload(w, q + _V3, 0), s, c3)
-            q += PANEL
-            s = vsplat(z[r, np.uintp(k + 3)])
-            d0 = vfma(vload(w, q, 0), s, d0)
-            d1 = vfma(vload(w, q + _V1, 0), s, d1)
-            d2 = vfma(vload(w, q + _V2, 0), s, d2)
-            d3 = vfma(vload(w, q + _V3, 0), s, d3)
-        for k in range(k0 + count - count % 4, k0 + count):
-            q = base + PANEL * k
-            s = vsplat(z[r, np.uintp(k)])
-            a0 = vfma(vload(w, q, 0), s, a0)
-            a1 = vfma(vload(w, q + _V1, 0), s, a1)
-            a2 = vfma(vload(w, q + _V2, 0), s, a2)
-            a3 = vfma(vload(w, q + _V3, 0), s, a3)
-        first = k0 == 0
-        _put(acc, r, j, vadd(vadd(a0, b0), vadd(c0, d0)), first)
-        if PANEL > 1:
-            _put(acc, r, j1, vadd(vadd(a1, b1), vadd(c1, d1)), first)
-        if PANEL > 2:
-            _put(acc, r, j2, vadd(vadd(a2, b2), vadd(c2, d2)), first)
-        if PANEL > 3:
-            _put(acc, r, j3, vadd(vadd(a3, b3), vadd(c3, d3)), first)
-    if inner == 0:
-        _zero_rows(acc, r, 1, j, PANEL)
+    for v in range(v0, v1, PANEL):
+        base = v * inner
+        j = v * lanes
+        j1 = j + lanes
+        j2 = j + 2 * lanes
+        j3 = j + 3 * lanes
+        for k0 in range(0, inner, BLOCK):
+            a0 = vzero(acc)
+            a1 = vzero(acc)
+            a2 = vzero(acc)
+            a3 = vzero(acc)
+            b0 = vzero(acc)
+            b1 = vzero(acc)
+            b2 = vzero(acc)
+            b3 = vzero(acc)
+            c0 = vzero(acc)
+            c1 = vzero(acc)
+            c2 = vzero(acc)
+            c3 = vzero(acc)
+            d0 = vzero(acc)
+            d1 = vzero(acc)
+            d2 = vzero(acc)
+            d3 = vzero(acc)
+            count = min(BLOCK, inner - k0)
+            for i in range(count // 4):
+                k = k0 + 4 * i
+                q = base + PANEL * k
+                s = vsplat(z[r, np.uintp(k)])
+                a0 = vfma(vload(w, q, 0), s, a0)
+                a1 = vfma(vload(w, q + _V1, 0), s, a1)
+                a2 = vfma(vload(w, q + _V2, 0), s, a2)
+                a3 = vfma(vload(w, q + _V3, 0), s, a3)
+                q += PANEL
+                s = vsplat(z[r, np.uintp(k + 1)])
+                b0 = vfma(vload(w, q, 0), s, b0)
+                b1 = vfma(vload(w, q + _V1, 0), s, b1)
+                b2 = vfma(vload(w, q + _V2, 0), s, b2)
+                b3 = vfma(vload(w, q + _V3, 0), s, b3)
+                q += PANEL
+                s = vsplat(z[r, np.uintp(k + 2)])
+                c0 = vfma(vload(w, q, 0), s, c0)
+                c1 = vfma(vload(w, q + _V1, 0), s, c1)
+                c2 = vfma(vload(w, q + _V2, 0), s, c2)
+                c3 = vfma(vload(w, q + _V3, 0), s, c3)
+                q += PANEL
+                s = vsplat(z[r, np.uintp(k + 3)])
+                d0 = vfma(vload(w, q, 0), s, d0)
+                d1 = vfma(vload(w, q + _V1, 0), s, d1)
+                d2 = vfma(vload(w, q + _V2, 0), s, d2)
+                d3 = vfma(vload(w, q + _V3, 0), s, d3)
+            for k in range(k0 + count - count % 4, k0 + count):
+                q = base + PANEL * k
+                s = vsplat(z[r, np.uintp(k)])
+                a0 = vfma(vload(w, q, 0), s, a0)
+                a1 = vfma(vload(w, q + _V1, 0), s, a1)
+                a2 = vfma(vload(w, q + _V2, 0), s, a2)
+                a3 = vfma(vload(w, q + _V3, 0), s, a3)
+            first = k0 == 0
+            _put(acc, r, j, vadd(vadd(a0, b0), vadd(c0, d0)), first)
+            if PANEL > 1:
+                _put(acc, r, j1, vadd(vadd(a1, b1), vadd(c1, d1)), first)
+            if PANEL > 2:
+                _put(acc, r, j2, vadd(vadd(a2, b2), vadd(c2, d2)), first)
+            if PANEL > 3:
+                _put(acc, r, j3, vadd(vadd(a3, b3), vadd(c3, d3)), first)
+        if inner == 0:
+            _zero_rows(acc, r, 1, j, PANEL)
 
 
 @njit(**KERNEL_JIT)
@@ -479,7 +487,7 @@ def _rows4_vecs1(z, r, inner, w, base, acc, j):
 @njit(**KERNEL_JIT)
 def _rows2_vecs1(z, r, inner, w, base, acc, j):
     # The last panel's vectors, one at a time, for two rows: two chains
-    # per row by k mod 2, as _rows2_panel.
+    # per row by k mod 2, as _rows2_panels.
     for k0 in range(0, inner, BLOCK):
         a0 = vzero(acc)
         b0 = vzero(acc)
@@ -508,7 +516,7 @@ def _rows2_vecs1(z, r, inner, w, base, acc, j):
 
 @njit(**KERNEL_JIT)
 def _rows1_vecs1(z, r, inner, w, base, acc, j):
-    # Four chains by k mod 4, per block, as _rows1_panel: a vector's sums do
+    # Four chains by k mod 4, per block, as _row1_panels: a vector's sums do
     # not depend on whether it falls in a full panel or the last one.
     for k0 in range(0, inner, BLOCK):
         a0 = vzero(acc)
@@ -554,6 +562,20 @@ def matmul_rows(z, rows, inner, packed, acc):
     if sixes > 0 and single - 6 * sixes == 2:
         sixes -= 1
     v = 0
+    if rows <= 2:
+        # One or two samples (a stream, B = 1): every panel in one call, the
+        # same sums as a panel at a time. A call per panel cost float32 (1,
+        # 100 000, 8, 64) on AVX2 (8 vectors: 4 panels) 1.16x the time of
+        # the release before issue 12 (12a0eb6, whose one-row block took all
+        # 4 of its 512-bit vectors in one call); one call, 0.92x (paired in
+        # one process, 9 rounds). (Three rows stay a panel at a time: their
+        # two calls over every panel read the weights twice, and at H = 1024
+        # from L3, a step took 1.16-1.19x as long.)
+        if rows == 2:
+            _rows2_panels(z, 0, inner, packed, acc, 0, full)
+        else:
+            _row1_panels(z, 0, inner, packed, acc, 0, full)
+        v = full
     while v < full:
         base = v * inner
         r = 0
@@ -564,10 +586,10 @@ def matmul_rows(z, rows, inner, packed, acc):
             _rows4_panel(z, r, inner, packed, base, acc, v * lanes)
             r += 4
         if r + 2 <= rows:
-            _rows2_panel(z, r, inner, packed, base, acc, v * lanes)
+            _rows2_panels(z, r, inner, packed, acc, v, v + PANEL)
             r += 2
         if r < rows:
-            _rows1_panel(z, r, inner, packed, base, acc, v * lanes)
+            _row1_panels(z, r, inner, packed, acc, v, v + PANEL)
         v += PANEL
     while v < vectors:
         base = v * inner
