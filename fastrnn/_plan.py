@@ -318,7 +318,7 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
 #   (2, 2000, 1, 512) 2.6x).
 # - The verdict holds for REVISE_SECONDS, for this call and later calls of
 #   the same shape (a stream of chunks), then both ways are timed again; and
-#   sooner when the chosen way's rate falls below SLOWDOWN times its rate
+#   sooner when the threads, chosen, fall below SLOWDOWN times their rate
 #   when chosen (another process has started).
 WINDOWS_MIN_FMAS = 20_000_000
 FIRST_WINDOW_FMAS = 2_000_000
@@ -443,10 +443,17 @@ class Verdict:
         self.wins = self.wins + 1 if self.split else 0
 
     def check(self, rate: float) -> None:
-        """The chosen way ran at ``rate``: below SLOWDOWN times its rate
-        when chosen (another process has started), compare again, and
-        forget the windows before (see RECENT_WINDOWS)."""
-        if rate < SLOWDOWN * self.rate:
+        """The chosen way ran at ``rate``: the threads below SLOWDOWN times
+        their rate when chosen (another process has started), compare
+        again, and forget the windows before (see RECENT_WINDOWS). One
+        thread slowed down does not: the machine is busier, which only
+        makes the threads worse, and a probe then is the costly part (a
+        busy machine, examples/esn.py's reservoir: one thread's last window
+        slowed by the busy process forgot the recent windows, the next
+        call's probe met a one-thread window the host delayed (117 ms for
+        1040 steps against 21) and chose the threads, 4.5x slower than one
+        thread there: a 644 ms call against 222)."""
+        if self.split and rate < SLOWDOWN * self.rate:
             self.when = -math.inf
             self.recent = {True: [], False: []}
             self.wins = 0
@@ -587,9 +594,9 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
     """Record a whole call run one way (``split``: on the threads) that took
     ``seconds`` for ``fmas`` multiply-adds. While comparing, after
     CALL_TRIALS counted calls each way the threads are kept only if
-    ``gain`` times faster than one thread; otherwise a call of the
-    chosen way slower than SLOWDOWN times the verdict's rate starts a
-    comparison again. The first CALL_WARMUP calls after one of the other way
+    ``gain`` times faster than one thread; otherwise a call on the
+    chosen threads slower than SLOWDOWN times the verdict's rate starts a
+    comparison again (see Verdict.check). The first CALL_WARMUP calls after one of the other way
     do not count (CALL_FIRST_WARMUP in a way's first block)."""
     rate = fmas / max(seconds, 1e-9)
     # A way's first block warms up longer (its first calls in the process
@@ -625,8 +632,8 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
 # second core, the crew's steps were fast while its helper had the core and
 # slow while it waited for it, and the fastest of 4 steps chose the crew at
 # 2x one thread's time (float32 B = 32, H = 256: 94 against 47 us a step).
-# Decided, the chosen way is timed over windows of CREW_BLOCK_SECONDS; one
-# slower than SLOWDOWN times its rate when chosen compares again, as does
+# Decided, the chosen way is timed over windows of CREW_BLOCK_SECONDS; the
+# crew slower than SLOWDOWN times its rate when chosen compares again, as does
 # CREW_REVISE_SECONDS[way] after deciding for that way (True: the crew;
 # one thread twice as long with each loss of the crew in a row, up to 64x):
 # one thread, chosen while other threads spun on the second core (a peer's
@@ -688,9 +695,10 @@ class CrewVerdict:
 
     def window_done(self) -> None:
         """Decided, the chosen way's calls have added up to a window
-        (``fmas`` in ``seconds``): slower than SLOWDOWN times its rate when
-        chosen, compare again."""
-        if self.fmas < SLOWDOWN * self.rate * self.seconds:
+        (``fmas`` in ``seconds``): the crew slower than SLOWDOWN times its
+        rate when chosen, compare again (one thread slowed down: see
+        Verdict.check)."""
+        if self.split and self.fmas < SLOWDOWN * self.rate * self.seconds:
             self.when = -math.inf
         self.calls, self.fmas, self.seconds = 0, 0.0, 0.0
 

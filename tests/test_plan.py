@@ -456,6 +456,33 @@ def test_a_verdict_for_the_threads_holds_longer_each_time_until_a_slowdown():
     assert verdict.due(60.0 + _plan.REVISE_SECONDS + 0.1)
 
 
+def test_one_thread_slowed_down_does_not_compare_again_sooner():
+    # A busier machine only makes the threads worse: a slowdown of one
+    # thread, chosen, keeps its hold (and its recent windows); the threads'
+    # slowdown compares again at once.
+    verdict = _plan.Verdict()
+    verdict.decide({True: 1e10, False: 2e10}, _plan.SPLIT_MIN_GAIN, 0.0)
+    assert verdict.split is False
+    verdict.note(False, 2e10, 0.1)
+    verdict.check(0.1 * 2e10)
+    hold = _plan.ONE_THREAD_REVISE_SECONDS
+    assert not verdict.due(hold - 0.01) and verdict.due(hold + 0.01)
+    assert verdict.recent[False] == [(0.1, 2e10)]
+    verdict.decide({True: 4e10, False: 2e10}, _plan.SPLIT_MIN_GAIN, 10.0)
+    assert verdict.split is True
+    verdict.check(0.1 * 4e10)
+    assert verdict.due(10.0)
+    crew = _plan.CrewVerdict()
+    crew.split, crew.rate, crew.when, crew.comparing = False, 1e9, 0.0, None
+    for _ in range(3):
+        crew.record(False, 1e6, 5e-3, 0.0)  # 2e8 a second: below SLOWDOWN x 1e9
+    assert crew.when == 0.0 and crew.way(0.0) is False
+    crew.split = True
+    for _ in range(3):
+        crew.record(True, 1e6, 5e-3, 0.0)
+    assert crew.when == -math.inf
+
+
 def test_doubled_hold_doubles_up_to_its_bound_however_many_losses():
     holds = [_plan.doubled_hold(0.25, losses, 2.0) for losses in range(1, 7)]
     assert holds == [0.25, 0.5, 1.0, 2.0, 2.0, 2.0]
