@@ -385,6 +385,18 @@ def doubled_hold(first: float, losses: int, most: float) -> float:
             break
         hold *= 2
     return min(hold, most)
+# A revision of one thread's verdict, while one thread runs (recent windows),
+# cuts the threads' probe window in two: the first PRE_PROBE_PART of it, a
+# pre-probe, then the rest (the probe's rate is over both). If the threads
+# run the pre-probe below PRE_PROBE_LOSS times one thread's recent rate, one
+# thread is chosen again without the rest of the probe: a busy machine's threads,
+# 4.5x slower than one thread (examples/esn.py's reservoir, one busy process
+# on the 2-core Zen 3 VM: 1040 steps in 73-94 ms against 21), cost such a
+# call (200 ms) 30% more at each revision, while a quiet machine's threads
+# (1.15x one thread at the least, when they win) run a short window at well
+# over half one thread's rate (their fixed cost a window is ~0.2-1 ms).
+PRE_PROBE_PART = 0.25
+PRE_PROBE_LOSS = 0.5
 # A revision's probe (REVISE_SECONDS after the last) counts the way that was
 # running at no less than the median of its last RECENT_WINDOWS windows (of
 # the last RECENT_SECONDS, none since a slowdown): one probe window on the
@@ -464,15 +476,16 @@ class Verdict:
         seen.append((now, rate))
         del seen[:-RECENT_WINDOWS]
 
+    def recent_rate(self, way: bool, now: float) -> float:
+        """The median rate of ``way``'s recent windows (see
+        RECENT_WINDOWS), 0.0 without any."""
+        fresh = [rate for when, rate in self.recent[way] if now - when <= RECENT_SECONDS]
+        return statistics.median(fresh) if fresh else 0.0
+
     def with_recent(self, rates: dict[bool, float], now: float) -> dict[bool, float]:
         """A probe's ``rates``, each way no less than the median of its
         recent windows (see RECENT_WINDOWS)."""
-        rates = dict(rates)
-        for way, seen in self.recent.items():
-            fresh = [rate for when, rate in seen if now - when <= RECENT_SECONDS]
-            if fresh:
-                rates[way] = max(rates[way], statistics.median(fresh))
-        return rates
+        return {way: max(rate, self.recent_rate(way, now)) for way, rate in rates.items()}
 
 
 class Windows:
@@ -518,6 +531,7 @@ class Windows:
         while first < self.steps:
             now = self.clock()
             probe = verdict is not None and verdict.due(now)
+            pre_rows, pre_seconds = 0, 0.0  # a pre-probe's sample-steps and time
             warm = verdict is not None and len(verdict.seen) == 2
             if probe:
                 # Both ways, the same short window each; the split first.
@@ -525,6 +539,24 @@ class Windows:
                 rate = max(max(self.rate.values()), verdict.rate)  # 0: never measured
                 fmas = (max(PROBE_MIN_FMAS, PROBE_SECONDS * rate) if warm
                         else FIRST_WINDOW_FMAS)
+                alone = verdict.recent_rate(False, now) if warm and not verdict.split else 0.0
+                whole = self._steps_for(first, fmas, self.steps // 10) if alone > 0 else 0
+                steps = max(1, int(whole * PRE_PROBE_PART) // self.quantum) * self.quantum
+                if steps < whole:
+                    # One thread chosen, and running: the threads' probe
+                    # window starts with a pre-probe (see PRE_PROBE_PART).
+                    last = min(self.steps, first + steps)
+                    start = self.clock()
+                    yield first, last, True
+                    end = self.clock()
+                    pre_seconds = max(end - start, 1e-9)
+                    pre_rows = self.sample_steps(first, last)
+                    self.log.append((first, last, True, pre_seconds))
+                    first = last
+                    rate = self.rate[True] = pre_rows * self.per_step / pre_seconds
+                    if rate < PRE_PROBE_LOSS * alone:
+                        verdict.decide({True: rate, False: alone}, SPLIT_MIN_GAIN, end)
+                        continue
             else:
                 ways = (True,) if verdict is None else (verdict.split,)
                 fmas = size
@@ -532,14 +564,21 @@ class Windows:
                 if first >= self.steps:
                     break
                 most = self.steps // 10 if probe and warm else None
-                last = min(self.steps, first + self._steps_for(first, fmas, most))
+                count = self._steps_for(first, fmas, most)
+                if split and pre_rows:
+                    count = whole - steps  # the rest of the probe's window
+                last = min(self.steps, first + count)
                 start = self.clock()
                 yield first, last, split
                 end = self.clock()
                 seconds = max(end - start, 1e-9)
-                rate = self.sample_steps(first, last) * self.per_step / seconds
-                self.rate[split] = rate
                 self.log.append((first, last, split, seconds))
+                rows = self.sample_steps(first, last)
+                if split and pre_rows:
+                    rows += pre_rows
+                    seconds += pre_seconds
+                rate = rows * self.per_step / seconds
+                self.rate[split] = rate
                 first = last
                 size = min(8 * size, rate * window_seconds)
                 if verdict is not None:

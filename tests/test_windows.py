@@ -158,9 +158,47 @@ def test_the_verdict_serves_later_calls_then_is_revised():
     clock.now += _plan.REVISE_SECONDS
     rates = {True: 3.4e10, False: 2e10}
     ran = _run(_windows(5_000, per_step, verdict, clock), clock, rates, per_step)
-    assert ran[0][2] is True and ran[1][2] is False
+    # (A pre-probe on the threads, then a window each way: see the next test.)
+    assert [split for _, _, split in ran[:3]] == [True, True, False]
     assert verdict.split is True
-    assert all(split for _, _, split in ran[2:])
+    assert all(split for _, _, split in ran[3:])
+
+
+@pytest.mark.parametrize("threads_rate, full_probe", [(0.7e10, False), (1.2e10, True)])
+def test_a_pre_probe_confirms_one_thread_without_the_full_probe(threads_rate, full_probe):
+    # One thread chosen and running (2e10 multiply-adds a second); at its
+    # revision the threads first run a pre-probe, PRE_PROBE_PART of the
+    # probe's window. Below PRE_PROBE_LOSS times one thread's recent rate
+    # (a busy machine's threads, 0.35x) one thread is chosen again at once;
+    # above it (1.2e10: 0.6x), the rest of the threads' probe window runs,
+    # then one thread's, as before.
+    clock = Clock()
+    per_step = 1_000_000
+    verdict = _plan.Verdict()
+    rates = {True: 0.7e10, False: 2e10}
+    _run(_windows(2_000, per_step, verdict, clock), clock, rates, per_step)
+    _run(_windows(1_000, per_step, verdict, clock), clock, rates, per_step)
+    assert verdict.split is False and verdict.losses == 1
+    verdict_rate = verdict.rate
+    clock.now = verdict.when + _plan.ONE_THREAD_REVISE_SECONDS + 0.01
+    windows = _windows(2_000, per_step, verdict, clock)
+    ran = _run(windows, clock, {True: threads_rate, False: 2e10}, per_step)
+    _check_cover(ran, 2_000)
+    # (The probe's window: PROBE_SECONDS at the verdict's rate, at least
+    # PROBE_MIN_FMAS, at most a tenth of the call.)
+    fmas = max(_plan.PROBE_MIN_FMAS, _plan.PROBE_SECONDS * verdict_rate)
+    probe_steps = windows._steps_for(0, fmas, 2_000 // 10)
+    pre = ran[0]
+    assert pre[2] is True and pre[1] - pre[0] == int(probe_steps * _plan.PRE_PROBE_PART)
+    threads_windows = [window for window in ran if window[2]]
+    assert verdict.split is False and verdict.losses == 2
+    if full_probe:
+        assert [split for _, _, split in ran[:3]] == [True, True, False]
+        assert ran[1][1] - ran[0][0] == probe_steps
+        assert ran[2][1] - ran[2][0] == probe_steps
+        assert len(threads_windows) == 2
+    else:
+        assert threads_windows == [pre]
 
 
 def test_a_probe_delayed_once_does_not_overturn_recent_windows():
