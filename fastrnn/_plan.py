@@ -385,6 +385,8 @@ def doubled_hold(first: float, losses: int, most: float) -> float:
             break
         hold *= 2
     return min(hold, most)
+
+
 # A revision of one thread's verdict, while one thread runs (recent windows),
 # cuts the threads' probe window in two: the first PRE_PROBE_PART of it, a
 # pre-probe, then the rest (the probe's rate is over both). If the threads
@@ -635,8 +637,9 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
     CALL_TRIALS counted calls each way the threads are kept only if
     ``gain`` times faster than one thread; otherwise a call on the
     chosen threads slower than SLOWDOWN times the verdict's rate starts a
-    comparison again (see Verdict.check). The first CALL_WARMUP calls after one of the other way
-    do not count (CALL_FIRST_WARMUP in a way's first block)."""
+    comparison again (see Verdict.check). The first CALL_WARMUP calls after
+    one of the other way do not count (CALL_FIRST_WARMUP in a way's first
+    block)."""
     rate = fmas / max(seconds, 1e-9)
     # A way's first block warms up longer (its first calls in the process
     # are its slowest), the later blocks CALL_WARMUP calls.
