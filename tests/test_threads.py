@@ -451,26 +451,30 @@ def test_a_call_does_not_wait_for_a_helper_the_machine_runs_late(batch_split_for
     _numba = batch_split_forced
     problem = make_problem(7, batch=8, steps=40, input_size=5, hidden_size=24, h0=True)
     expected = fastrnn.forward(**problem, backend="numba")  # (on the team)
+    team = _numba._team
+    # The helper done with the calls before (a job it comes to late would
+    # otherwise run the patched function below too).
+    assert _eventually(lambda: team.counters[_team_slot(1)] == team.counters[0])
     real = _numba.forward_range_shares_call
     release, ran = threading.Event(), []
 
     def late(*args):
-        if args[20] != 0:  # the helper's job
+        number, part = args[19], args[20]
+        if part != 0:  # the helper's job
             release.wait(30)
-            ran.append(real(*args))
-            return ran[-1]
-        ran.append(("caller", real(*args)))
-        return ran[-1][1]
+        ran.append((number, part, real(*args)))
+        return ran[-1][2]
 
     monkeypatch.setattr(_numba, "forward_range_shares_call", late)
     output, h_n = fastrnn.forward(**problem, backend="numba")
     returned_first = not release.is_set()
     release.set()
-    assert returned_first and ran == [("caller", 2)]
+    number = int(team.counters[0])
+    assert returned_first and ran == [(number, 0, 2)]
     assert np.array_equal(output, expected[0]) and np.array_equal(h_n, expected[1])
     saved = output.copy(), h_n.copy()
     # The helper, let go, claims nothing and writes nothing.
-    assert _eventually(lambda: len(ran) == 2) and ran[1] == 0
+    assert _eventually(lambda: len(ran) == 2) and ran[1] == (number, 1, 0)
     assert np.array_equal(output, saved[0]) and np.array_equal(h_n, saved[1])
     monkeypatch.setattr(_numba, "forward_range_shares_call", real)
     assert not _numba._team.lock.locked()
