@@ -346,12 +346,10 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             split.run(x, h, out, col, h_n, cell, batch_first, reverse, first, last, chunk)
     elif path == BATCH_SPLIT:
         weights, sell = pack()
-        shares = _batch_split(x, weights, sell, cell, out, col, h_n, batch_first, order, lens,
-                              reverse, plan.parts, chunk)
+        shares, whole_blocks = _batch_split(x, weights, sell, cell, out, col, h_n, batch_first,
+                                            order, lens, reverse, plan.parts, chunk)
         run_split = shares
-        parts = min(plan.parts, batch)
-        if lens is not None or any((batch * (p + 1) // parts - batch * p // parts) % 4
-                                   for p in range(parts)):
+        if not whole_blocks:
             def run_one(h: np.ndarray, first: int, last: int) -> None:
                 # The caller alone: the batch split's shares (its bits), with
                 # no hand-off (see below). Where every share is whole blocks
@@ -494,9 +492,11 @@ def _verdict(key: tuple) -> Verdict:
 def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
                  out: np.ndarray | None, col: int, h_n: np.ndarray, batch_first: bool,
                  order: np.ndarray | None, lens: np.ndarray | None, reverse: bool, parts: int,
-                 chunk: int):
-    """The batch split's window runner: samples are independent, so each
-    thread runs every step of the window for shares of the batch (the
+                 chunk: int) -> tuple[Any, bool]:
+    """The batch split's window runner, and whether its shares are whole
+    blocks of 4 samples of the batch in order (no lengths: then the
+    one-thread path runs them with the same bits). Samples are
+    independent, so each thread runs every step of the window for shares of the batch (the
     kernels release the GIL), with no per-step hand-off, all reading one
     packed copy of the weights. With lengths, share p is every parts-th
     sequence of the sorted order, so that each gets a fair share of long
@@ -515,6 +515,7 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
         lens = np.concatenate([lens[p::parts] for p in range(parts)])
         sizes = [(batch - p + parts - 1) // parts for p in range(parts)]
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    whole_blocks = lens is None and not np.any(np.diff(bounds) % 4)
 
     def shares_from(h: np.ndarray | None, first: int, last: int, counts: np.ndarray,
                     claims: int, finished: int, number: int, part: int) -> None:
@@ -569,4 +570,4 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
         for future in futures:
             future.result()
 
-    return run
+    return run, whole_blocks

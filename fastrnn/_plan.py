@@ -521,6 +521,15 @@ class Windows:
             steps = min(steps, max(1, most))
         return -(-steps // self.quantum) * self.quantum
 
+    def _window(self, first: int, last: int, split: bool):
+        # Yields one window; returns its seconds and when it ended.
+        start = self.clock()
+        yield first, last, split
+        end = self.clock()
+        seconds = max(end - start, 1e-9)
+        self.log.append((first, last, split, seconds))
+        return seconds, end
+
     def __iter__(self):
         verdict = self.verdict
         first_fmas, window_seconds = (
@@ -548,12 +557,8 @@ class Windows:
                     # One thread chosen, and running: the threads' probe
                     # window starts with a pre-probe (see PRE_PROBE_PART).
                     last = min(self.steps, first + steps)
-                    start = self.clock()
-                    yield first, last, True
-                    end = self.clock()
-                    pre_seconds = max(end - start, 1e-9)
+                    pre_seconds, end = yield from self._window(first, last, True)
                     pre_rows = self.sample_steps(first, last)
-                    self.log.append((first, last, True, pre_seconds))
                     first = last
                     rate = self.rate[True] = pre_rows * self.per_step / pre_seconds
                     if rate < PRE_PROBE_LOSS * alone:
@@ -570,11 +575,7 @@ class Windows:
                 if split and pre_rows:
                     count = whole - steps  # the rest of the probe's window
                 last = min(self.steps, first + count)
-                start = self.clock()
-                yield first, last, split
-                end = self.clock()
-                seconds = max(end - start, 1e-9)
-                self.log.append((first, last, split, seconds))
+                seconds, end = yield from self._window(first, last, split)
                 rows = self.sample_steps(first, last)
                 if split and pre_rows:
                     rows += pre_rows
