@@ -157,7 +157,7 @@ class Layer:
             if prepared.sparse is not None:
                 self._step_kernel = step_kernels.general_step_kernel(dtype, True)
             elif hidden < STEP_BLAS_MIN_HIDDEN:
-                self._step_fast = step_kernels.step_kernel(dtype)
+                self._step_fast = step_kernels.step_kernel(dtype, relu)
             else:
                 # A wide dense state: its steps are routed by batch size
                 # (see _run_step).
@@ -376,8 +376,7 @@ class Layer:
             if target is None and type(h) is _NDARRAY:
                 target = _empty(h.shape, self.dtype)
             try:
-                if fast(x_t, h, target, self._packed, self.hidden_size, self._relu,
-                        self._leaky):
+                if fast(x_t, h, target, self._packed):
                     return target
             except TypeError:
                 pass
@@ -520,8 +519,7 @@ class Layer:
     def _one_thread_step(self, x: np.ndarray, h: np.ndarray, out: np.ndarray) -> None:
         # The step on this thread.
         batch = x.shape[0]
-        if self._step_fast is not None and self._step_fast(
-                x, h, out, self._packed, self.hidden_size, self._relu, self._leaky):
+        if self._step_fast is not None and self._step_fast(x, h, out, self._packed):
             pass
         elif self._step_kernel is not None and (batch > 1 or not self._wide
                                                 or self._crew_size <= self.hidden_size):

@@ -402,3 +402,19 @@ def test_half_of_a_wider_output_written_in_place(monkeypatch, assert_close, make
             assert_close(wide[..., col:col + hidden], expected_output)
             assert_close(h_n, expected_h_n)
             assert (other == untouched).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [1, 7, 4095, 4096, 9001])
+@pytest.mark.parametrize("leaky", [False, True])
+def test_the_shape_row_gives_back_h_and_the_leak(dtype, hidden, leaky):
+    # The step kernels read H and the leak's flag from the packed layer's
+    # last row (kernels.cells.layer_shape), stored in two parts: exact at
+    # H = 2^12 and past it, in float32 too. (A sparse w_hh: no H rows packed.)
+    from fastrnn.kernels import cells
+
+    w_ih = np.ones((hidden, 3), dtype)
+    empty = np.empty(0, dtype)
+    leak = np.full(hidden, 0.5, dtype) if leaky else empty
+    packed = cells.pack_layer_call(w_ih, None, empty, empty, leak, 0, hidden, empty)
+    assert cells.layer_shape(packed) == (hidden, leaky)

@@ -230,6 +230,10 @@ def test_eight_concurrent_callers(make_problem, backend):
          r"x_t must have shape \(2, 3\)"),
         (np.zeros((2, 3), np.float32), np.zeros((3, 4), np.float32), None, ValueError,
          r"h must have shape \(2, 4\)"),
+        # x one column short and h one column long: as many packed rows
+        # (the kernel reads H from the layer's shape row, not from h).
+        (np.zeros((2, 2), np.float32), np.zeros((2, 5), np.float32), None, ValueError,
+         r"x_t must have shape \(2, 3\)"),
         (np.zeros((2, 3), np.float32), np.zeros(4, np.float32), None, ValueError,
          r"\(B, I\) and \(B, H\)"),
         (np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32),
@@ -249,6 +253,18 @@ def test_step_rejects_bad_input_and_modifies_nothing(make_problem, x_t, h, out, 
     np.testing.assert_array_equal(h, h_before)
     if out is not None:
         np.testing.assert_array_equal(out, out_before)
+
+
+def test_a_sparse_layers_step_rejects_an_h_one_column_long():
+    # Its kernel packs no w_hh rows: only the layer's shape row tells an h
+    # of H + 1 columns (within the packed width's padding) from the layer's.
+    sparse = pytest.importorskip("scipy.sparse")
+    w_hh = sparse.random(10, 10, density=0.3, format="csr", dtype=np.float32, random_state=0)
+    layer = fastrnn.prepare(np.ones((10, 3), np.float32), w_hh)
+    h = np.zeros((2, 11), np.float32)
+    with pytest.raises(ValueError, match=r"h must have shape \(2, 10\)"):
+        layer.step(np.zeros((2, 3), np.float32), h)
+    assert not h.any()
 
 
 def test_step_rejects_read_only_out(make_problem):

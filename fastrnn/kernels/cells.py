@@ -34,9 +34,12 @@ from .jit import JIT, KERNEL_JIT, FewVariants
 from .product import aligned_zeros, pack_columns
 from .simd import VECTOR_BYTES
 
-# Rows after the packed weights: the bias, and the cell's rows (Elman: the
-# leak and 1 - leak, read only when leaky).
-ROWS = 3
+# Rows after the packed weights: the bias, the cell's rows (Elman: the
+# leak and 1 - leak, read only when leaky), and last the layer's shape (H
+# and whether it leaks: layer_shape), which the step kernels read instead
+# of taking them as arguments (fastrnn.kernels.step).
+ROWS = 4
+SHAPE_BASE = 4096  # (the shape row's H: H // SHAPE_BASE and H % SHAPE_BASE)
 
 
 class Elman(NamedTuple):
@@ -118,7 +121,7 @@ def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
     past them) holding w_ih.T for these units (I rows, in panels for
     matmul_rows), then w_hh.T for them (H rows; a dense w_hh only: None for a
     sparse one), then the :data:`ROWS` rows: the fused bias b_ih + b_hh, the
-    leak and 1 - leak."""
+    leak and 1 - leak, and the shape row (H, and 1 when there is a leak)."""
     hidden, input_size = w_ih.shape
     lanes = VECTOR_BYTES // like.itemsize
     mine = u1 - u0
@@ -140,7 +143,20 @@ def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
         if leak.size != 0:
             work[rows + 1, j] = leak[u0 + j]
             work[rows + 2, j] = 1 - leak[u0 + j]
+    # The shape row: H in two parts (exact in float32 up to 2^35 units), and
+    # the leak's flag (see layer_shape).
+    work[rows + 3, 0] = hidden // SHAPE_BASE * 2 + (1 if leak.size != 0 else 0)
+    work[rows + 3, 1] = hidden % SHAPE_BASE
     return work
+
+
+@njit(**JIT)
+def layer_shape(packed):
+    """(H, whether there is a leak) from a :func:`pack_layer` array's shape
+    row (every vector is at least two values wide: two columns)."""
+    last = packed.shape[0] - 1
+    high = int(packed[last, 0])
+    return high // 2 * SHAPE_BASE + int(packed[last, 1]), high % 2 == 1
 
 
 # Called from Python through a few variants (see .jit.FewVariants): the
