@@ -163,7 +163,7 @@ class Layer:
                 # (see _run_step).
                 self._wide = True
                 self._step_kernel = step_kernels.general_step_kernel(dtype, False)
-            self._step_args = (prepared.packed, prepared.sparse, relu, self._leaky)
+            self._step_args = (prepared.packed, prepared.sparse, relu)
             limit = _numba.default_threads() if threads is None else threads
             parts = min(limit, _numba._CORES)
             if parts > 1 and prepared.sparse is None:

@@ -145,6 +145,19 @@ def step_tail(acc, recurrent, h, out, rows, relu, leaky):
             out[i, j] = acc[i, j]
 
 
+@njit(**KERNEL_JIT)
+def fits(x, h, out, packed, hidden, tail):
+    """Whether x (B, I), h and out (B, H) fit the layer ``packed`` (H
+    ``hidden``, from its shape row; ``tail`` its weight rows, I + H dense,
+    I sparse): the one shape check of both step kernels."""
+    batch = x.shape[0]
+    width = packed.shape[1]
+    lanes = VECTOR_BYTES // packed.itemsize
+    return (packed.shape[0] == tail + ROWS and hidden <= width < hidden + lanes
+            and h.shape[0] == batch and h.shape[1] == hidden
+            and out.shape[0] == batch and out.shape[1] == hidden)
+
+
 def _dense_step(x_given, h_given, out_given, packed, relu):
     # out = the state after x (B, I) from h (B, H), or (I,) and (H,).
     # packed: the layer's .cells.pack_layer (w_ih.T packed in the first I
@@ -159,9 +172,7 @@ def _dense_step(x_given, h_given, out_given, packed, relu):
     width = packed.shape[1]
     hidden, leaky = layer_shape(packed)
     tail = input_size + hidden
-    if (packed.shape[0] != tail + ROWS or width < hidden or width - hidden >= lanes
-            or h.shape[0] != batch or h.shape[1] != hidden
-            or out.shape[0] != batch or out.shape[1] != hidden
+    if (not fits(x, h, out, packed, hidden, tail)
             or 2 * batch * width * packed.itemsize > STACK_BYTES):
         return False
     vectors = width // lanes
@@ -214,7 +225,7 @@ def step_kernel(dtype: np.dtype, relu: bool) -> Any:
     return kernel
 
 
-def _general_step(x, h, out, packed, sparse, relu, leaky):
+def _general_step(x, h, out, packed, sparse, relu):
     # One time step of any prepared layer: out = the state after x (B, I)
     # from h (B, H). packed: the layer's .cells.pack_layer (w_ih.T, then a
     # dense w_hh.T, then the cell's rows); sparse: .sparse.sell_pack's tuple
@@ -223,14 +234,11 @@ def _general_step(x, h, out, packed, sparse, relu, leaky):
     # overlap anything). A shape that does not fit returns False before
     # anything is written.
     batch, input_size = x.shape
-    hidden = layer_shape(packed)[0]  # (an h one column long, sparse: I rows either way)
+    hidden, leaky = layer_shape(packed)
     width = packed.shape[1]
-    dense = 0 if sparse is not None else hidden
-    tail = input_size + dense
+    tail = input_size + (0 if sparse is not None else hidden)
     lanes = VECTOR_BYTES // packed.itemsize
-    if (packed.shape[0] != tail + ROWS or width < hidden or width - hidden >= lanes
-            or h.shape[0] != batch or h.shape[1] != hidden
-            or out.shape[0] != batch or out.shape[1] != hidden):
+    if not fits(x, h, out, packed, hidden, tail):
         return False
     vectors = width // lanes
     # Unaligned and not zeroed: the products write every column of their
@@ -275,6 +283,6 @@ def general_step_kernel(dtype: np.dtype, sparse: bool) -> Any:
                 else:
                     pack = types.none
                 signature = types.boolean(given, given, types.Array(value, 2, "A"), matrix,
-                                          pack, types.boolean, types.boolean)
+                                          pack, types.boolean)
                 kernel = _kernels[key] = njit([signature], **JIT)(_general_step)
     return kernel
