@@ -478,11 +478,11 @@ class Verdict:
         seen.append((now, rate))
         del seen[:-RECENT_WINDOWS]
 
-    def recent_rate(self, way: bool, now: float) -> float:
+    def recent_rate(self, way: bool, now: float, least: int = 1) -> float:
         """The median rate of ``way``'s recent windows (see
-        RECENT_WINDOWS), 0.0 without any."""
+        RECENT_WINDOWS), 0.0 with fewer than ``least``."""
         fresh = [rate for when, rate in self.recent[way] if now - when <= RECENT_SECONDS]
-        return statistics.median(fresh) if fresh else 0.0
+        return statistics.median(fresh) if fresh and len(fresh) >= least else 0.0
 
     def with_recent(self, rates: dict[bool, float], now: float) -> dict[bool, float]:
         """A probe's ``rates``, each way no less than the median of its
@@ -615,6 +615,15 @@ CALL_TRIALS = 4
 # (a window's SPLIT_MIN_GAIN, 1.15, took one thread in 1 of 4 streams above,
 # at 16.2 against 14.2).
 CALL_MIN_GAIN = 1.1
+# A slowdown of the chosen way (Verdict.check) is judged on the median of
+# its last RECENT_WINDOWS calls, once CALL_RECENT_LEAST are recent, not on
+# one call: on this project's Zen 4 VM, quiet, the batch split's 100-step
+# chunks of a float64 (32, 10 000, 16, 64) stream took 788 us at the median
+# and 1718 at the 99th percentile, and each call below SLOWDOWN times the
+# chosen rate started a comparison whose calls on one thread took twice as
+# long: 10 comparisons, all for the threads again, and 84 calls of 3000 on
+# one thread in 2.2 s.
+CALL_RECENT_LEAST = 3
 # ... and the batch split's threads if no slower than its caller alone: both
 # ways run the same shares (the same bits), so a tie is the threads' (a quiet
 # machine's gain is theirs), while a busy machine's threads, slower, lose.
@@ -636,11 +645,11 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
     """Record a whole call run one way (``split``: on the threads) that took
     ``seconds`` for ``fmas`` multiply-adds. While comparing, after
     CALL_TRIALS counted calls each way the threads are kept only if
-    ``gain`` times faster than one thread; otherwise a call on the
-    chosen threads slower than SLOWDOWN times the verdict's rate starts a
-    comparison again (see Verdict.check). The first CALL_WARMUP calls after
-    one of the other way do not count (CALL_FIRST_WARMUP in a way's first
-    block)."""
+    ``gain`` times faster than one thread; otherwise the chosen threads'
+    recent calls (their median, see CALL_RECENT_LEAST) slower than SLOWDOWN
+    times the verdict's rate start a comparison again (see Verdict.check).
+    The first CALL_WARMUP calls after one of the other way do not count
+    (CALL_FIRST_WARMUP in a way's first block)."""
     rate = fmas / max(seconds, 1e-9)
     # A way's first block warms up longer (its first calls in the process
     # are its slowest), the later blocks CALL_WARMUP calls.
@@ -653,7 +662,10 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
     now = clock()
     if not verdict.due(now):
         if split == verdict.split:
-            verdict.check(rate)
+            verdict.note(split, rate, now)
+            typical = verdict.recent_rate(split, now, CALL_RECENT_LEAST)
+            if typical > 0:
+                verdict.check(typical)
         return
     trials = verdict.trials
     trials[split].append(rate)
@@ -662,6 +674,10 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
         verdict.decide(best, gain, now)
         trials[True].clear()
         trials[False].clear()
+        # (The calls before the comparison, slower, are not the chosen
+        # way's now.)
+        verdict.recent[True].clear()
+        verdict.recent[False].clear()
 
 
 # --- The crew's verdict: a layer's steps and short calls -------------------

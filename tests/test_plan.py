@@ -117,15 +117,44 @@ def test_a_slow_call_of_the_chosen_way_starts_a_new_comparison():
     _stream(verdict, clock, fast, 2 * (_plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS))
     assert verdict.split is True
     assert _stream(verdict, clock, fast, block) == [True] * block
-    # Another process starts: the threads' calls take 4x as long. The first
-    # slow call starts a comparison; the calls that follow are its blocks.
+    # Another process starts: the threads' calls take 4x as long. The
+    # third slow call makes the median of the last 5 slow and starts a
+    # comparison; the calls that follow are its blocks.
     busy = {True: 1.6e-3, False: 1e-3}
+    assert _stream(verdict, clock, busy, 2) == [True] * 2
+    assert verdict.when > -math.inf
     assert _stream(verdict, clock, busy, 1) == [True]
     assert verdict.when == -math.inf
     assert _stream(verdict, clock, busy, _plan.CALL_TRIALS + block) == (
         [True] * _plan.CALL_TRIALS + [False] * block)
     assert verdict.split is False
     assert _stream(verdict, clock, busy, 3) == [False] * 3
+
+
+def test_one_slow_call_in_a_few_does_not_start_a_comparison():
+    # This VM's calls of a stream: the 99th percentile twice the median.
+    # Isolated slow calls of the chosen threads keep the verdict; the median
+    # of the recent calls decides (CALL_RECENT_LEAST of them at least).
+    clock = _Clock()
+    verdict = _plan.Verdict()
+    fast = {True: 0.4e-3, False: 1e-3}
+    slow = {True: 1.6e-3, False: 1e-3}
+    _stream(verdict, clock, fast, 2 * (_plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS))
+    assert verdict.split is True
+    decided = verdict.when
+    # Right after the decision: too few recent calls to judge by one.
+    assert _stream(verdict, clock, slow, 1) == [True]
+    assert verdict.when == decided
+    for _ in range(20):
+        assert _stream(verdict, clock, fast, 3) == [True] * 3
+        assert _stream(verdict, clock, slow, 1) == [True]
+        assert verdict.when == decided
+    # Two slow calls in the last five: still the threads.
+    assert _stream(verdict, clock, fast, 3) + _stream(verdict, clock, slow, 2) == [True] * 5
+    assert verdict.when == decided
+    # A third: the median is slow.
+    assert _stream(verdict, clock, slow, 1) == [True]
+    assert verdict.when == -math.inf
 
 
 @pytest.mark.skipif(not _plan.UNITS_SPLIT_AVAILABLE or _numba._CORES < 2,
