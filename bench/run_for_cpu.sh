@@ -14,6 +14,8 @@
 #                                  the peers' BLAS held to the matching kernels
 #                                  (haswell: Haswell/AVX2/AVX2; x86-64-v2: Nehalem/
 #                                  SSE4_2/SSE41; skylake-avx512: SkylakeX/AVX512/AVX512_CORE)
+#   XLA_FLAGS                      its flags, then --xla_cpu_max_isa=AVX2 (SSE4_2, AVX512):
+#                                  JAX's own code (its dots, YNNPACK's, ignore it)
 # Setting those variables by hand before `pytest --benchmark-only` does the same.
 set -eu
 if [ $# -lt 1 ]; then

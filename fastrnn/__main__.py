@@ -85,10 +85,11 @@ BENCH_EPILOG = """\
 {targets}
 The report re-runs itself in a fresh process with NUMBA_CPU_NAME=NAME,
 NUMBA_CPU_FEATURES="" (with the name alone Numba keeps this machine's features),
-a temporary NUMBA_CACHE_DIR, and OPENBLAS_CORETYPE, MKL_ENABLE_INSTRUCTIONS and
-ONEDNN_MAX_CPU_ISA set to the matching kernels. JAX (XLA) and ONNX Runtime
-(MLAS) still use this machine's full instruction set, and so does OpenVINO
-unless its oneDNN honours ONEDNN_MAX_CPU_ISA.
+a temporary NUMBA_CACHE_DIR, and OPENBLAS_CORETYPE, MKL_ENABLE_INSTRUCTIONS,
+ONEDNN_MAX_CPU_ISA and XLA_FLAGS=--xla_cpu_max_isa set to the matching
+kernels. JAX's dots (YNNPACK's kernels) and ONNX Runtime (MLAS) still use this
+machine's full instruction set, and so does OpenVINO unless its oneDNN
+honours ONEDNN_MAX_CPU_ISA.
 For the pytest-benchmark suite: bench/run_for_cpu.sh NAME [pytest arguments].
 
 examples:
@@ -108,7 +109,7 @@ def _parser():
                         help="the example: timed calls per backend (default 2000)")
     commands = parser.add_subparsers(dest="command", metavar="{bench}")
     targets = "\n".join(f"  {name:15s} {target.isa:24s} OpenBLAS {target.openblas}, MKL "
-                        f"{target.mkl}, oneDNN {target.onednn}"
+                        f"{target.mkl}, oneDNN {target.onednn}, XLA {target.xla}"
                         for name, target in CPU_TARGETS.items())
     bench = commands.add_parser(
         "bench", help="time fastrnn against its peers (see bench --help)",

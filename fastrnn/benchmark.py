@@ -1023,21 +1023,26 @@ class CpuTarget:
     Numba CPU name: OpenBLAS's kernel set (``OPENBLAS_CORETYPE``: NumPy,
     SciPy, JAX's NumPy side), MKL's instruction set (``MKL_ENABLE_INSTRUCTIONS``:
     PyTorch's x86 wheels) and oneDNN's (``ONEDNN_MAX_CPU_ISA``: PyTorch,
-    OpenVINO), each the closest to the Numba target's instruction set."""
+    OpenVINO), and XLA's (``XLA_FLAGS=--xla_cpu_max_isa``: JAX's own
+    compiled code; JAX 0.10.2's dots run YNNPACK's kernels, which choose
+    this machine's instruction set whatever it says: ``perf`` showed
+    ``ynn::dot_fp32_5x64x1_1x16x1_avx512`` with ``--xla_cpu_max_isa=AVX2``),
+    each the closest to the Numba target's instruction set."""
 
     openblas: str
     mkl: str
     onednn: str
+    xla: str
     isa: str  # for the help text and the report's header
 
 
 CPU_TARGETS: dict[str, CpuTarget] = {
-    "haswell": CpuTarget("Haswell", "AVX2", "AVX2", "AVX2 + FMA"),
-    "x86-64-v3": CpuTarget("Haswell", "AVX2", "AVX2", "AVX2 + FMA"),
-    "skylake-avx512": CpuTarget("SkylakeX", "AVX512", "AVX512_CORE", "AVX-512"),
-    "x86-64-v4": CpuTarget("SkylakeX", "AVX512", "AVX512_CORE", "AVX-512"),
-    "nehalem": CpuTarget("Nehalem", "SSE4_2", "SSE41", "SSE4.2, no AVX, no FMA"),
-    "x86-64-v2": CpuTarget("Nehalem", "SSE4_2", "SSE41", "SSE4.2, no AVX, no FMA"),
+    "haswell": CpuTarget("Haswell", "AVX2", "AVX2", "AVX2", "AVX2 + FMA"),
+    "x86-64-v3": CpuTarget("Haswell", "AVX2", "AVX2", "AVX2", "AVX2 + FMA"),
+    "skylake-avx512": CpuTarget("SkylakeX", "AVX512", "AVX512_CORE", "AVX512", "AVX-512"),
+    "x86-64-v4": CpuTarget("SkylakeX", "AVX512", "AVX512_CORE", "AVX512", "AVX-512"),
+    "nehalem": CpuTarget("Nehalem", "SSE4_2", "SSE41", "SSE4_2", "SSE4.2, no AVX, no FMA"),
+    "x86-64-v2": CpuTarget("Nehalem", "SSE4_2", "SSE41", "SSE4_2", "SSE4.2, no AVX, no FMA"),
 }
 
 
@@ -1047,13 +1052,15 @@ def cpu_environment(name: str, cache_dir: str) -> dict[str, str]:
     matching kernels. ``NUMBA_CPU_FEATURES`` is set empty: with
     ``NUMBA_CPU_NAME`` alone Numba keeps this machine's features (AVX-512
     here); ``cache_dir`` must be a fresh folder (kernels cached for this
-    CPU would otherwise be loaded)."""
+    CPU would otherwise be loaded). ``XLA_FLAGS`` keeps the flags this
+    process was given, with ``--xla_cpu_max_isa`` after them."""
     target = CPU_TARGETS.get(name)
     if target is None:
         raise ValueError(f"cpu must be one of {', '.join(CPU_TARGETS)}; got {name!r}")
+    xla = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_max_isa={target.xla}".strip()
     return {"NUMBA_CPU_NAME": name, "NUMBA_CPU_FEATURES": "", "NUMBA_CACHE_DIR": cache_dir,
             "OPENBLAS_CORETYPE": target.openblas, "MKL_ENABLE_INSTRUCTIONS": target.mkl,
-            "ONEDNN_MAX_CPU_ISA": target.onednn}
+            "ONEDNN_MAX_CPU_ISA": target.onednn, "XLA_FLAGS": xla}
 
 
 def in_cpu_target(name: str) -> bool:
@@ -1610,7 +1617,7 @@ def run_environment() -> dict[str, str | None]:
     compiled for, the peers' BLAS kernels, the thread counts."""
     return {name: os.environ.get(name) for name in (
         "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "OPENBLAS_CORETYPE", "MKL_ENABLE_INSTRUCTIONS",
-        "ONEDNN_MAX_CPU_ISA", "FASTRNN_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        "ONEDNN_MAX_CPU_ISA", "XLA_FLAGS", "FASTRNN_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
 def main(args) -> int:
@@ -1651,7 +1658,8 @@ def main(args) -> int:
               f"{environment['NUMBA_CPU_FEATURES']!r}); peers on OPENBLAS_CORETYPE="
               f"{environment['OPENBLAS_CORETYPE']}, MKL_ENABLE_INSTRUCTIONS="
               f"{environment['MKL_ENABLE_INSTRUCTIONS']}, ONEDNN_MAX_CPU_ISA="
-              f"{environment['ONEDNN_MAX_CPU_ISA']}", flush=True)
+              f"{environment['ONEDNN_MAX_CPU_ISA']}, XLA_FLAGS={environment['XLA_FLAGS']!r} "
+              "(JAX's dots, YNNPACK's, still use this machine's instruction set)", flush=True)
     reservoir_cases: list[ReservoirCase]
     if args.sizes or "forward" not in patterns:
         reservoir_cases = []

@@ -200,15 +200,24 @@ def test_plot_writes_a_png(tmp_path, noise):
 # --- --cpu -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "openblas"), [
-    ("haswell", "Haswell"), ("x86-64-v2", "Nehalem"), ("nehalem", "Nehalem"),
-    ("skylake-avx512", "SkylakeX")])
-def test_cpu_environment(name, openblas):
+@pytest.mark.parametrize(("name", "openblas", "xla"), [
+    ("haswell", "Haswell", "AVX2"), ("x86-64-v2", "Nehalem", "SSE4_2"),
+    ("nehalem", "Nehalem", "SSE4_2"), ("skylake-avx512", "SkylakeX", "AVX512")])
+def test_cpu_environment(name, openblas, xla, monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
     env = cpu_environment(name, "/tmp/cache")
     assert env["NUMBA_CPU_NAME"] == name
     assert env["NUMBA_CPU_FEATURES"] == ""  # the name alone keeps this CPU's features
     assert env["NUMBA_CACHE_DIR"] == "/tmp/cache"
     assert env["OPENBLAS_CORETYPE"] == openblas
+    assert env["XLA_FLAGS"] == f"--xla_cpu_max_isa={xla}"
+
+
+def test_cpu_environment_keeps_the_xla_flags_given(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    env = cpu_environment("haswell", "/tmp/cache")
+    assert env["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                                "--xla_cpu_max_isa=AVX2")
 
 
 def test_cpu_environment_refuses_an_unknown_name():
