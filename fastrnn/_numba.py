@@ -517,6 +517,8 @@ def _batch_split(x: np.ndarray, packed: np.ndarray, sparse: Any, cell: Any,
         # have emptied the caches, where it took 88 us a call, 20 warm).
         shares = _SHARES.get((batch, parts))
         if shares is None:
+            if len(_SHARES) >= 256:  # (a program of many batch sizes keeps the last ones)
+                _SHARES.clear()
             ends = [batch * p // parts for p in range(parts + 1)]
             shares = _SHARES[batch, parts] = (
                 np.array(ends, dtype=np.int64),

@@ -316,6 +316,34 @@ def test_batch_split():
     assert _plan_of(batch=64, hidden=64, input_size=64, steps=steps, limit=1) == Plan(BLOCKED)
 
 
+@pytest.mark.parametrize(("batch", "parts", "bounds", "whole"), [
+    (8, 2, [0, 4, 8], True), (6, 2, [0, 3, 6], False), (10, 3, [0, 3, 6, 10], False),
+    (24, 3, [0, 8, 16, 24], True), (3, 8, [0, 1, 2, 3], False)])
+def test_batch_split_shares(monkeypatch, batch, parts, bounds, whole):
+    # The shares of a batch without lengths (made once per batch and parts)
+    # and whether they are whole blocks of 4 samples (then the caller alone
+    # runs the batch at once, with the same bits).
+    monkeypatch.setattr(_numba, "_SHARES", {})
+    x = np.zeros((batch, 2, 3), np.float32)
+    h_n = np.zeros((batch, 4), np.float32)
+    for _ in range(2):  # made, then taken from the cache
+        _, whole_blocks = _numba._batch_split(x, np.zeros((8, 16), np.float32), None, None, None,
+                                              0, h_n, True, None, None, False, parts, 1)
+        assert whole_blocks is whole
+        (key, (cached, cached_whole)), = _numba._SHARES.items()
+        assert key == (batch, min(parts, batch)) and cached_whole is whole
+        assert cached.tolist() == bounds
+
+
+def test_batch_split_shares_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(_numba, "_SHARES", {})
+    for batch in range(1, 600):
+        h_n = np.zeros((batch, 4), np.float32)
+        _numba._batch_split(np.zeros((batch, 1, 1), np.float32), np.zeros((8, 16), np.float32),
+                            None, None, None, 0, h_n, True, None, None, False, 2, 1)
+    assert 0 < len(_numba._SHARES) <= 256
+
+
 @pytest.mark.parametrize("itemsize", [4, 8])
 def test_numpy_path_for_large_states_without_fma(itemsize):
     hidden = _plan.NUMPY_MIN_STATE_BYTES // itemsize  # float32 256, float64 128
