@@ -469,8 +469,12 @@ class Verdict:
         thread there: a 644 ms call against 222)."""
         if self.split and rate < SLOWDOWN * self.rate:
             self.when = -math.inf
-            self.recent = {True: [], False: []}
+            self.forget_recent()
             self.wins = 0
+
+    def forget_recent(self) -> None:
+        """Forget the recent windows (or calls) of both ways."""
+        self.recent = {True: [], False: []}
 
     def note(self, way: bool, rate: float, now: float) -> None:
         """A window outside probes ran ``way`` at ``rate``."""
@@ -676,8 +680,7 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
         trials[False].clear()
         # (The calls before the comparison, slower, are not the chosen
         # way's now.)
-        verdict.recent[True].clear()
-        verdict.recent[False].clear()
+        verdict.forget_recent()
 
 
 # --- The crew's verdict: a layer's steps and short calls -------------------
