@@ -60,7 +60,7 @@ from ._plan import (
 from ._plan import plan as choose
 from ._team import Team
 from .kernels.barrier import FLAG_STRIDE, MAX_SHARES
-from .kernels.cells import elman, pack_layer_call
+from .kernels.cells import elman, pack_gated_call, pack_layer_call
 from .kernels.driver import forward_range_call, forward_range_shares_call
 from .kernels.simd import TARGET
 from .kernels.small import (  # noqa: F401  (get_small)
@@ -391,12 +391,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
         return
     # A window at a time (see fastrnn._plan.Windows): Ctrl-C is answered
     # between two, and a split plan is timed against one thread.
-    if lens is None:
-        def sample_steps(first: int, last: int) -> int:
-            return batch * (last - first)
-    else:
-        def sample_steps(first: int, last: int) -> int:
-            return int(np.clip(lens - first, 0, last - first).sum())
+    sample_steps = _sample_steps(batch, lens)
     # Only the units split is timed against one thread (its threads wait
     # for each other at every step, which a busy machine turns into waits
     # for a descheduled thread). The batch split's threads never wait for
@@ -416,6 +411,88 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
             h = h_n
     finally:
         _release(split, kept, prepared)
+
+
+def pack_gated(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
+               b_hh: np.ndarray | None, gates: int) -> np.ndarray:
+    """A gated layer's weights as the kernels read them
+    (:func:`fastrnn.kernels.cells.pack_gated`), packed once by
+    :class:`fastrnn.GRULayer` and :class:`fastrnn.LSTMLayer`."""
+    empty = _EMPTY[w_ih.dtype.char][1]
+    return pack_gated_call(w_ih, w_hh, empty if b_ih is None else b_ih,
+                           empty if b_hh is None else b_hh, gates, w_ih)
+
+
+def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
+                 h0: np.ndarray | None, out: np.ndarray | None, h_n: np.ndarray,
+                 batch_first: bool, lengths: np.ndarray | None, threads: int | None,
+                 numpy_forward: Any = None, plan: Plan | None = None) -> None:
+    """A gated layer's forward pass (fastrnn._gated) on the step loop of
+    ``kernels.driver`` with the cell ``cell`` (``kernels.cells.GRU`` or
+    ``LSTM``): on this thread, or with the batch split when the plan of an
+    Elman layer as heavy would take several threads; a window at a time for
+    Ctrl-C. ``h0`` and ``h_n``: (B, H), or (B, 2H) for an LSTM ([h | c]);
+    h0 None for zeros; ``out`` None, or (B, T, H) / (T, B, H) like x.
+    Validated by the caller; only ``out`` and ``h_n`` are written.
+    ``numpy_forward(h0, out, h_n)``: the NumPy backend's call, taken where
+    the plan says BLAS's products win (large states compiled without FMA,
+    ``_plan.NUMPY``). ``plan``: how to run it (tests force paths; else
+    :func:`fastrnn._plan.plan` decides).
+
+    The units split (every sample, a share of the units on each thread) is
+    not built for gated cells yet: a call it would take (one sequence of a
+    large state) runs on one thread."""
+    if out is not None and not out.flags.c_contiguous:
+        # (The kernels write C-contiguous outputs: see forward.)
+        given = out
+        out = np.empty(given.shape, given.dtype)
+        forward_cell(x, packed, cell, hidden, h0, out, h_n, batch_first, lengths, threads,
+                     numpy_forward, plan)
+        given[...] = out
+        return
+    batch = h_n.shape[0]
+    steps_total = x.shape[1] if batch_first else x.shape[0]
+    input_size = x.shape[2]
+    if lengths is None:
+        order = lens = None
+        rows = batch * steps_total
+    else:
+        order = np.argsort(-lengths, kind="stable")
+        lens = lengths[order]
+        rows = int(lens.sum())
+    gates = cell.gates
+    per_step = gates * hidden * (hidden + input_size)
+    # Planned as an Elman layer of G H units reading the state of H: the same
+    # multiply-adds a step.
+    planned = plan or choose(batch=batch, hidden=gates * hidden, input_size=input_size,
+                             rows=rows, recurrent=gates * hidden * hidden, dense=True,
+                             plain=False, limit=_THREADS if threads is None else threads,
+                             cores=_CORES, fused=TARGET.fma, itemsize=h_n.itemsize)
+    if planned.path == NUMPY and numpy_forward is not None:
+        numpy_forward(h0, out, h_n)
+        return
+    if h0 is None:
+        h_n.fill(0)
+        h0 = h_n
+    if out is None:
+        out = _EMPTY[h_n.dtype.char][3]
+    longest = steps_total if lens is None else int(lens[0]) if batch else 0
+    chunk = chunk_steps(batch, gates * hidden, input_size)
+    if planned.path in (BATCH_SPLIT, UNITS_SPLIT) and batch > 1 and planned.parts > 1:
+        run, _ = _batch_split(x, packed, None, cell, out, 0, h_n, batch_first, order, lens,
+                              False, min(planned.parts, batch), chunk)
+    else:
+        def run(h: np.ndarray | None, first: int, last: int, alone: bool = False) -> None:
+            forward_range_call(x, packed, None, cell, h, out, 0, h_n, batch_first, order, lens,
+                               False, 0, batch, first, last, chunk)
+    if rows * per_step < WINDOWS_MIN_FMAS or longest == 0:
+        run(h0, 0, steps_total)
+        return
+    sample_steps = _sample_steps(batch, lens)
+    h = h0
+    for first, last, _ in Windows(longest, sample_steps, per_step, None, chunk):
+        run(h, first, steps_total if last == longest else last)
+        h = h_n
 
 
 def call_plan(batch: int, steps: int, input_size: int, hidden: int, nonzeros: int | None,
@@ -463,6 +540,19 @@ def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, h
                steps, chunk)
 
     return run
+
+
+def _sample_steps(batch: int, lens: np.ndarray | None) -> Any:
+    """``sample_steps(first, last)`` for fastrnn._plan.Windows: the
+    sample-steps of steps first..last-1 of a batch (lens: the lengths,
+    longest first; None: every sample runs every step)."""
+    if lens is None:
+        def sample_steps(first: int, last: int) -> int:
+            return batch * (last - first)
+    else:
+        def sample_steps(first: int, last: int) -> int:
+            return int(np.clip(lens - first, 0, last - first).sum())
+    return sample_steps
 
 
 def _release(split: Any, kept: bool, prepared: Prepared | None) -> None:

@@ -167,3 +167,94 @@ def _activate(z: np.ndarray, h: np.ndarray, relu: bool, leak: np.ndarray | None,
     if keep is not None:
         z *= leak
         z += keep * h
+
+
+# --- Gated cells (fastrnn.GRULayer, fastrnn.LSTMLayer) ---------------------
+
+
+def _sigmoid(z: np.ndarray) -> None:
+    """z <- sigmoid(z), in place, as (1 + tanh(z / 2)) / 2 (the compiled
+    cells' form; no overflow for any z)."""
+    z *= 0.5
+    np.tanh(z, out=z)
+    z *= 0.5
+    z += 0.5
+
+
+def gated_cell(pre: np.ndarray, rec: np.ndarray, h: np.ndarray, c: np.ndarray | None,
+               b_hn: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A GRU's or LSTM's new state (h', c'; c' None for a GRU) from ``pre``
+    (B, G H: the input product and bias) and ``rec`` (B, G H: h @ w_hh.T),
+    both overwritten; G is 3 (gates r, z, n) or 4 (i, f, g, o), PyTorch's
+    order. ``b_hn``: a GRU's b_hh of the n gate (inside r * (...)), or None.
+    Reads h and c before returning new arrays, so the caller may write them
+    over h and c."""
+    hidden = h.shape[1]
+    if c is None:  # GRU
+        gates = pre[:, :2 * hidden]
+        gates += rec[:, :2 * hidden]
+        _sigmoid(gates)
+        r, z = gates[:, :hidden], gates[:, hidden:]
+        n = rec[:, 2 * hidden:]
+        if b_hn is not None:
+            n += b_hn
+        n *= r
+        n += pre[:, 2 * hidden:]
+        np.tanh(n, out=n)
+        # (1 - z) n + z h
+        return (1 - z) * n + z * h, None
+    gates = pre
+    gates += rec
+    _sigmoid(gates[:, :2 * hidden])
+    np.tanh(gates[:, 2 * hidden:3 * hidden], out=gates[:, 2 * hidden:3 * hidden])
+    _sigmoid(gates[:, 3 * hidden:])
+    c_new = gates[:, hidden:2 * hidden] * c
+    c_new += gates[:, :hidden] * gates[:, 2 * hidden:3 * hidden]
+    h_new = np.tanh(c_new)
+    h_new *= gates[:, 3 * hidden:]
+    return h_new, c_new
+
+
+def forward_gated(x: np.ndarray, w_ih_t: np.ndarray, w_hh_t: np.ndarray, bias: np.ndarray,
+                  b_hn: np.ndarray | None, h0: np.ndarray | None, c0: np.ndarray | None,
+                  out: np.ndarray | None, h_n: np.ndarray, c_n: np.ndarray | None,
+                  batch_first: bool, lengths: np.ndarray | None) -> None:
+    """A GRU (``c_n`` None) or LSTM layer's forward pass with NumPy: the
+    input product hoisted a chunk of steps at a time, then per step one
+    product and the cell (:func:`gated_cell`). ``w_ih_t`` (I, G H) and
+    ``w_hh_t`` (H, G H) are the transposed weights, ``bias`` (G H,) what is
+    added to the input product; h0, c0 None for zeros; out None or (B, T, H)
+    / (T, B, H) like x. A sequence shorter than T keeps its state past its
+    length, where its output is zeros (PyTorch's padded output). Validated
+    by the caller; only out, h_n and c_n are written."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        seq = x if batch_first else x.transpose(1, 0, 2)
+        out_seq = None if out is None else (out if batch_first else out.transpose(1, 0, 2))
+        batch, steps = seq.shape[:2]
+        hidden = h_n.shape[1]
+        h = np.zeros((batch, hidden), h_n.dtype) if h0 is None else h0.copy()
+        c = None
+        if c_n is not None:
+            c = np.zeros((batch, hidden), h_n.dtype) if c0 is None else c0.copy()
+        width = w_hh_t.shape[1]
+        chunk = max(1, CHUNK_ELEMENTS // max(1, batch * width))
+        for s0 in range(0, steps, chunk):
+            s1 = min(steps, s0 + chunk)
+            inputs = seq[:, s0:s1]
+            pre = (inputs.reshape(-1, inputs.shape[-1]) @ w_ih_t).reshape(batch, s1 - s0, width)
+            pre += bias
+            for k, t in enumerate(range(s0, s1)):
+                h_new, c_new = gated_cell(pre[:, k], h @ w_hh_t, h, c, b_hn)
+                if lengths is not None:
+                    running = (lengths > t)[:, None]
+                    h_new = np.where(running, h_new, h)
+                    if c is not None and c_new is not None:
+                        c_new = np.where(running, c_new, c)
+                    if out_seq is not None:
+                        out_seq[:, t] = np.where(running, h_new, 0)
+                elif out_seq is not None:
+                    out_seq[:, t] = h_new
+                h, c = h_new, c_new
+        h_n[...] = h
+        if c_n is not None:
+            c_n[...] = c

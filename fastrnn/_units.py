@@ -180,4 +180,5 @@ class Split:
         window = (x, out, col, cell, batch_first, reverse, first, last, chunk)
         self.team.run(functools.partial(self._run, window), parts, entered=True,
                       abort=self._abort)
-        finish(out, col, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last)
+        finish(out, col, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last,
+               h_n.shape[1])

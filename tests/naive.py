@@ -96,3 +96,100 @@ def rnn(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, nonlinearity="tanh", batch
     if not batch_first:
         output = output.transpose(1, 0, 2)  # (T, B, H)
     return output, h_n
+
+
+def sigmoid(value):
+    """1 / (1 + e^-value) for one float, without overflow."""
+    if math.isnan(value):
+        return value
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    e = math.exp(value)
+    return e / (1.0 + e)
+
+
+def _sequences(x, batch_first):
+    # (sequences as (T, I) arrays, whether x was one unbatched sequence, T)
+    x = np.array(x, dtype=np.float64)
+    if x.ndim == 2:
+        return [x], True, x.shape[0]
+    if batch_first:
+        return [x[b] for b in range(x.shape[0])], False, x.shape[1]
+    return [x[:, b] for b in range(x.shape[1])], False, x.shape[0]
+
+
+def _initial(state, count, hidden, unbatched):
+    if state is None:
+        return [np.zeros(hidden) for _ in range(count)]
+    state = np.array(state, dtype=np.float64)
+    return [state] if unbatched else [state[b] for b in range(count)]
+
+
+def _gated(cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, batch_first, lengths, gates):
+    w_ih = np.array(w_ih, dtype=np.float64)
+    w_hh = np.array(w_hh, dtype=np.float64)
+    hidden = w_ih.shape[0] // gates
+    b_ih = np.zeros(gates * hidden) if b_ih is None else np.array(b_ih, dtype=np.float64)
+    b_hh = np.zeros(gates * hidden) if b_hh is None else np.array(b_hh, dtype=np.float64)
+    sequences, unbatched, steps = _sequences(x, batch_first)
+    hs = _initial(h0, len(sequences), hidden, unbatched)
+    cs = _initial(c0, len(sequences), hidden, unbatched)
+    if lengths is None:
+        lengths = [steps] * len(sequences)
+    lengths = [int(length) for length in np.reshape(lengths, -1)]
+    outputs, h_final, c_final = [], [], []
+    for inputs, h, c, length in zip(sequences, hs, cs, lengths, strict=True):
+        states = np.zeros((steps, hidden))
+        for t in range(length):
+            # One unit at a time, each gate's row of the weights by name.
+            input_part = [np.dot(w_ih[row], inputs[t]) + b_ih[row]
+                          for row in range(gates * hidden)]
+            hidden_part = [np.dot(w_hh[row], h) + b_hh[row] for row in range(gates * hidden)]
+            h, c = cell(input_part, hidden_part, h, c, hidden)
+            states[t] = h
+        outputs.append(states)
+        h_final.append(h)
+        c_final.append(c)
+    if unbatched:
+        return outputs[0], h_final[0], c_final[0]
+    output = np.stack(outputs)
+    if not batch_first:
+        output = output.transpose(1, 0, 2)
+    return output, np.stack(h_final), np.stack(c_final)
+
+
+def _gru_cell(input_part, hidden_part, h, c, hidden):
+    new_h = np.zeros(hidden)
+    for j in range(hidden):
+        r = sigmoid(input_part[j] + hidden_part[j])
+        z = sigmoid(input_part[hidden + j] + hidden_part[hidden + j])
+        n = math.tanh(input_part[2 * hidden + j] + r * hidden_part[2 * hidden + j])
+        new_h[j] = (1 - z) * n + z * h[j]
+    return new_h, c
+
+
+def _lstm_cell(input_part, hidden_part, h, c, hidden):
+    new_h, new_c = np.zeros(hidden), np.zeros(hidden)
+    for j in range(hidden):
+        gate = [input_part[k * hidden + j] + hidden_part[k * hidden + j] for k in range(4)]
+        i, f, g, o = sigmoid(gate[0]), sigmoid(gate[1]), math.tanh(gate[2]), sigmoid(gate[3])
+        new_c[j] = f * c[j] + i * g
+        new_h[j] = o * math.tanh(new_c[j])
+    return new_h, new_c
+
+
+def gru(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, batch_first=True, lengths=None):
+    """PyTorch's single-layer ``nn.GRU`` forward pass, in float64, one sample,
+    one step and one unit at a time: (output, h_n) shaped as ``rnn``'s.
+    Gates r, z, n (PyTorch's order); b_hh's n part is inside r * (...)."""
+    output, h_n, _ = _gated(_gru_cell, x, w_ih, w_hh, b_ih, b_hh, h0, None, batch_first,
+                            lengths, 3)
+    return output, h_n
+
+
+def lstm(x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, batch_first=True,
+         lengths=None):
+    """PyTorch's single-layer ``nn.LSTM`` forward pass, in float64, one
+    sample, one step and one unit at a time: (output, h_n, c_n). Gates i, f,
+    g, o (PyTorch's order)."""
+    return _gated(_lstm_cell, x, w_ih, w_hh, b_ih, b_hh, h0, c0, batch_first, lengths, 4)

@@ -104,6 +104,10 @@ def _tanh64(x):
     return x if x != x else result
 
 
+_tanh32_again = njit(inline="always")(_tanh32.py_func)
+_tanh64_again = njit(inline="always")(_tanh64.py_func)
+
+
 def tanh(x):
     """Vectorisable tanh for float32 or float64 scalars inside Numba code."""
     raise NotImplementedError("fastrnn.kernels.activations.tanh only runs inside Numba code")
@@ -115,6 +119,22 @@ def _tanh_overload(x):
         return lambda x: _tanh32(x)
     if x == types.float64:
         return lambda x: _tanh64(x)
+    return None
+
+
+def tanh_again(x):
+    """:func:`tanh` once more: Numba's IR checks warn when one inlined
+    function is inlined twice into one function (a variable out of
+    scope), so code that takes tanh in two places calls this in the second."""
+    raise NotImplementedError("fastrnn.kernels.activations.tanh_again only runs inside Numba code")
+
+
+@overload(tanh_again, inline="always")
+def _tanh_again_overload(x):
+    if x == types.float32:
+        return lambda x: _tanh32_again(x)
+    if x == types.float64:
+        return lambda x: _tanh64_again(x)
     return None
 
 

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
 from .activations import relu as _relu
 from .activations import tanh as _tanh
+from .activations import tanh_again as _tanh_again
 from .jit import JIT, KERNEL_JIT, FewVariants
 from .product import aligned_zeros, pack_columns
 from .simd import VECTOR_BYTES
@@ -52,6 +54,44 @@ class LeakyElman(NamedTuple):
     """h' = (1 - a) h + a act(pre + rec), a the leak (a row of the cell's)."""
 
     relu: bool
+
+
+class GRU(NamedTuple):
+    """PyTorch's ``nn.GRU`` cell, gates r, z, n (PyTorch's order)::
+
+        r = sigmoid(pre_r + rec_r), z = sigmoid(pre_z + rec_z)
+        n = tanh(pre_n + r * (rec_n + b_hn)), h' = (1 - z) n + z h
+
+    (pre: x W_ih^T with b_ih, and b_hh for r and z; b_hn in the cell's
+    first row). ``gates`` is 3: the products' columns are the gates' blocks
+    of :func:`gate_width` columns each."""
+
+    gates: int
+
+
+class LSTM(NamedTuple):
+    """PyTorch's ``nn.LSTM`` cell, gates i, f, g, o (PyTorch's order)::
+
+        c' = sigmoid(f) c + sigmoid(i) tanh(g), h' = sigmoid(o) tanh(c')
+
+    The cell state c of the units u0.. travels in the state's columns
+    H + u0.. (the state is [h | c], 2H wide; the products read its first H
+    columns). The cell's rows hold each column's activation as
+    ``a tanh(a v) + b``: a = 1, b = 0 for g (tanh), a = b = 1/2 for the
+    others (sigmoid(v) = (1 + tanh(v / 2)) / 2: one vectorised tanh, with
+    an absolute error of float's epsilon where the gate is near 0)."""
+
+    gates: int
+
+
+GRU_CELL = GRU(3)
+LSTM_CELL = LSTM(4)
+
+
+def gate_width(hidden: int, lanes: int) -> int:
+    """The columns of one gate's block in a gated layer's products: H
+    padded to whole vectors (at least one)."""
+    return max(lanes, -(-hidden // lanes) * lanes)
 
 
 _ELMAN = {(relu, leaky): LeakyElman(relu) if leaky else Elman(relu)
@@ -104,6 +144,39 @@ def _update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
             for j in range(units):
                 nxt[i, u0 + j] = rows[2, j] * cur[i, u0 + j] + rows[1, j] * rec[i, j]
         return leaky_update
+    # The gated cells' constants in the products' dtype (a float64 constant
+    # would make float32 arithmetic float64).
+    real = np.float32 if getattr(pre, "dtype", None) == types.float32 else np.float64
+    half, one = real(0.5), real(1.0)
+    if kind is GRU:
+        def gru_update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
+            # Each gate into its block of rec (this thread's scratch row),
+            # then the state from cur and rec (see leaky_update).
+            g = rec.shape[1] // 3
+            for j in range(2 * g):  # r and z
+                rec[i, j] = half * _tanh(half * (pre[r, j] + rec[i, j])) + half
+            for j in range(units):  # n
+                rec[i, 2 * g + j] = _tanh_again(pre[r, 2 * g + j]
+                                          + rec[i, j] * (rec[i, 2 * g + j] + rows[1, 2 * g + j]))
+            for j in range(units):
+                z = rec[i, g + j]
+                nxt[i, u0 + j] = (one - z) * rec[i, 2 * g + j] + z * cur[i, u0 + j]
+        return gru_update
+    if kind is LSTM:
+        def lstm_update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
+            g = rec.shape[1] // 4
+            hidden = int(rows[ROWS - 1, 0]) // 2 * SHAPE_BASE + int(rows[ROWS - 1, 1])
+            for j in range(4 * g):  # every gate: a tanh(a v) + b
+                a = rows[1, j]
+                rec[i, j] = a * _tanh(a * (pre[r, j] + rec[i, j])) + rows[2, j]
+            for j in range(units):  # c' into the f block
+                rec[i, g + j] = (rec[i, g + j] * cur[i, hidden + u0 + j]
+                                 + rec[i, j] * rec[i, 2 * g + j])
+            for j in range(units):
+                c = rec[i, g + j]
+                nxt[i, hidden + u0 + j] = c
+                nxt[i, u0 + j] = rec[i, 3 * g + j] * _tanh_again(c)
+        return lstm_update
     return None
 
 
@@ -151,6 +224,55 @@ def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
 
 
 @njit(**JIT)
+def pack_gated(w_ih, w_hh, b_ih, b_hh, gates, like):
+    """A gated layer's :func:`pack_layer`: w_ih (G H, I) and w_hh (G H, H)
+    in PyTorch's layout (the gates' rows one after the other), G = 3 (GRU:
+    r, z, n) or 4 (LSTM: i, f, g, o). The products' columns are the gates'
+    blocks, :func:`gate_width` columns each (zeros past H); then the
+    :data:`ROWS` rows: the bias (b_ih, plus b_hh except a GRU's n gate),
+    the cell's two rows (GRU: b_hn in the n block; LSTM: each column's
+    activation, see :class:`LSTM`) and the shape row (H)."""
+    rows_given, input_size = w_ih.shape
+    hidden = rows_given // gates
+    lanes = VECTOR_BYTES // like.itemsize
+    g = max(lanes, (hidden + lanes - 1) // lanes * lanes)
+    width = gates * g
+    vectors = width // lanes
+    # The gates' rows at their blocks' columns, then packed as one layer's.
+    wi = np.zeros((width, input_size), dtype=like.dtype)
+    wh = np.zeros((width, hidden), dtype=like.dtype)
+    for gate in range(gates):
+        for j in range(hidden):
+            for k in range(input_size):
+                wi[gate * g + j, k] = w_ih[gate * hidden + j, k]
+            for k in range(hidden):
+                wh[gate * g + j, k] = w_hh[gate * hidden + j, k]
+    work = aligned_zeros(input_size + hidden + ROWS, width, like)
+    pack_columns(wi, 0, width, work[:input_size].reshape(input_size * vectors, lanes))
+    pack_columns(wh, 0, width, work[input_size:input_size + hidden].reshape(hidden * vectors,
+                                                                              lanes))
+    rows = work[input_size + hidden:]
+    for gate in range(gates):
+        for j in range(hidden):
+            column = gate * g + j
+            if b_ih.size != 0:
+                rows[0, column] += b_ih[gate * hidden + j]
+            if b_hh.size != 0:
+                if gates == 3 and gate == 2:
+                    rows[1, column] = b_hh[gate * hidden + j]  # b_hn, inside r * (...)
+                else:
+                    rows[0, column] += b_hh[gate * hidden + j]
+    if gates == 4:
+        for column in range(width):
+            tanh_gate = 2 * g <= column < 3 * g
+            rows[1, column] = 1.0 if tanh_gate else 0.5
+            rows[2, column] = 0.0 if tanh_gate else 0.5
+    rows[ROWS - 1, 0] = hidden // SHAPE_BASE * 2
+    rows[ROWS - 1, 1] = hidden % SHAPE_BASE
+    return work
+
+
+@njit(**JIT)
 def layer_shape(packed):
     """(H, whether there is a leak) from a :func:`pack_layer` array's shape
     row (every vector is at least two values wide: two columns)."""
@@ -162,3 +284,4 @@ def layer_shape(packed):
 # Called from Python through a few variants (see .jit.FewVariants): the
 # weights, biases and leak are read.
 pack_layer_call = FewVariants(pack_layer, inputs=(0, 1, 2, 3, 4), outputs=())
+pack_gated_call = FewVariants(pack_gated, inputs=(0, 1, 2, 3), outputs=())

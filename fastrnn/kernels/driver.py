@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from .barrier import FLAG_STRIDE, HANDOFF_SPINS, claim, spin_until_all, store_release, wait_all
-from .cells import ROWS, update
+from .cells import ROWS, layer_shape, update
 from .jit import JIT, KERNEL_JIT, FewVariants, c_view, is_c_contiguous
 from .product import aligned_zeros, matmul_rows
 from .simd import VECTOR_BYTES, prefetch_write
@@ -140,18 +140,18 @@ def load_state(state, h0, order, b_start):
 
 @njit(**KERNEL_JIT)
 def finish(out, col, h_n, state_a, state_b, order, lens, b_start, steps_total, batch_first,
-           last):
+           last, hidden):
     """Each sample's state after the window's last step (last - 1, or its
-    own last) into h_n, and, after the call's last window, zeros in the
-    output (unless empty) past its length (as PyTorch's padded output). A double-buffered
+    own last) into h_n (its columns: H, or 2H for an LSTM's [h | c]), and,
+    after the call's last window, zeros in the output's ``hidden`` columns
+    (unless empty) past its length (as PyTorch's padded output). A double-buffered
     state holds it in the buffer its last step wrote: state_a after an even
     number of steps; a single one is passed as both."""
-    hidden = h_n.shape[1]
     for i in range(state_a.shape[0]):
         b = b_start + i if order is None else order[i]
         steps = min(last, steps_total if lens is None else lens[i])
         final = state_a if steps % 2 == 0 else state_b
-        for j in range(hidden):
+        for j in range(h_n.shape[1]):
             h_n[b, j] = final[i, j]
         if out.size != 0 and last >= steps_total:
             for t in range(steps, steps_total):
@@ -284,17 +284,20 @@ def run_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order, le
     """:func:`drive` on one thread for ``count`` samples (order[0..count),
     or b_start.. with order None) and every unit, from the states h0 after
     step first - 1; their states after step last - 1 into h_n (h0 may be
-    h_n). out: as for drive. (Called from compiled code; from Python,
-    through :data:`forward_range_call`.)"""
+    h_n; both (B, H), or (B, 2H) for an LSTM: [h | c]). out: as for drive.
+    (Called from compiled code; from Python, through
+    :data:`forward_range_call`.)"""
     steps_total = x.shape[1] if batch_first else x.shape[0]
-    hidden = h_n.shape[1]
+    hidden = layer_shape(packed)[0]
     lanes = VECTOR_BYTES // h_n.itemsize
-    # Column H is the gathers' padding column: always zero.
-    state = aligned_zeros(count, (hidden + lanes) // lanes * lanes, h_n)
+    # Column H of an Elman state is the gathers' padding column: always
+    # zero. (An LSTM's [h | c] has c there; its w_hh is dense.)
+    state = aligned_zeros(count, (h_n.shape[1] + lanes) // lanes * lanes, h_n)
     load_state(state, h0, order, b_start)
     drive(x, packed, sparse, cell, 0, hidden, state, state, out, col, batch_first, order, lens,
           b_start, reverse, 0, 1, None, first, last, chunk)
-    finish(out, col, h_n, state, state, order, lens, b_start, steps_total, batch_first, last)
+    finish(out, col, h_n, state, state, order, lens, b_start, steps_total, batch_first, last,
+           hidden)
 
 
 @njit(**JIT)

@@ -34,7 +34,7 @@ import threading
 from typing import Any
 
 import numpy as np
-from numba import from_dtype, njit, types
+from numba import from_dtype, njit, typeof, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
@@ -285,4 +285,116 @@ def general_step_kernel(dtype: np.dtype, sparse: bool) -> Any:
                 signature = types.boolean(given, given, types.Array(value, 2, "A"), matrix,
                                           pack, types.boolean)
                 kernel = _kernels[key] = njit([signature], **JIT)(_general_step)
+    return kernel
+
+
+# --- Gated cells (fastrnn.GRULayer, fastrnn.LSTMLayer) ---------------------
+
+
+@njit(**KERNEL_JIT)
+def _gated_body(x, h, c, out_h, out_c, packed, cell, work):
+    # One step of a gated layer (packed: .cells.pack_gated): the products
+    # into work's first 2B rows, the state [h | c] (c: an LSTM's) into the
+    # next B, updated there by the cell, then copied out. Every input is
+    # read before out_h and out_c are written: they may be h and c.
+    batch, input_size = x.shape
+    hidden = h.shape[1]
+    width = packed.shape[1]
+    lanes = VECTOR_BYTES // packed.itemsize
+    vectors = width // lanes
+    tail = input_size + hidden
+    acc = work[:batch]
+    recurrent = work[batch:2 * batch]
+    state = work[2 * batch:3 * batch]
+    rows = packed[tail:]
+    matmul_rows(x, batch, input_size, packed[:input_size].reshape(input_size * vectors, lanes),
+                acc)
+    for i in range(batch):
+        for j in range(width):
+            acc[i, j] += rows[0, j]
+    recurrent_product(h, batch, hidden, packed[input_size:tail].reshape(hidden * vectors, lanes),
+                      recurrent)
+    lstm = cell.gates == 4
+    for i in range(batch):
+        for j in range(hidden):
+            state[i, j] = h[i, j]
+        if lstm:
+            for j in range(hidden):
+                state[i, hidden + j] = c[i, j]
+    for i in range(batch):
+        update(cell, acc, i, recurrent, i, state, state, 0, hidden, rows)
+    for i in range(batch):
+        for j in range(hidden):
+            out_h[i, j] = state[i, j]
+        if lstm:
+            for j in range(hidden):
+                out_c[i, j] = state[i, hidden + j]
+
+
+@njit(**KERNEL_JIT)
+def gated_fits(x, h, c, out_h, out_c, packed, cell):
+    """Whether x (B, I), h, out_h (and an LSTM's c, out_c: (B, H)) fit the
+    gated layer ``packed``."""
+    batch, input_size = x.shape
+    hidden = layer_shape(packed)[0]
+    lanes = VECTOR_BYTES // packed.itemsize
+    gate = packed.shape[1] // cell.gates
+    fits = (packed.shape[0] == input_size + hidden + ROWS and hidden <= gate < hidden + lanes
+            and h.shape[0] == batch and h.shape[1] == hidden
+            and out_h.shape[0] == batch and out_h.shape[1] == hidden)
+    if cell.gates == 4:
+        fits = fits and (c.shape[0] == batch and c.shape[1] == hidden
+                         and out_c.shape[0] == batch and out_c.shape[1] == hidden)
+    return fits
+
+
+def _gated_step(x_given, h_given, c_given, out_h_given, out_c_given, packed, cell):
+    # Scratch on the stack (3 rows of the packed width a sample), or False
+    # when it would not fit there (the heap kernel then runs).
+    x = as_rows(x_given)
+    h = as_rows(h_given)
+    c = as_rows(c_given)
+    out_h = as_rows(out_h_given)
+    out_c = as_rows(out_c_given)
+    batch = x.shape[0]
+    width = packed.shape[1]
+    if (not gated_fits(x, h, c, out_h, out_c, packed, cell)
+            or 3 * batch * width * packed.itemsize > STACK_BYTES):
+        return False
+    _gated_body(x, h, c, out_h, out_c, packed, cell, stack_matrix(3 * batch, width, packed))
+    return True
+
+
+def _gated_step_heap(x, h, c, out_h, out_c, packed, cell):
+    # (2-D arrays only: as_rows's views are for kernels without reference
+    # counts, and this one counts them, for its heap scratch.)
+    if not gated_fits(x, h, c, out_h, out_c, packed, cell):
+        return False
+    work = np.empty((3 * x.shape[0], packed.shape[1]), dtype=packed.dtype)
+    _gated_body(x, h, c, out_h, out_c, packed, cell, work)
+    return True
+
+
+def gated_step_kernel(dtype: np.dtype, cell: Any, heap: bool) -> Any:
+    """The compiled step of a gated layer (``cell``: .cells.GRU_CELL or
+    LSTM_CELL) for ``dtype``: ``kernel(x, h, c, out_h, out_c, packed, cell)``
+    (a GRU passes h and out_h again as c and out_c), (B, I)/(B, H) or
+    (I,)/(H,) arrays of any layout (x, h and c may be read-only), returning
+    False for shapes that do not fit the layer, or (``heap`` False) scratch
+    over :data:`STACK_BYTES`; ``heap``: scratch from the heap, any size,
+    2-D arrays only."""
+    key = (np.dtype(dtype), f"{type(cell).__name__} {'heap' if heap else 'stack'}")
+    kernel = _kernels.get(key)
+    if kernel is None:
+        with _lock:
+            kernel = _kernels.get(key)
+            if kernel is None:
+                value = from_dtype(key[0])
+                cell_type = typeof(cell)
+                signatures = [types.boolean(*([types.Array(value, ndim, "A", readonly=True)] * 3),
+                                            *([types.Array(value, ndim, "A")] * 2),
+                                            types.Array(value, 2, "C"), cell_type)
+                              for ndim in ((2,) if heap else (2, 1))]
+                body = _gated_step_heap if heap else _gated_step
+                kernel = _kernels[key] = njit(signatures, **(JIT if heap else KERNEL_JIT))(body)
     return kernel
