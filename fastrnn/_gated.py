@@ -205,7 +205,8 @@ class _GatedLayer:
 
         if c_n is None:  # GRU: the kernels' state is h
             _numba.forward_cell(x, self._packed, self._cell, hidden, h0, output, h_n,
-                                batch_first, lengths, self.threads, on_numpy)
+                                batch_first, lengths, self.threads, on_numpy,
+                                weights=self._weights())
             return
         # LSTM: the kernels' state is [h | c], 2H wide.
         batch = h_n.shape[0]
@@ -224,10 +225,15 @@ class _GatedLayer:
             numpy_used.append(True)
 
         _numba.forward_cell(x, self._packed, self._cell, hidden, start, output, both,
-                            batch_first, lengths, self.threads, on_numpy_lstm)
+                            batch_first, lengths, self.threads, on_numpy_lstm,
+                            weights=self._weights())
         if not numpy_used:
             h_n[...] = both[:, :hidden]
             c_n[...] = both[:, hidden:]
+
+    def _weights(self) -> tuple[Any, ...]:
+        # What the units split packs a share of for each thread.
+        return (self._w_ih, self._w_hh, self._b_ih, self._b_hh)
 
     # -- one step ----------------------------------------------------------
 

@@ -414,19 +414,24 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
 
 
 def pack_gated(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
-               b_hh: np.ndarray | None, gates: int) -> np.ndarray:
+               b_hh: np.ndarray | None, gates: int, u0: int = 0,
+               u1: int | None = None) -> np.ndarray:
     """A gated layer's weights as the kernels read them
-    (:func:`fastrnn.kernels.cells.pack_gated`), packed once by
-    :class:`fastrnn.GRULayer` and :class:`fastrnn.LSTMLayer`."""
+    (:func:`fastrnn.kernels.cells.pack_gated`) for units u0..u1-1 (every
+    unit: packed once by :class:`fastrnn.GRULayer` and
+    :class:`fastrnn.LSTMLayer`; a share of them: a thread's of the units
+    split)."""
     empty = _EMPTY[w_ih.dtype.char][1]
     return pack_gated_call(w_ih, w_hh, empty if b_ih is None else b_ih,
-                           empty if b_hh is None else b_hh, gates, w_ih)
+                           empty if b_hh is None else b_hh, gates, u0,
+                           w_hh.shape[1] if u1 is None else u1, w_ih)
 
 
 def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
                  h0: np.ndarray | None, out: np.ndarray | None, h_n: np.ndarray,
                  batch_first: bool, lengths: np.ndarray | None, threads: int | None,
-                 numpy_forward: Any = None, plan: Plan | None = None) -> None:
+                 numpy_forward: Any = None, plan: Plan | None = None,
+                 weights: tuple[np.ndarray, ...] | None = None) -> None:
     """A gated layer's forward pass (fastrnn._gated) on the step loop of
     ``kernels.driver`` with the cell ``cell`` (``kernels.cells.GRU`` or
     ``LSTM``): on this thread, or with the batch split when the plan of an
@@ -437,17 +442,17 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
     ``numpy_forward(h0, out, h_n)``: the NumPy backend's call, taken where
     the plan says BLAS's products win (large states compiled without FMA,
     ``_plan.NUMPY``). ``plan``: how to run it (tests force paths; else
-    :func:`fastrnn._plan.plan` decides).
-
-    The units split (every sample, a share of the units on each thread) is
-    not built for gated cells yet: a call it would take (one sequence of a
-    large state) runs on one thread."""
+    :func:`fastrnn._plan.plan` decides). ``weights``: (w_ih, w_hh, b_ih,
+    b_hh) as given to :func:`pack_gated`, which the units split packs a
+    share of for each thread (every sample, a share of the units, a barrier
+    between steps: fastrnn._units); without them a call it would take runs
+    on one thread or the batch split."""
     if out is not None and not out.flags.c_contiguous:
         # (The kernels write C-contiguous outputs: see forward.)
         given = out
         out = np.empty(given.shape, given.dtype)
         forward_cell(x, packed, cell, hidden, h0, out, h_n, batch_first, lengths, threads,
-                     numpy_forward, plan)
+                     numpy_forward, plan, weights)
         given[...] = out
         return
     batch = h_n.shape[0]
@@ -478,21 +483,44 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
         out = _EMPTY[h_n.dtype.char][3]
     longest = steps_total if lens is None else int(lens[0]) if batch else 0
     chunk = chunk_steps(batch, gates * hidden, input_size)
-    if planned.path in (BATCH_SPLIT, UNITS_SPLIT) and batch > 1 and planned.parts > 1:
-        run, _ = _batch_split(x, packed, None, cell, out, 0, h_n, batch_first, order, lens,
-                              False, min(planned.parts, batch), chunk)
-    else:
+    def run_one(h: np.ndarray | None, first: int, last: int, alone: bool = False) -> None:
+        forward_range_call(x, packed, None, cell, h, out, 0, h_n, batch_first, order, lens,
+                           False, 0, batch, first, last, chunk)
+
+    run = run_one
+    split = verdict = None
+    parts = planned.parts
+    if planned.path == UNITS_SPLIT and weights is not None and parts > 1:
+        from . import _units
+
+        w_ih, w_hh, b_ih, b_hh = weights
+        split = _units.Split(w_ih, w_hh, None, None, None, h_n, order, lens, parts,
+                             pack=lambda u0, u1: pack_gated(w_ih, w_hh, b_ih, b_hh, gates, u0,
+                                                            u1))
+
         def run(h: np.ndarray | None, first: int, last: int, alone: bool = False) -> None:
-            forward_range_call(x, packed, None, cell, h, out, 0, h_n, batch_first, order, lens,
-                               False, 0, batch, first, last, chunk)
-    if rows * per_step < WINDOWS_MIN_FMAS or longest == 0:
-        run(h0, 0, steps_total)
-        return
-    sample_steps = _sample_steps(batch, lens)
-    h = h0
-    for first, last, _ in Windows(longest, sample_steps, per_step, None, chunk):
-        run(h, first, steps_total if last == longest else last)
-        h = h_n
+            assert split is not None and h is not None
+            split.run(x, h, out, 0, h_n, cell, batch_first, False, first, last, chunk)
+
+        # Timed against one thread, as an Elman layer's units split (see forward).
+        verdict = _verdict(("gated", UNITS_SPLIT, parts, batch, hidden, input_size, per_step,
+                            h_n.dtype.char))
+    elif planned.path in (BATCH_SPLIT, UNITS_SPLIT) and batch > 1 and parts > 1:
+        run, _ = _batch_split(x, packed, None, cell, out, 0, h_n, batch_first, order, lens,
+                              False, min(parts, batch), chunk)
+    try:
+        if rows * per_step < WINDOWS_MIN_FMAS or longest == 0:
+            run(h0, 0, steps_total)
+            return
+        h = h0
+        for first, last, threads_on in Windows(longest, _sample_steps(batch, lens), per_step,
+                                               verdict, chunk):
+            (run if threads_on or verdict is None else run_one)(
+                h, first, steps_total if last == longest else last)
+            h = h_n
+    finally:
+        if split is not None:
+            split.close()
 
 
 def call_plan(batch: int, steps: int, input_size: int, hidden: int, nonzeros: int | None,

@@ -91,8 +91,14 @@ class Split:
 
     def __init__(self, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
                  b_hh: np.ndarray | None, leak: np.ndarray | None, h_n: np.ndarray,
-                 order: np.ndarray | None, lens: np.ndarray | None, parts: int) -> None:
-        batch, hidden = h_n.shape
+                 order: np.ndarray | None, lens: np.ndarray | None, parts: int,
+                 pack: Any = None) -> None:
+        # pack(u0, u1): a gated layer's weights for units u0..u1-1
+        # (kernels.cells.pack_gated; w_hh (G H, H)), whose state is h_n's
+        # columns: H (GRU) or 2H (an LSTM's [h | c]). Else an Elman layer's,
+        # packed here.
+        batch = h_n.shape[0]
+        hidden = w_hh.shape[1]
         line = ALIGN_BYTES // h_n.itemsize  # values per cache line
         dense = w_hh if isinstance(w_hh, np.ndarray) else None
         if dense is not None:
@@ -107,12 +113,16 @@ class Split:
                 rows = slice(w_hh.indptr[u0], w_hh.indptr[u1])
                 self.sparse[p] = sell_pack(indptr, w_hh.indices[rows], w_hh.data[rows],
                                            u1 - u0, hidden)
-        self.packed = [pack_layer_call(w_ih, dense, b_ih, b_hh, leak, cuts[p], cuts[p + 1], h_n)
-                       for p in range(parts)]
-        self.cuts, self.parts, self.batch = cuts, parts, batch
+        if pack is None:
+            self.packed = [pack_layer_call(w_ih, dense, b_ih, b_hh, leak, cuts[p], cuts[p + 1],
+                                           h_n) for p in range(parts)]
+        else:
+            self.packed = [pack(cuts[p], cuts[p + 1]) for p in range(parts)]
+        self.cuts, self.parts, self.batch, self.hidden = cuts, parts, batch, hidden
         self.order, self.lens = order, lens
-        # Column H is the padding column of the gathers: always zero.
-        columns = (hidden + 1 + line - 1) // line * line
+        # Column H is the padding column of the gathers: always zero (an
+        # LSTM's state, [h | c], has c there: its w_hh is dense).
+        columns = (h_n.shape[1] + 1 + line - 1) // line * line
         self.state_a = aligned_zeros(batch, columns, h_n)
         self.state_b = aligned_zeros(batch, columns, h_n)
         self.flags = np.zeros((parts + 1) * FLAG_STRIDE, dtype=np.int64)
@@ -152,7 +162,7 @@ class Split:
         column ``col`` on (an empty array: no output). cell: a fastrnn.kernels.cells cell; chunk:
         _plan.chunk_steps."""
         parts, order, lens = self.parts, self.order, self.lens
-        hidden = h_n.shape[1]
+        hidden = h_n.shape[1]  # (the state's columns: 2H for an LSTM)
         steps_total = x.shape[1] if batch_first else x.shape[0]
         state_a, state_b = self.state_a, self.state_b
         # Into both buffers: a sample that has already ended keeps its state
@@ -181,4 +191,4 @@ class Split:
         self.team.run(functools.partial(self._run, window), parts, entered=True,
                       abort=self._abort)
         finish(out, col, h_n, state_a, state_b, order, lens, 0, steps_total, batch_first, last,
-               h_n.shape[1])
+               self.hidden)

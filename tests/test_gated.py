@@ -139,14 +139,15 @@ def test_lengths(cell, dtype, backend, assert_close):
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("path", ["blocked", "batch-split"])
+@pytest.mark.parametrize("path", ["blocked", "batch-split", "units-split"])
 @pytest.mark.parametrize("lengths", [False, True])
 def test_every_plan_and_windows(cell, dtype, path, lengths, assert_close):
-    # The Numba backend's plans, forced: one thread, and the batch split on
-    # two threads, over a call long enough for windows (>= WINDOWS_MIN_FMAS).
+    # The Numba backend's plans, forced: one thread, the batch split and the
+    # units split on two threads, over a call long enough for windows
+    # (>= WINDOWS_MIN_FMAS).
     pytest.importorskip("numba")
     from fastrnn import _numba
-    from fastrnn._plan import BATCH_SPLIT, BLOCKED, WINDOWS_MIN_FMAS, checked
+    from fastrnn._plan import BATCH_SPLIT, BLOCKED, UNITS_SPLIT, WINDOWS_MIN_FMAS, checked
 
     batch, steps, input_size, hidden = 7, 700, 6, 48
     gates = CELLS[cell][0]
@@ -159,9 +160,10 @@ def test_every_plan_and_windows(cell, dtype, path, lengths, assert_close):
     h0 = rng.uniform(-1, 1, (batch, gates // 2 * hidden)).astype(dtype)  # LSTM: [h | c]
     out = np.empty((batch, steps, hidden), dtype)
     h_n = np.empty_like(h0)
-    plan = checked(BLOCKED) if path == "blocked" else checked(BATCH_SPLIT, 2)
+    plan = {"blocked": checked(BLOCKED), "batch-split": checked(BATCH_SPLIT, 2),
+            "units-split": checked(UNITS_SPLIT, 2)}[path]
     _numba.forward_cell(x, layer._packed, layer._cell, hidden, h0, out, h_n, True, lens, None,
-                        plan=plan)
+                        plan=plan, weights=layer._weights())
     state = h0 if cell == "gru" else (h0[:, :hidden], h0[:, hidden:])
     expected = reference(cell, x, w, state, lengths=lens)
     assert_close(out, expected[0])

@@ -224,44 +224,46 @@ def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
 
 
 @njit(**JIT)
-def pack_gated(w_ih, w_hh, b_ih, b_hh, gates, like):
-    """A gated layer's :func:`pack_layer`: w_ih (G H, I) and w_hh (G H, H)
-    in PyTorch's layout (the gates' rows one after the other), G = 3 (GRU:
-    r, z, n) or 4 (LSTM: i, f, g, o). The products' columns are the gates'
-    blocks, :func:`gate_width` columns each (zeros past H); then the
-    :data:`ROWS` rows: the bias (b_ih, plus b_hh except a GRU's n gate),
-    the cell's two rows (GRU: b_hn in the n block; LSTM: each column's
-    activation, see :class:`LSTM`) and the shape row (H)."""
+def pack_gated(w_ih, w_hh, b_ih, b_hh, gates, u0, u1, like):
+    """A gated layer's :func:`pack_layer` for units u0..u1-1: w_ih (G H, I)
+    and w_hh (G H, H) in PyTorch's layout (the gates' rows one after the
+    other), G = 3 (GRU: r, z, n) or 4 (LSTM: i, f, g, o). The products'
+    columns are the gates' blocks for these units, :func:`gate_width`
+    columns each (zeros past them); then the :data:`ROWS` rows: the bias
+    (b_ih, plus b_hh except a GRU's n gate), the cell's two rows (GRU: b_hn
+    in the n block; LSTM: each column's activation, see :class:`LSTM`) and
+    the shape row (the layer's H)."""
     rows_given, input_size = w_ih.shape
     hidden = rows_given // gates
+    mine = u1 - u0
     lanes = VECTOR_BYTES // like.itemsize
-    g = max(lanes, (hidden + lanes - 1) // lanes * lanes)
+    g = max(lanes, (mine + lanes - 1) // lanes * lanes)
     width = gates * g
     vectors = width // lanes
     # The gates' rows at their blocks' columns, then packed as one layer's.
     wi = np.zeros((width, input_size), dtype=like.dtype)
     wh = np.zeros((width, hidden), dtype=like.dtype)
     for gate in range(gates):
-        for j in range(hidden):
+        for j in range(mine):
             for k in range(input_size):
-                wi[gate * g + j, k] = w_ih[gate * hidden + j, k]
+                wi[gate * g + j, k] = w_ih[gate * hidden + u0 + j, k]
             for k in range(hidden):
-                wh[gate * g + j, k] = w_hh[gate * hidden + j, k]
+                wh[gate * g + j, k] = w_hh[gate * hidden + u0 + j, k]
     work = aligned_zeros(input_size + hidden + ROWS, width, like)
     pack_columns(wi, 0, width, work[:input_size].reshape(input_size * vectors, lanes))
     pack_columns(wh, 0, width, work[input_size:input_size + hidden].reshape(hidden * vectors,
                                                                               lanes))
     rows = work[input_size + hidden:]
     for gate in range(gates):
-        for j in range(hidden):
+        for j in range(mine):
             column = gate * g + j
             if b_ih.size != 0:
-                rows[0, column] += b_ih[gate * hidden + j]
+                rows[0, column] += b_ih[gate * hidden + u0 + j]
             if b_hh.size != 0:
                 if gates == 3 and gate == 2:
-                    rows[1, column] = b_hh[gate * hidden + j]  # b_hn, inside r * (...)
+                    rows[1, column] = b_hh[gate * hidden + u0 + j]  # b_hn, inside r * (...)
                 else:
-                    rows[0, column] += b_hh[gate * hidden + j]
+                    rows[0, column] += b_hh[gate * hidden + u0 + j]
     if gates == 4:
         for column in range(width):
             tanh_gate = 2 * g <= column < 3 * g
