@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._backends import auto_backend_name, get_backend
-from ._plan import PARALLEL_MIN_FMAS
+from ._plan import PARALLEL_MIN_FMAS, STEP_BLAS_MIN_HIDDEN
 from ._validate import (
     _describe,
     _wrong_shape,
@@ -51,7 +51,7 @@ class _GatedLayer:
     _NAMES = ""
     __slots__ = ("input_size", "hidden_size", "dtype", "backend", "threads", "_w_ih",
                  "_w_hh", "_b_ih", "_b_hh", "_w_ih_t", "_w_hh_t", "_bias", "_b_hn", "_packed",
-                 "_cell", "_step_kernel", "_heap_kernel", "_split_from")
+                 "_cell", "_step_kernel", "_heap_kernel", "_split_from", "_kept", "_blas_step")
 
     def __init__(self, w_ih: ArrayLike, w_hh: ArrayLike, b_ih: ArrayLike | None = None,
                  b_hh: ArrayLike | None = None, *, threads: int | None = None,
@@ -125,6 +125,9 @@ class _GatedLayer:
         # Steps of at least this many samples run on the batch split's
         # threads (see _split_step).
         self._split_from = sys.maxsize
+        self._kept: Any = None
+        # Whether a one-sample step runs NumPy's products (see _step).
+        self._blas_step = False
         if name == "numba":
             from . import _numba
             from .kernels import cells
@@ -134,10 +137,19 @@ class _GatedLayer:
             self._packed = _numba.pack_gated(self._w_ih, self._w_hh, self._b_ih, self._b_hh,
                                              gates)
             self._step_kernel = step_kernels.gated_step_kernel(dtype, self._cell, False)
+            self._kept = _numba.KeptSplit()
             limit = _numba.default_threads() if threads is None else threads
             if min(limit, _numba._CORES) > 1:
                 sample = gates * hidden * (hidden + self.input_size)
                 self._split_from = max(2, -(-PARALLEL_MIN_FMAS // sample))
+                # A one-sample step whose weights are as large as an Elman
+                # layer's from STEP_BLAS_MIN_HIDDEN on streams them from L3
+                # every step: OpenBLAS's matrix-vector products on every
+                # core beat the compiled step on one (float32 B = 1, H =
+                # 1024, us a step: GRU 141 against 171, LSTM 203 against
+                # 255; see the README).
+                self._blas_step = sample >= STEP_BLAS_MIN_HIDDEN * (STEP_BLAS_MIN_HIDDEN
+                                                                    + self.input_size)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(input_size={self.input_size}, "
@@ -206,7 +218,7 @@ class _GatedLayer:
         if c_n is None:  # GRU: the kernels' state is h
             _numba.forward_cell(x, self._packed, self._cell, hidden, h0, output, h_n,
                                 batch_first, lengths, self.threads, on_numpy,
-                                weights=self._weights())
+                                weights=self._weights(), kept=self._kept)
             return
         # LSTM: the kernels' state is [h | c], 2H wide.
         batch = h_n.shape[0]
@@ -226,7 +238,7 @@ class _GatedLayer:
 
         _numba.forward_cell(x, self._packed, self._cell, hidden, start, output, both,
                             batch_first, lengths, self.threads, on_numpy_lstm,
-                            weights=self._weights())
+                            weights=self._weights(), kept=self._kept)
         if not numpy_used:
             h_n[...] = both[:, :hidden]
             c_n[...] = both[:, hidden:]
@@ -245,7 +257,8 @@ class _GatedLayer:
         dtype = self.dtype
         h = states[0]
         if (kernel is not None and type(x_t) is _NDARRAY and type(h) is _NDARRAY
-                and (h.ndim == 1 or h.shape[0] < self._split_from)):
+                and (h.ndim == 1 or h.shape[0] < self._split_from)
+                and not (self._blas_step and h.size == self.hidden_size)):
             if outs is None:
                 outs = tuple(_empty(h.shape, dtype) for _ in states)
             c = states[-1]
@@ -333,7 +346,7 @@ class _GatedLayer:
         if self._packed is not None and x2.shape[0] >= self._split_from:
             self._split_step(x2, flat, targets)
             return outs
-        if self._packed is not None:
+        if self._packed is not None and not (self._blas_step and x2.shape[0] == 1):
             ran = (self._step_kernel(x2, flat[0], flat[-1], targets[0], targets[-1],
                                      self._packed, self._cell)
                    or self._heap(x2, flat[0], flat[-1], targets[0], targets[-1]))

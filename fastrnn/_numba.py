@@ -71,25 +71,13 @@ from .kernels.small import (  # noqa: F401  (get_small)
 from .kernels.sparse import sell_pack
 
 
-class Prepared:
-    """A layer's weights as the kernels read them, made once for
-    :class:`fastrnn.Layer`: ``packed`` (:func:`fastrnn.kernels.cells.pack_layer`
-    of every unit: w_ih.T and a dense w_hh.T packed in panels, then the
-    fused bias, the leak and 1 - leak), read by the forward pass and the
-    step kernels alike, and ``sparse`` (a sparse w_hh in SELL-C-sigma form,
-    else None)."""
+class KeptSplit:
+    """A prepared layer's units split (fastrnn._units.Split), kept between
+    calls with its packed weights and its threads; see :meth:`take_split`."""
 
-    __slots__ = ("packed", "sparse", "_split", "_split_lock", "__weakref__")
+    __slots__ = ("_split", "_split_lock", "__weakref__")
 
-    def __init__(self, w_ih: np.ndarray, w_hh: Any, bias: np.ndarray,
-                 leak: np.ndarray | None) -> None:
-        hidden = bias.shape[0]
-        dense = w_hh if isinstance(w_hh, np.ndarray) else None
-        none = np.empty(0, bias.dtype)  # (no bias, no leak: see forward)
-        self.packed = pack_layer_call(w_ih, dense, bias, none, none if leak is None else leak, 0,
-                                      hidden, bias)
-        self.sparse = (None if dense is not None else
-                       sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden))
+    def __init__(self) -> None:
         # [the kept units split or None]: a list the finalizer below can
         # hold without holding the layer.
         self._split: list[Any] = [None]
@@ -120,6 +108,28 @@ class Prepared:
 
     def give_back_split(self) -> None:
         self._split_lock.release()
+
+
+class Prepared(KeptSplit):
+    """A layer's weights as the kernels read them, made once for
+    :class:`fastrnn.Layer`: ``packed`` (:func:`fastrnn.kernels.cells.pack_layer`
+    of every unit: w_ih.T and a dense w_hh.T packed in panels, then the
+    fused bias, the leak and 1 - leak), read by the forward pass and the
+    step kernels alike, and ``sparse`` (a sparse w_hh in SELL-C-sigma form,
+    else None); and its kept units split."""
+
+    __slots__ = ("packed", "sparse")
+
+    def __init__(self, w_ih: np.ndarray, w_hh: Any, bias: np.ndarray,
+                 leak: np.ndarray | None) -> None:
+        super().__init__()
+        hidden = bias.shape[0]
+        dense = w_hh if isinstance(w_hh, np.ndarray) else None
+        none = np.empty(0, bias.dtype)  # (no bias, no leak: see forward)
+        self.packed = pack_layer_call(w_ih, dense, bias, none, none if leak is None else leak, 0,
+                                      hidden, bias)
+        self.sparse = (None if dense is not None else
+                       sell_pack(w_hh.indptr, w_hh.indices, w_hh.data, hidden, hidden))
 
 
 def _stop_kept_split(kept: list[Any]) -> None:
@@ -431,7 +441,8 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
                  h0: np.ndarray | None, out: np.ndarray | None, h_n: np.ndarray,
                  batch_first: bool, lengths: np.ndarray | None, threads: int | None,
                  numpy_forward: Any = None, plan: Plan | None = None,
-                 weights: tuple[np.ndarray, ...] | None = None) -> None:
+                 weights: tuple[np.ndarray, ...] | None = None,
+                 kept: KeptSplit | None = None) -> None:
     """A gated layer's forward pass (fastrnn._gated) on the step loop of
     ``kernels.driver`` with the cell ``cell`` (``kernels.cells.GRU`` or
     ``LSTM``): on this thread, or with the batch split when the plan of an
@@ -446,13 +457,16 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
     b_hh) as given to :func:`pack_gated`, which the units split packs a
     share of for each thread (every sample, a share of the units, a barrier
     between steps: fastrnn._units); without them a call it would take runs
-    on one thread or the batch split."""
+    on one thread or the batch split. ``kept``: the layer's kept split, for
+    calls of every sample's whole length (a stream's chunks: starting the
+    threads and packing each call took float32 GRU H = 256 100-step chunks
+    to 2.5x the time of one call)."""
     if out is not None and not out.flags.c_contiguous:
         # (The kernels write C-contiguous outputs: see forward.)
         given = out
         out = np.empty(given.shape, given.dtype)
         forward_cell(x, packed, cell, hidden, h0, out, h_n, batch_first, lengths, threads,
-                     numpy_forward, plan, weights)
+                     numpy_forward, plan, weights, kept)
         given[...] = out
         return
     batch = h_n.shape[0]
@@ -494,9 +508,17 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
         from . import _units
 
         w_ih, w_hh, b_ih, b_hh = weights
-        split = _units.Split(w_ih, w_hh, None, None, None, h_n, order, lens, parts,
-                             pack=lambda u0, u1: pack_gated(w_ih, w_hh, b_ih, b_hh, gates, u0,
-                                                            u1))
+
+        def make_split() -> Any:
+            return _units.Split(w_ih, w_hh, None, None, None, h_n, order, lens, parts,
+                                pack=lambda u0, u1: pack_gated(w_ih, w_hh, b_ih, b_hh, gates,
+                                                               u0, u1))
+
+        if kept is not None and order is None:
+            split = kept.take_split(parts, batch, make_split)
+        if split is None:
+            kept = None  # (none, or another call's: one for this call)
+            split = make_split()
 
         def run(h: np.ndarray | None, first: int, last: int, alone: bool = False) -> None:
             assert split is not None and h is not None
@@ -519,7 +541,9 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
                 h, first, steps_total if last == longest else last)
             h = h_n
     finally:
-        if split is not None:
+        if kept is not None and split is not None:
+            kept.give_back_split()
+        elif split is not None:
             split.close()
 
 

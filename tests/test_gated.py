@@ -200,13 +200,14 @@ def test_matches_torch(cell, dtype, backend, forward_tolerance):
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("batch, hidden", [(1, 8), (3, 64), (2, 300), (32, 256)])
+@pytest.mark.parametrize("batch, hidden", [(1, 8), (3, 64), (2, 300), (32, 256), (1, 800)])
 @pytest.mark.parametrize("threads", [None, 1])
 def test_steps_match_the_call(cell, dtype, batch, hidden, threads, backend, assert_close):
     # Stepping a sequence (in place, out= the state) gives the call's
     # states. (32, 256): on one thread the step kernel whose scratch is on
     # the heap (over STACK_BYTES), else (on 2+ cores) a one-step call on
-    # the batch split's threads; the others the stack's kernel.
+    # the batch split's threads; (1, 800) on 2+ cores NumPy's products; the
+    # others the stack's kernel.
     w = weights(cell, 6, hidden, dtype, seed=9)
     layer = CELLS[cell][1](*w, backend=backend, threads=threads)
     x = np.random.default_rng(10).standard_normal((batch, 5, 6)).astype(dtype)
@@ -237,11 +238,14 @@ def test_steps_match_the_call(cell, dtype, batch, hidden, threads, backend, asse
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_chunks_match_one_call(cell, backend):
+@pytest.mark.parametrize("batch, hidden", [(2, 40), (1, 256)])
+def test_chunks_match_one_call(cell, batch, hidden, backend):
+    # (1, 256): 100-step chunks of 21M+ multiply-adds, planned on the units
+    # split (2+ cores), which the layer keeps between calls.
     dtype = np.float32
-    w = weights(cell, 4, 40, dtype, seed=11)
+    w = weights(cell, 16, hidden, dtype, seed=11)
     layer = CELLS[cell][1](*w, backend=backend)
-    x = np.random.default_rng(12).standard_normal((2, 300, 4)).astype(dtype)
+    x = np.random.default_rng(12).standard_normal((batch, 300, 16)).astype(dtype)
     output, h_n, c_n = run(cell, layer, x)
     state = None
     pieces = []
@@ -251,6 +255,11 @@ def test_chunks_match_one_call(cell, backend):
         state = h if cell == "gru" else (h, c)
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), output, rtol=0, atol=1e-6)
     np.testing.assert_allclose(h, h_n, rtol=0, atol=1e-6)
+    if backend == "numba" and hidden == 256:
+        from fastrnn import _numba
+
+        if min(_numba.default_threads(), _numba._CORES) > 1:
+            assert layer._kept._split[0] is not None  # kept, threads and all
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
