@@ -138,13 +138,17 @@ def test_lengths(cell, dtype, backend, assert_close):
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("path", ["blocked", "batch-split", "units-split"])
+@pytest.mark.parametrize(("dtype", "path"), [(np.float32, "blocked"), (np.float64, "blocked"),
+                                             (np.float32, "batch-split"),
+                                             (np.float32, "units-split"),
+                                             (np.float64, "units-split")])
 @pytest.mark.parametrize("lengths", [False, True])
 def test_every_plan_and_windows(cell, dtype, path, lengths, assert_close):
     # The Numba backend's plans, forced: one thread, the batch split and the
     # units split on two threads, over a call long enough for windows
-    # (>= WINDOWS_MIN_FMAS).
+    # (>= WINDOWS_MIN_FMAS). (The float64 batch split: a step of 32
+    # samples, test_steps_match_the_call; each compiled variant adds
+    # seconds to the suite.)
     pytest.importorskip("numba")
     from fastrnn import _numba
     from fastrnn._plan import BATCH_SPLIT, BLOCKED, UNITS_SPLIT, WINDOWS_MIN_FMAS, checked
@@ -257,8 +261,10 @@ def test_chunks_match_one_call(cell, batch, hidden, backend):
     np.testing.assert_allclose(h, h_n, rtol=0, atol=1e-6)
     if backend == "numba" and hidden == 256:
         from fastrnn import _numba
+        from fastrnn.kernels.simd import TARGET
 
-        if min(_numba.default_threads(), _numba._CORES) > 1:
+        # (Compiled without FMA, the plan gives such states to NumPy's products.)
+        if min(_numba.default_threads(), _numba._CORES) > 1 and TARGET.fma:
             assert layer._kept._split[0] is not None  # kept, threads and all
 
 
