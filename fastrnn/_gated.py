@@ -11,6 +11,7 @@ with BLAS products (:func:`fastrnn._numpy.forward_gated`).
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -210,11 +211,10 @@ class _GatedLayer:
         from . import _numba
 
         hidden = self.hidden_size
-
-        def on_numpy(h: Any, out: Any, state: Any) -> None:
-            # (The plan chose BLAS's products: a large state compiled without FMA.)
-            self._forward_numpy(x, h0, c0, output, h_n, c_n, batch_first, lengths)
-
+        # Where the plan chooses BLAS's products (a large state compiled
+        # without FMA), NumPy's forward pass writes the results itself.
+        on_numpy = functools.partial(self._forward_numpy, x, h0, c0, output, h_n, c_n,
+                                     batch_first, lengths)
         if c_n is None:  # GRU: the kernels' state is h
             _numba.forward_cell(x, self._packed, self._cell, hidden, h0, output, h_n,
                                 batch_first, lengths, self.threads, on_numpy,
@@ -230,16 +230,9 @@ class _GatedLayer:
             if c0 is not None:
                 start[:, hidden:] = c0
         both = _empty((batch, 2 * hidden), self.dtype)
-        numpy_used = []
-
-        def on_numpy_lstm(h: Any, out: Any, state: Any) -> None:
-            on_numpy(h, out, state)
-            numpy_used.append(True)
-
-        _numba.forward_cell(x, self._packed, self._cell, hidden, start, output, both,
-                            batch_first, lengths, self.threads, on_numpy_lstm,
-                            weights=self._weights(), kept=self._kept)
-        if not numpy_used:
+        if _numba.forward_cell(x, self._packed, self._cell, hidden, start, output, both,
+                               batch_first, lengths, self.threads, on_numpy,
+                               weights=self._weights(), kept=self._kept):
             h_n[...] = both[:, :hidden]
             c_n[...] = both[:, hidden:]
 
@@ -263,9 +256,7 @@ class _GatedLayer:
                 outs = tuple(_empty(h.shape, dtype) for _ in states)
             c = states[-1]
             try:
-                if kernel(x_t, h, c, outs[0], outs[-1], self._packed, self._cell):
-                    return outs
-                if self._heap(x_t, h, c, outs[0], outs[-1]):
+                if self._kernel_step(x_t, h, c, outs[0], outs[-1]):
                     return outs
             except TypeError:  # no signature matched: checked below
                 pass
@@ -292,10 +283,14 @@ class _GatedLayer:
             if len(targets) == 2:
                 targets[1][...] = h_n[:, hidden:]
 
-    def _heap(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, out_h: np.ndarray,
-              out_c: np.ndarray) -> bool:
-        # The step kernel with its scratch on the heap (a step too large for
-        # the stack's), made on first use; 2-D arrays (one sample's as views).
+    def _kernel_step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray, out_h: np.ndarray,
+                     out_c: np.ndarray) -> bool:
+        # The compiled step: scratch on the stack, or, for a step too large
+        # for it, on the heap (that kernel made on first use; 2-D arrays,
+        # one sample's as views). False for shapes that do not fit the
+        # layer; a TypeError for arrays no signature takes.
+        if self._step_kernel(x, h, c, out_h, out_c, self._packed, self._cell):
+            return True
         kernel = self._heap_kernel
         if kernel is None:
             from .kernels import step as step_kernels
@@ -347,10 +342,7 @@ class _GatedLayer:
             self._split_step(x2, flat, targets)
             return outs
         if self._packed is not None and not (self._blas_step and x2.shape[0] == 1):
-            ran = (self._step_kernel(x2, flat[0], flat[-1], targets[0], targets[-1],
-                                     self._packed, self._cell)
-                   or self._heap(x2, flat[0], flat[-1], targets[0], targets[-1]))
-            if not ran:
+            if not self._kernel_step(x2, flat[0], flat[-1], targets[0], targets[-1]):
                 raise AssertionError("gated step kernel refused checked shapes")  # pragma: no cover
             return outs
         from . import _numpy

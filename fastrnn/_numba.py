@@ -442,17 +442,19 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
                  batch_first: bool, lengths: np.ndarray | None, threads: int | None,
                  numpy_forward: Any = None, plan: Plan | None = None,
                  weights: tuple[np.ndarray, ...] | None = None,
-                 kept: KeptSplit | None = None) -> None:
+                 kept: KeptSplit | None = None) -> bool:
     """A gated layer's forward pass (fastrnn._gated) on the step loop of
     ``kernels.driver`` with the cell ``cell`` (``kernels.cells.GRU`` or
     ``LSTM``): on this thread, or with the batch split when the plan of an
     Elman layer as heavy would take several threads; a window at a time for
     Ctrl-C. ``h0`` and ``h_n``: (B, H), or (B, 2H) for an LSTM ([h | c]);
-    h0 None for zeros; ``out`` None, or (B, T, H) / (T, B, H) like x.
-    Validated by the caller; only ``out`` and ``h_n`` are written.
-    ``numpy_forward(h0, out, h_n)``: the NumPy backend's call, taken where
-    the plan says BLAS's products win (large states compiled without FMA,
-    ``_plan.NUMPY``). ``plan``: how to run it (tests force paths; else
+    h0 None for zeros; ``out`` None, or (B, T, H) / (T, B, H) like x,
+    C-contiguous. Validated by the caller; only ``out`` and ``h_n`` are
+    written. ``numpy_forward()``: the NumPy backend's call, made instead
+    where the plan says BLAS's products win (large states compiled without
+    FMA, ``_plan.NUMPY``); it writes the caller's results itself, and the
+    call returns False (True: the kernels ran, into ``out`` and ``h_n``).
+    ``plan``: how to run it (tests force paths; else
     :func:`fastrnn._plan.plan` decides). ``weights``: (w_ih, w_hh, b_ih,
     b_hh) as given to :func:`pack_gated`, which the units split packs a
     share of for each thread (every sample, a share of the units, a barrier
@@ -461,14 +463,6 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
     calls of every sample's whole length (a stream's chunks: starting the
     threads and packing each call took float32 GRU H = 256 100-step chunks
     to 2.5x the time of one call)."""
-    if out is not None and not out.flags.c_contiguous:
-        # (The kernels write C-contiguous outputs: see forward.)
-        given = out
-        out = np.empty(given.shape, given.dtype)
-        forward_cell(x, packed, cell, hidden, h0, out, h_n, batch_first, lengths, threads,
-                     numpy_forward, plan, weights, kept)
-        given[...] = out
-        return
     batch = h_n.shape[0]
     steps_total = x.shape[1] if batch_first else x.shape[0]
     input_size = x.shape[2]
@@ -488,8 +482,8 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
                              plain=False, limit=_THREADS if threads is None else threads,
                              cores=_CORES, fused=TARGET.fma, itemsize=h_n.itemsize)
     if planned.path == NUMPY and numpy_forward is not None:
-        numpy_forward(h0, out, h_n)
-        return
+        numpy_forward()
+        return False
     if h0 is None:
         h_n.fill(0)
         h0 = h_n
@@ -533,7 +527,7 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
     try:
         if rows * per_step < WINDOWS_MIN_FMAS or longest == 0:
             run(h0, 0, steps_total)
-            return
+            return True
         h = h0
         for first, last, threads_on in Windows(longest, _sample_steps(batch, lens), per_step,
                                                verdict, chunk):
@@ -545,6 +539,7 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
             kept.give_back_split()
         elif split is not None:
             split.close()
+    return True
 
 
 def call_plan(batch: int, steps: int, input_size: int, hidden: int, nonzeros: int | None,

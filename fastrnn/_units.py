@@ -162,13 +162,13 @@ class Split:
         column ``col`` on (an empty array: no output). cell: a fastrnn.kernels.cells cell; chunk:
         _plan.chunk_steps."""
         parts, order, lens = self.parts, self.order, self.lens
-        hidden = h_n.shape[1]  # (the state's columns: 2H for an LSTM)
+        width = h_n.shape[1]  # the state's columns: H, or 2H for an LSTM's [h | c]
         steps_total = x.shape[1] if batch_first else x.shape[0]
         state_a, state_b = self.state_a, self.state_b
         # Into both buffers: a sample that has already ended keeps its state
         # in whichever finish reads.
-        state_a[:, :hidden] = h if order is None else h[order]
-        state_b[:, :hidden] = state_a[:, :hidden]
+        state_a[:, :width] = h if order is None else h[order]
+        state_b[:, :width] = state_a[:, :width]
         flags = self.flags
         flags[:] = 0
         flags[:parts * FLAG_STRIDE:FLAG_STRIDE] = first

@@ -63,8 +63,8 @@ class GRU(NamedTuple):
         n = tanh(pre_n + r * (rec_n + b_hn)), h' = (1 - z) n + z h
 
     (pre: x W_ih^T with b_ih, and b_hh for r and z; b_hn in the cell's
-    first row). ``gates`` is 3: the products' columns are the gates' blocks
-    of :func:`gate_width` columns each."""
+    first row). ``gates`` is 3: the products' columns are the gates' blocks,
+    each the units padded to whole vectors (see :func:`pack_gated`)."""
 
     gates: int
 
@@ -88,12 +88,6 @@ GRU_CELL = GRU(3)
 LSTM_CELL = LSTM(4)
 
 
-def gate_width(hidden: int, lanes: int) -> int:
-    """The columns of one gate's block in a gated layer's products: H
-    padded to whole vectors (at least one)."""
-    return max(lanes, -(-hidden // lanes) * lanes)
-
-
 _ELMAN = {(relu, leaky): LeakyElman(relu) if leaky else Elman(relu)
           for relu in (False, True) for leaky in (False, True)}
 
@@ -102,6 +96,20 @@ def elman(relu: bool, leaky: bool) -> Elman | LeakyElman:
     """The Elman cell, with or without a leak (two cells: the leak is chosen
     when a kernel is compiled, see :func:`update`); made once, not per call."""
     return _ELMAN[bool(relu), bool(leaky)]
+
+
+@njit(**dict(KERNEL_JIT, inline="always"))
+def put_shape(row, hidden, leaky):
+    """The shape row of a packed layer: H in two parts (exact in float32 up
+    to 2^35 units), and whether it leaks (see :func:`layer_shape`)."""
+    row[0] = hidden // SHAPE_BASE * 2 + (1 if leaky else 0)
+    row[1] = hidden % SHAPE_BASE
+
+
+@njit(**dict(KERNEL_JIT, inline="always"))
+def shape_hidden(row):
+    """H from a packed layer's shape row (:func:`put_shape`)."""
+    return int(row[0]) // 2 * SHAPE_BASE + int(row[1])
 
 
 def update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):  # pragma: no cover
@@ -165,7 +173,7 @@ def _update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
     if kind is LSTM:
         def lstm_update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
             g = rec.shape[1] // 4
-            hidden = int(rows[ROWS - 1, 0]) // 2 * SHAPE_BASE + int(rows[ROWS - 1, 1])
+            hidden = shape_hidden(rows[ROWS - 1])
             for j in range(4 * g):  # every gate: a tanh(a v) + b
                 a = rows[1, j]
                 rec[i, j] = a * _tanh(a * (pre[r, j] + rec[i, j])) + rows[2, j]
@@ -216,10 +224,7 @@ def pack_layer(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
         if leak.size != 0:
             work[rows + 1, j] = leak[u0 + j]
             work[rows + 2, j] = 1 - leak[u0 + j]
-    # The shape row: H in two parts (exact in float32 up to 2^35 units), and
-    # the leak's flag (see layer_shape).
-    work[rows + 3, 0] = hidden // SHAPE_BASE * 2 + (1 if leak.size != 0 else 0)
-    work[rows + 3, 1] = hidden % SHAPE_BASE
+    put_shape(work[rows + 3], hidden, leak.size != 0)
     return work
 
 
@@ -228,8 +233,8 @@ def pack_gated(w_ih, w_hh, b_ih, b_hh, gates, u0, u1, like):
     """A gated layer's :func:`pack_layer` for units u0..u1-1: w_ih (G H, I)
     and w_hh (G H, H) in PyTorch's layout (the gates' rows one after the
     other), G = 3 (GRU: r, z, n) or 4 (LSTM: i, f, g, o). The products'
-    columns are the gates' blocks for these units, :func:`gate_width`
-    columns each (zeros past them); then the :data:`ROWS` rows: the bias
+    columns are the gates' blocks for these units, each the units padded to
+    whole vectors (zeros past them); then the :data:`ROWS` rows: the bias
     (b_ih, plus b_hh except a GRU's n gate), the cell's two rows (GRU: b_hn
     in the n block; LSTM: each column's activation, see :class:`LSTM`) and
     the shape row (the layer's H)."""
@@ -269,8 +274,7 @@ def pack_gated(w_ih, w_hh, b_ih, b_hh, gates, u0, u1, like):
             tanh_gate = 2 * g <= column < 3 * g
             rows[1, column] = 1.0 if tanh_gate else 0.5
             rows[2, column] = 0.0 if tanh_gate else 0.5
-    rows[ROWS - 1, 0] = hidden // SHAPE_BASE * 2
-    rows[ROWS - 1, 1] = hidden % SHAPE_BASE
+    put_shape(rows[ROWS - 1], hidden, False)
     return work
 
 
@@ -278,9 +282,8 @@ def pack_gated(w_ih, w_hh, b_ih, b_hh, gates, u0, u1, like):
 def layer_shape(packed):
     """(H, whether there is a leak) from a :func:`pack_layer` array's shape
     row (every vector is at least two values wide: two columns)."""
-    last = packed.shape[0] - 1
-    high = int(packed[last, 0])
-    return high // 2 * SHAPE_BASE + int(packed[last, 1]), high % 2 == 1
+    row = packed[packed.shape[0] - 1]
+    return shape_hidden(row), int(row[0]) % 2 == 1
 
 
 # Called from Python through a few variants (see .jit.FewVariants): the
