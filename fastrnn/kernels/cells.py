@@ -159,31 +159,44 @@ def _update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
     if kind is GRU:
         def gru_update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
             # Each gate into its block of rec (this thread's scratch row),
-            # then the state from cur and rec (see leaky_update).
+            # then the state from cur and rec (see leaky_update). Every loop
+            # reads and writes 1-D views, one a block: indexing one 2-D row
+            # at offsets g and 2g apart left LLVM a dependence it could not
+            # bound, and the loops scalar (float32, B = 32, H = 64: 10.3 us
+            # a step's update against 1.6).
             g = rec.shape[1] // 3
+            p, v = pre[r], rec[i]
             for j in range(2 * g):  # r and z
-                rec[i, j] = half * _tanh(half * (pre[r, j] + rec[i, j])) + half
+                v[j] = half * _tanh(half * (p[j] + v[j])) + half
+            reset, keep, new = v[:g], v[g:2 * g], v[2 * g:]
+            p_new, b_hn = p[2 * g:], rows[1, 2 * g:]
             for j in range(units):  # n
-                rec[i, 2 * g + j] = _tanh_again(pre[r, 2 * g + j]
-                                          + rec[i, j] * (rec[i, 2 * g + j] + rows[1, 2 * g + j]))
+                new[j] = _tanh_again(p_new[j] + reset[j] * (new[j] + b_hn[j]))
+            h, h_next = cur[i, u0:u0 + units], nxt[i, u0:u0 + units]
             for j in range(units):
-                z = rec[i, g + j]
-                nxt[i, u0 + j] = (one - z) * rec[i, 2 * g + j] + z * cur[i, u0 + j]
+                z = keep[j]
+                h_next[j] = (one - z) * new[j] + z * h[j]
         return gru_update
     if kind is LSTM:
         def lstm_update(cell, pre, r, rec, i, cur, nxt, u0, units, rows):
+            # 1-D views, one a block (see gru_update: 12.7 us a step's
+            # update against 1.9 at B = 32, H = 64).
             g = rec.shape[1] // 4
             hidden = shape_hidden(rows[ROWS - 1])
+            p, v, scale, shift = pre[r], rec[i], rows[1], rows[2]
             for j in range(4 * g):  # every gate: a tanh(a v) + b
-                a = rows[1, j]
-                rec[i, j] = a * _tanh(a * (pre[r, j] + rec[i, j])) + rows[2, j]
+                a = scale[j]
+                v[j] = a * _tanh(a * (p[j] + v[j])) + shift[j]
+            gi, gf, gg, go = v[:g], v[g:2 * g], v[2 * g:3 * g], v[3 * g:]
+            c = cur[i, hidden + u0:hidden + u0 + units]
             for j in range(units):  # c' into the f block
-                rec[i, g + j] = (rec[i, g + j] * cur[i, hidden + u0 + j]
-                                 + rec[i, j] * rec[i, 2 * g + j])
+                gf[j] = gf[j] * c[j] + gi[j] * gg[j]
+            h_next = nxt[i, u0:u0 + units]
+            c_next = nxt[i, hidden + u0:hidden + u0 + units]
             for j in range(units):
-                c = rec[i, g + j]
-                nxt[i, hidden + u0 + j] = c
-                nxt[i, u0 + j] = rec[i, 3 * g + j] * _tanh_again(c)
+                c_new = gf[j]
+                c_next[j] = c_new
+                h_next[j] = go[j] * _tanh_again(c_new)
         return lstm_update
     return None
 
