@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ._apart import current_cpu, move_off
 from ._plan import FORKS, chunk_steps
 from ._units import split_units
 from .kernels.barrier import FLAG_STRIDE, HANDOFF_SPINS
@@ -92,6 +93,9 @@ class Crew:
         self._lock = threading.Lock()  # whether a helper sleeps is decided under it
         self._sleeping = [False] * parts
         self._wake = [threading.Semaphore(0) for _ in range(parts)]
+        # The CPU each thread last woke on (the caller's: 0), -1 unknown:
+        # a helper woken moves off the others' (fastrnn._apart).
+        self._cpus = [-1] * parts
         # From before a step or chunk is posted until it is seen finished: a
         # Ctrl-C between may have left it running (see _take).
         self._unsure = False
@@ -114,8 +118,11 @@ class Crew:
                     continue
                 self._sleeping[part] = True
             self._wake[part].acquire()
+            cpus = self._cpus
+            cpus[part] = move_off(cpus[:part] + cpus[part + 1:], part - 1)
 
     def _wake_sleepers(self) -> None:
+        self._cpus[0] = current_cpu()
         with self._lock:
             for part in range(1, self.parts):
                 if self._sleeping[part]:

@@ -414,7 +414,8 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     try:
         # Window boundaries at multiples of the chunk: the input product's
         # chunks (and so its sums) are those of one window.
-        for first, last, threads_on in Windows(longest, sample_steps, per_step, verdict, chunk):
+        for first, last, threads_on in Windows(longest, sample_steps, per_step, verdict, chunk,
+                                               startup=None if split is None else split.startup):
             # The last window also writes the zeros past every sequence's end.
             (run_split if threads_on else run_one)(h, first, steps_total if last == longest
                                                    else last)
@@ -530,7 +531,8 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
             return True
         h = h0
         for first, last, threads_on in Windows(longest, _sample_steps(batch, lens), per_step,
-                                               verdict, chunk):
+                                               verdict, chunk, startup=None if split is None
+                                               else split.startup):
             (run if threads_on or verdict is None else run_one)(
                 h, first, steps_total if last == longest else last)
             h = h_n

@@ -399,6 +399,13 @@ def doubled_hold(first: float, losses: int, most: float) -> float:
 # over half one thread's rate (their fixed cost a window is ~0.2-1 ms).
 PRE_PROBE_PART = 0.25
 PRE_PROBE_LOSS = 0.5
+# A pre-probe's time does not count its threads' start (``startup`` of
+# Windows): threads asleep since the last probe (a quarter of a second and
+# more) wake in ~0.3 ms in a KVM guest, a pre-probe's whole time at some
+# sizes. float32 GRU (1, 1000, 16, 256) called every 0.2 s on the 2-vCPU
+# Zen 4 VM: pre-probes at 9.5-12.6e9 multiply-adds a second against one
+# thread's 22-23e9 chose one thread at every revision (9.2 ms calls), where
+# the threads, running, took 4.3-5.5 ms.
 # A revision's probe (REVISE_SECONDS after the last) counts the way that was
 # running at no less than the median of its last RECENT_WINDOWS windows (of
 # the last RECENT_SECONDS, none since a slowdown): one probe window on the
@@ -504,8 +511,13 @@ class Windows:
     ``per_step``: multiply-adds per sample-step; ``clock``: for tests."""
 
     def __init__(self, steps: int, sample_steps, per_step: float,
-                 verdict: Verdict | None, quantum: int = 1, clock=None) -> None:
+                 verdict: Verdict | None, quantum: int = 1, clock=None,
+                 startup=None) -> None:
         import time
+
+        # startup(): seconds of the last threaded window before its threads
+        # had all started (woken; see PRE_PROBE_STARTUP), None: none.
+        self.startup = startup
 
         self.steps = steps
         self.quantum = max(1, quantum)
@@ -562,6 +574,8 @@ class Windows:
                     # window starts with a pre-probe (see PRE_PROBE_PART).
                     last = min(self.steps, first + steps)
                     pre_seconds, end = yield from self._window(first, last, True)
+                    if self.startup is not None:
+                        pre_seconds = max(pre_seconds - self.startup(), 1e-9)
                     pre_rows = self.sample_steps(first, last)
                     first = last
                     rate = self.rate[True] = pre_rows * self.per_step / pre_seconds

@@ -27,7 +27,8 @@ meanwhile included): nothing writes the caller's arrays after it.
 (A helper that says it has finished from compiled code drops its references
 to them a moment later, back in Python.)
 After a fork the helpers do not exist in the child; a team notices (its
-process id) and starts new ones.
+process id) and starts new ones. A helper given a job moves off a CPU that
+the caller or another helper runs on (fastrnn._apart).
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ._apart import current_cpu, move_off
 from .kernels.barrier import (
     FLAG_STRIDE,
     HANDOFF_SPINS,
@@ -76,6 +79,12 @@ class Team:
         # Held by the call running on the team (callers that share one take
         # it without blocking, see fastrnn._numba).
         self.lock = threading.Lock()
+        # The CPU each thread last ran a job on (the caller's: 0), -1 unknown.
+        self.cpus = [-1] * (size + 1)
+        # When the last call was posted, and when each helper started its
+        # job (time.perf_counter): see startup().
+        self.posted_at = 0.0
+        self.started = [0.0] * (size + 1)
 
     def _serve(self, part: int) -> None:
         counters, slot, served = self.counters, part * FLAG_STRIDE, 0
@@ -87,6 +96,9 @@ class Team:
             if share is None:
                 return
             job, served = share  # (its number: a Ctrl-C may have skipped a count)
+            cpus = self.cpus
+            cpus[part] = move_off(cpus[:part] + cpus[part + 1:], part - 1)
+            self.started[part] = time.perf_counter()
             try:
                 job(part, served)
             except BaseException as exc:  # raised by its call, on the caller's thread
@@ -104,6 +116,12 @@ class Team:
                                       daemon=True)
             worker.start()
             self.workers.append(worker)
+
+    def startup(self, parts: int) -> float:
+        """Seconds from the last call's post until helpers 1..parts-1 had
+        all started its job (a helper asleep on its queue is woken)."""
+        started = max(self.started[1:parts], default=self.posted_at)
+        return max(0.0, started - self.posted_at)
 
     def stop(self) -> list[threading.Thread]:
         """Ask the helpers to stop, without waiting; returns them."""
@@ -227,6 +245,8 @@ class Team:
         # given one is waited for (_wait_helpers). (`pending` is counted
         # before each put: CPython handles a signal after a call returns,
         # not before.)
+        self.cpus[0] = current_cpu()
+        self.posted_at = time.perf_counter()
         for part in range(1, parts):
             self.pending += 1
             self.jobs[part].put((job, number))

@@ -149,6 +149,11 @@ class Split:
         """Stop the threads and wait for them (at the end of the call)."""
         self.team.close()
 
+    def startup(self) -> float:
+        """Seconds of the last window before its threads had all started
+        (fastrnn._team.Team.startup)."""
+        return self.team.startup(self.parts)
+
     def stop(self) -> list[threading.Thread]:
         """Ask the threads to stop, without waiting (a prepared layer's
         split, when the layer is freed); returns them."""

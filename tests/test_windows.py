@@ -201,6 +201,43 @@ def test_a_pre_probe_confirms_one_thread_without_the_full_probe(threads_rate, fu
         assert threads_windows == [pre]
 
 
+@pytest.mark.parametrize("counted", [False, True])
+def test_a_pre_probe_does_not_count_its_threads_waking(counted):
+    # One thread chosen and running (2e10 multiply-adds a second); the
+    # threads run 3e10 once started, but their first window after one
+    # thread's pays their wake-up (fastrnn._apart: ~0.3 ms in a KVM guest),
+    # here 4 ms, 2.4 times the pre-probe's steps. Counted, the pre-probe looks
+    # 0.44x one thread and one thread is chosen again at once; with the
+    # Windows' startup (what Team.startup measures) taken out, the probe
+    # runs on and the threads are chosen.
+    clock = Clock()
+    per_step = 1_000_000
+    verdict = _plan.Verdict()
+    slow = {True: 0.7e10, False: 2e10}
+    _run(_windows(2_000, per_step, verdict, clock), clock, slow, per_step)
+    _run(_windows(1_000, per_step, verdict, clock), clock, slow, per_step)
+    assert verdict.split is False
+    clock.now = verdict.when + _plan.ONE_THREAD_REVISE_SECONDS + 0.01
+    woken = {"seconds": 0.0}  # the last threaded window's start-up
+    windows = _plan.Windows(2_000, lambda a, b: b - a, per_step, verdict, clock=clock,
+                            startup=None if counted else lambda: woken["seconds"])
+    ran, before = [], None
+    for first, last, split in windows:
+        work = (last - first) * per_step / (3e10 if split else 2e10)
+        woken["seconds"] = 4e-3 if split and before is not True else 0.0
+        clock.now += woken["seconds"] + work
+        ran.append((first, last, split))
+        before = split
+    _check_cover(ran, 2_000)
+    if counted:
+        assert verdict.split is False and verdict.losses == 2
+        assert [split for _, _, split in ran].count(True) == 1
+    else:
+        assert verdict.split is True
+        assert [split for _, _, split in ran[:3]] == [True, True, False]
+        assert all(split for _, _, split in ran[3:])
+
+
 def test_a_probe_delayed_once_does_not_overturn_recent_windows():
     # Quiet throughout (threads 1.7x one thread), but the revision's probe
     # window on the threads is delayed (a VM's host took the core): 0.9x.
