@@ -43,6 +43,7 @@ from ._plan import (
     BATCH_SPLIT,
     BLOCKED,
     CALL_MIN_GAIN,
+    JUDGED_CALL_MAX_FMAS,
     NUMPY,
     SHARES_MIN_GAIN,
     SMALL,
@@ -526,7 +527,20 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
         run, _ = _batch_split(x, packed, None, cell, out, 0, h_n, batch_first, order, lens,
                               False, min(parts, batch), chunk)
     try:
-        if rows * per_step < WINDOWS_MIN_FMAS or longest == 0:
+        work = rows * per_step
+        if kept is not None and split is not None and 0 < work < JUDGED_CALL_MAX_FMAS:
+            # A kept split's call too short for windows or for a fair probe
+            # (a stream's chunk): whole calls timed against one thread
+            # (fastrnn._plan.judge_call), as an Elman layer's kept split's
+            # (see forward and JUDGED_CALL_MAX_FMAS).
+            judged = _verdict(("gated calls", UNITS_SPLIT, parts, batch, hidden, input_size,
+                               per_step, h_n.dtype.char))
+            threads_on = call_way(judged, _clock)
+            start = _clock()
+            (run if threads_on else run_one)(h0, 0, steps_total)
+            judge_call(judged, threads_on, work, _clock() - start, _clock, CALL_MIN_GAIN)
+            return True
+        if work < WINDOWS_MIN_FMAS or longest == 0:
             run(h0, 0, steps_total)
             return True
         h = h0

@@ -335,6 +335,18 @@ UNTIMED_FIRST_WINDOW_FMAS = 1 << 29
 UNTIMED_WINDOW_SECONDS = 0.05
 PROBE_SECONDS = 0.02
 PROBE_MIN_FMAS = 100_000_000
+# A gated layer's call on its kept split (a stream's chunk) under
+# JUDGED_CALL_MAX_FMAS is not cut into windows: whole calls are timed
+# against one thread (judge_call), as an Elman layer's calls under
+# WINDOWS_MIN_FMAS are. A gated step's multiply-adds are 3-4x an Elman
+# step's of the same H, so 100-step chunks cross WINDOWS_MIN_FMAS at H = 256,
+# where a probe (at most a tenth of the call: 10 steps, ~2M multiply-adds,
+# ~0.1 ms on the threads) is mostly the threads' hand-off. float32 GRU (1,
+# 10 000, 16, 256) in 100-step chunks, 2-vCPU Zen 4 VM: a revision chose one
+# thread at 17.9e9 multiply-adds a second against 18.8 (the threads run
+# 35e9 over whole chunks), and pytest-benchmark's stream took 91.6 ms against
+# 42.7 for one call. 200M: ~10 ms on one thread, short enough for Ctrl-C.
+JUDGED_CALL_MAX_FMAS = 200_000_000
 SPLIT_MIN_GAIN = 1.15
 REVISE_SECONDS = 2.0
 # A verdict of one thread holds ONE_THREAD_REVISE_SECONDS only, doubling with

@@ -266,6 +266,10 @@ def test_chunks_match_one_call(cell, batch, hidden, backend):
         # (Compiled without FMA, the plan gives such states to NumPy's products.)
         if min(_numba.default_threads(), _numba._CORES) > 1 and TARGET.fma:
             assert layer._kept._split[0] is not None  # kept, threads and all
+            # The chunks were judged as whole calls (JUDGED_CALL_MAX_FMAS),
+            # not cut into windows whose probes are a few steps long.
+            assert any(key[0] == "gated calls" and key[3:5] == (batch, hidden)
+                       for key in _numba._verdicts)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
