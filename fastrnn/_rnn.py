@@ -677,8 +677,9 @@ class RNN:
         Raises
         ------
         TypeError
-            When ``module`` is not a ``torch.nn.RNN`` (``nn.LSTM`` and
-            ``nn.GRU`` are not supported yet), or its parameters are not all
+            When ``module`` is not a ``torch.nn.RNN`` (for one layer of an
+            ``nn.LSTM`` or ``nn.GRU``, the message names the
+            ``fastrnn.prepare_lstm``/``prepare_gru`` call), or its parameters are not all
             float32 or all float64.
         ValueError
             When the module has ``proj_size != 0`` (an LSTM-only option).
@@ -705,9 +706,13 @@ class RNN:
         if not isinstance(module, torch.nn.RNN):
             kind = type(module).__name__
             if isinstance(module, torch.nn.RNNBase):  # nn.LSTM, nn.GRU
+                prepare = f"fastrnn.prepare_{kind.lower()}"
                 raise TypeError(f"module must be a torch.nn.RNN, got torch.nn.{kind}: "
-                                f"fastrnn runs the Elman RNN only; LSTM and GRU models are "
-                                f"not supported yet")
+                                f"fastrnn.RNN is the Elman RNN; for one layer of one "
+                                f"direction call {prepare}(*(p.detach().numpy() for p in "
+                                f"(module.weight_ih_l0, module.weight_hh_l0, "
+                                f"module.bias_ih_l0, module.bias_hh_l0))) (several layers or "
+                                f"directions are not supported yet)")
             raise TypeError(f"module must be a torch.nn.RNN, got {kind}; for an nn.RNN inside "
                             f"a larger model pass that submodule (e.g. model.rnn)")
         # torch's own constructor refuses proj_size for nn.RNN; a module

@@ -581,9 +581,17 @@ def test_from_torch_refuses_other_modules():
     torch = pytest.importorskip("torch")
     for module in (torch.nn.LSTM(INPUT, HIDDEN), torch.nn.GRU(INPUT, HIDDEN)):
         name = type(module).__name__
-        with pytest.raises(TypeError, match=rf"got torch.nn.{name}: fastrnn runs the Elman RNN "
-                                            "only; LSTM and GRU models are not supported yet"):
+        with pytest.raises(TypeError, match=rf"got torch.nn.{name}: fastrnn.RNN is the Elman "
+                                            rf"RNN; for one layer of one direction call "
+                                            rf"fastrnn.prepare_{name.lower()}\(") as error:
             RNN.from_torch(module)
+        # The call the message names runs, and gives the module's output.
+        suggested = str(error.value).split(" call ", 1)[1].rsplit(" (several", 1)[0]
+        layer = eval(suggested, {"fastrnn": fastrnn, "module": module})
+        x = np.random.default_rng(3).standard_normal((2, 5, INPUT)).astype(np.float32)
+        with torch.no_grad():
+            expected = module(torch.from_numpy(x).transpose(0, 1))[0].transpose(0, 1).numpy()
+        np.testing.assert_allclose(layer(x)[0], expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(TypeError, match=r"got Sequential; for an nn.RNN inside a larger model "
                                         r"pass that submodule"):
         RNN.from_torch(torch.nn.Sequential(torch.nn.RNN(INPUT, HIDDEN)))
