@@ -520,15 +520,16 @@ class Windows:
     but the last is a multiple of ``quantum`` steps. ``verdict``:
     the shape's :class:`Verdict` (None: a one-thread plan, nothing to
     compare); ``sample_steps(first, last)``: the sample-steps in a window;
-    ``per_step``: multiply-adds per sample-step; ``clock``: for tests."""
+    ``per_step``: multiply-adds per sample-step; ``clock``: for tests;
+    ``startup()``: seconds of the last threaded window before its threads
+    had all started (woken), which a pre-probe does not count (see the note
+    after PRE_PROBE_LOSS); None: nothing to take out."""
 
     def __init__(self, steps: int, sample_steps, per_step: float,
                  verdict: Verdict | None, quantum: int = 1, clock=None,
                  startup=None) -> None:
         import time
 
-        # startup(): seconds of the last threaded window before its threads
-        # had all started (woken; see PRE_PROBE_STARTUP), None: none.
         self.startup = startup
 
         self.steps = steps

@@ -96,14 +96,17 @@ class Team:
             if share is None:
                 return
             job, served = share  # (its number: a Ctrl-C may have skipped a count)
-            cpus = self.cpus
-            cpus[part] = move_off(cpus[:part] + cpus[part + 1:], part - 1)
-            self.started[part] = time.perf_counter()
             try:
+                cpus = self.cpus
+                cpus[part] = move_off(cpus[:part] + cpus[part + 1:], part - 1)
+                self.started[part] = time.perf_counter()
                 job(part, served)
             except BaseException as exc:  # raised by its call, on the caller's thread
                 self.failures.append((served, exc))
             finally:
+                # The call's arrays let go now, not when the next call's job
+                # replaces this one.
+                job = share = None
                 counters[slot] = served
                 self.done.put(part)
 
