@@ -51,6 +51,14 @@ def current_cpu() -> int:
     return int(_GETCPU()) if _GETCPU is not None else -1
 
 
+def settle(cpus: list[int], part: int) -> None:
+    """Thread ``part`` of a call, given its part: off the CPUs ``cpus``
+    records for the call's other threads (:func:`move_off`, helper ``part``
+    to the ``part - 1``-th free CPU), and its own recorded in
+    ``cpus[part]``."""
+    cpus[part] = move_off(cpus[:part] + cpus[part + 1:], part - 1)
+
+
 def move_off(others: Iterable[int], spread: int = 0) -> int:
     """The CPU this thread runs on, after moving it off ``others`` (the
     CPUs the call's other threads run on, -1 for unknown) when it is on one

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ._apart import current_cpu, move_off
+from ._apart import current_cpu, settle
 from ._plan import FORKS, chunk_steps
 from ._units import split_units
 from .kernels.barrier import FLAG_STRIDE, HANDOFF_SPINS
@@ -118,8 +118,7 @@ class Crew:
                     continue
                 self._sleeping[part] = True
             self._wake[part].acquire()
-            cpus = self._cpus
-            cpus[part] = move_off(cpus[:part] + cpus[part + 1:], part - 1)
+            settle(self._cpus, part)
 
     def _wake_sleepers(self) -> None:
         self._cpus[0] = current_cpu()

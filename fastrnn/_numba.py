@@ -388,13 +388,10 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
                 # other (1.40-1.44 ms against 1.23 for threads=1); with the
                 # host's second core slow, calls that did run on both took
                 # 1.61 ms against 1.25 alone.
-                judged = _verdict(("calls", path, plan.parts, batch, hidden, x.shape[2],
-                                   per_step, h_n.dtype.char))
-                threads_on = call_way(judged, _clock)
-                start = _clock()
-                (run_split if threads_on else run_one)(h0, 0, steps_total)
-                judge_call(judged, threads_on, rows * per_step, _clock() - start, _clock,
-                           SHARES_MIN_GAIN if path == BATCH_SPLIT else CALL_MIN_GAIN)
+                _judged_call(("calls", path, plan.parts, batch, hidden, x.shape[2], per_step,
+                              h_n.dtype.char), run_split, run_one, h0, steps_total,
+                             rows * per_step,
+                             SHARES_MIN_GAIN if path == BATCH_SPLIT else CALL_MIN_GAIN)
             else:
                 run_split(h0, 0, steps_total)
         finally:
@@ -533,12 +530,9 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
             # (a stream's chunk): whole calls timed against one thread
             # (fastrnn._plan.judge_call), as an Elman layer's kept split's
             # (see forward and JUDGED_CALL_MAX_FMAS).
-            judged = _verdict(("gated calls", UNITS_SPLIT, parts, batch, hidden, input_size,
-                               per_step, h_n.dtype.char))
-            threads_on = call_way(judged, _clock)
-            start = _clock()
-            (run if threads_on else run_one)(h0, 0, steps_total)
-            judge_call(judged, threads_on, work, _clock() - start, _clock, CALL_MIN_GAIN)
+            _judged_call(("gated calls", UNITS_SPLIT, parts, batch, hidden, input_size,
+                          per_step, h_n.dtype.char), run, run_one, h0, steps_total, work,
+                         CALL_MIN_GAIN)
             return True
         if work < WINDOWS_MIN_FMAS or longest == 0:
             run(h0, 0, steps_total)
@@ -629,6 +623,18 @@ def _release(split: Any, kept: bool, prepared: Prepared | None) -> None:
 
 _verdicts: dict[tuple, Verdict] = {}
 _clock = time.perf_counter  # (tests replace it)
+
+
+def _judged_call(key: tuple, run_split: Any, run_one: Any, h0: np.ndarray | None,
+                 steps: int, fmas: int, gain: float) -> None:
+    """A whole call run on its split's threads or on one thread as the
+    verdict of ``key`` says (:func:`fastrnn._plan.call_way`), then timed
+    into it (:func:`fastrnn._plan.judge_call`)."""
+    judged = _verdict(key)
+    threads_on = call_way(judged, _clock)
+    start = _clock()
+    (run_split if threads_on else run_one)(h0, 0, steps)
+    judge_call(judged, threads_on, fmas, _clock() - start, _clock, gain)
 
 
 def _verdict(key: tuple) -> Verdict:

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from ._apart import current_cpu, move_off
+from ._apart import current_cpu, settle
 from .kernels.barrier import (
     FLAG_STRIDE,
     HANDOFF_SPINS,
@@ -97,8 +97,7 @@ class Team:
                 return
             job, served = share  # (its number: a Ctrl-C may have skipped a count)
             try:
-                cpus = self.cpus
-                cpus[part] = move_off(cpus[:part] + cpus[part + 1:], part - 1)
+                settle(self.cpus, part)
                 self.started[part] = time.perf_counter()
                 job(part, served)
             except BaseException as exc:  # raised by its call, on the caller's thread

@@ -164,6 +164,20 @@ def test_the_verdict_serves_later_calls_then_is_revised():
     assert all(split for _, _, split in ran[3:])
 
 
+def _one_thread_chosen():
+    # Two calls whose threads ran 0.7e10 multiply-adds a second against one
+    # thread's 2e10, 1e6 a step: one thread chosen, and running (its recent
+    # windows). Returns (clock, verdict, per_step).
+    clock = Clock()
+    per_step = 1_000_000
+    verdict = _plan.Verdict()
+    rates = {True: 0.7e10, False: 2e10}
+    _run(_windows(2_000, per_step, verdict, clock), clock, rates, per_step)
+    _run(_windows(1_000, per_step, verdict, clock), clock, rates, per_step)
+    assert verdict.split is False
+    return clock, verdict, per_step
+
+
 @pytest.mark.parametrize("threads_rate, full_probe", [(0.7e10, False), (1.2e10, True)])
 def test_a_pre_probe_confirms_one_thread_without_the_full_probe(threads_rate, full_probe):
     # One thread chosen and running (2e10 multiply-adds a second); at its
@@ -172,13 +186,8 @@ def test_a_pre_probe_confirms_one_thread_without_the_full_probe(threads_rate, fu
     # (a busy machine's threads, 0.35x) one thread is chosen again at once;
     # above it (1.2e10: 0.6x), the rest of the threads' probe window runs,
     # then one thread's, as before.
-    clock = Clock()
-    per_step = 1_000_000
-    verdict = _plan.Verdict()
-    rates = {True: 0.7e10, False: 2e10}
-    _run(_windows(2_000, per_step, verdict, clock), clock, rates, per_step)
-    _run(_windows(1_000, per_step, verdict, clock), clock, rates, per_step)
-    assert verdict.split is False and verdict.losses == 1
+    clock, verdict, per_step = _one_thread_chosen()
+    assert verdict.losses == 1
     verdict_rate = verdict.rate
     clock.now = verdict.when + _plan.ONE_THREAD_REVISE_SECONDS + 0.01
     windows = _windows(2_000, per_step, verdict, clock)
@@ -210,13 +219,7 @@ def test_a_pre_probe_does_not_count_its_threads_waking(counted):
     # 0.44x one thread and one thread is chosen again at once; with the
     # Windows' startup (what Team.startup measures) taken out, the probe
     # runs on and the threads are chosen.
-    clock = Clock()
-    per_step = 1_000_000
-    verdict = _plan.Verdict()
-    slow = {True: 0.7e10, False: 2e10}
-    _run(_windows(2_000, per_step, verdict, clock), clock, slow, per_step)
-    _run(_windows(1_000, per_step, verdict, clock), clock, slow, per_step)
-    assert verdict.split is False
+    clock, verdict, per_step = _one_thread_chosen()
     clock.now = verdict.when + _plan.ONE_THREAD_REVISE_SECONDS + 0.01
     woken = {"seconds": 0.0}  # the last threaded window's start-up
     windows = _plan.Windows(2_000, lambda a, b: b - a, per_step, verdict, clock=clock,
