@@ -222,34 +222,44 @@ class Layer:
                 and (h0 is None or (type(h0) is _NDARRAY and h0.dtype is dtype))):
             # The call of a stream fed in chunks, checked in a few
             # comparisons (validate_call took a tenth of a 100-step chunk's
-            # call at H = 64); anything else is validated in full below.
-            hidden = self.hidden_size
+            # call at H = 64); anything else is validated in full below. A
+            # shape called before has its entry (see _direct_for).
             shape = x.shape
-            if len(shape) == 3 and shape[2] == self.input_size and (
-                    h0 is None or h0.shape == (shape[0], hidden)):
-                output = _empty((shape[0], shape[1], hidden), dtype)
-                h_n = _empty((shape[0], hidden), dtype)
-                direct = self._direct.get(shape)
-                if direct is None and self._prepared is not None:
-                    direct = self._direct_for(shape)
-                if direct:
-                    if h0 is None:
-                        h_n.fill(0)  # (the kernel reads h0 before it writes h_n)
-                        h0 = h_n
-                    direct(x, h0, output, h_n)
+            entry = self._direct.get(shape)
+            if entry is None:
+                hidden = self.hidden_size
+                if len(shape) == 3 and shape[2] == self.input_size:
+                    entry = self._direct_for(shape)
+                elif len(shape) == 2 and shape[1] == self.input_size and (
+                        h0 is None or h0.shape == (hidden,)):
+                    output = _empty((1, shape[0], hidden), dtype)
+                    h_n = _empty((1, hidden), dtype)
+                    self._compute(x[None], self._w_ih, self._w_hh, self._bias, None,
+                                  None if h0 is None else h0[None], output, h_n, self._relu,
+                                  True, None, self._leak, False, self.threads,
+                                  prepared=self._prepared)
+                    return output[0], h_n[0]
+            if entry is not None and (h0 is None or h0.shape == entry[2]):
+                direct, output_shape, state_shape = entry
+                output = _empty(output_shape, dtype)
+                h_n = _empty(state_shape, dtype)
+                if direct is None:
+                    self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, output, h_n,
+                                  self._relu, True, None, self._leak, False, self.threads,
+                                  prepared=self._prepared)
                     return output, h_n
-                self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, output, h_n,
-                              self._relu, True, None, self._leak, False, self.threads,
-                              prepared=self._prepared)
+                if h0 is None:
+                    h_n.fill(0)  # (the kernel reads h0 before it writes h_n)
+                    h0 = h_n
+                if isinstance(direct, tuple):
+                    # A fastrnn._numba.DirectCall: its call, without its
+                    # Python frame.
+                    kernel, packed, sparse, cell, batch, steps, chunk = direct
+                    kernel(x, packed, sparse, cell, h0, output, 0, h_n, True, None, None, False,
+                           0, batch, 0, steps, chunk)
+                else:
+                    direct(x, h0, output, h_n)
                 return output, h_n
-            if len(shape) == 2 and shape[1] == self.input_size and (
-                    h0 is None or h0.shape == (hidden,)):
-                output = _empty((1, shape[0], hidden), dtype)
-                h_n = _empty((1, hidden), dtype)
-                self._compute(x[None], self._w_ih, self._w_hh, self._bias, None,
-                              None if h0 is None else h0[None], output, h_n, self._relu, True,
-                              None, self._leak, False, self.threads, prepared=self._prepared)
-                return output[0], h_n[0]
         weights = {"w_ih": self._w_ih,
                    "w_hh": self._w_hh if isinstance(self._w_hh, np.ndarray) else self._w_hh.data,
                    "bias": self._bias}
@@ -262,38 +272,43 @@ class Layer:
                            output_shape, batch, self.hidden_size, lengths_arr, self._leak,
                            return_sequences, self.threads, self._prepared)
 
-    def _direct_for(self, shape: tuple[int, ...]) -> Any:
-        # The compiled call of a plain call of this shape, ``run(x, h0,
-        # output, h_n)``, when its plan is one thread without windows
-        # (fastrnn._numba.direct_runner), or the layer's crew (a units split
-        # of a call too short for windows: the crew's hand-off is cheaper,
-        # see _crew_chunk); else False. Kept for the next calls of the shape
-        # (a stream's chunks).
-        from . import _numba
-        from ._plan import BLOCKED, UNITS_SPLIT
-
+    def _direct_for(self, shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...],
+                                                             tuple[int, ...]]:
+        # The entry of a plain call of x's shape (B, T, I), kept for the
+        # next calls of the shape (a stream's chunks): (the call, the
+        # output's shape, h_n's). The call: when the shape's plan is one
+        # thread without windows, a fastrnn._numba.DirectCall; the layer's
+        # crew, for a units split of a call too short for windows (the
+        # crew's hand-off is cheaper, see _crew_chunk); else None (the
+        # backend's full call).
         batch, steps = shape[0], shape[1]
-        nonzeros = None if isinstance(self._w_hh, np.ndarray) else int(self._w_hh.nnz)
-        itemsize = self.dtype.itemsize
-        plan, windowed = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
-                                          nonzeros, self._leaky, self.threads, itemsize)
-        # On the crew: a units split of a call too short for windows, whose
-        # one-thread way (when the crew is slower) is a direct call.
-        crew = (plan.path == UNITS_SPLIT and self._crew_size != _NEVER
-                and batch * steps * self.hidden_size <= CREW_CHUNK_MAX_VALUES)
-        if crew:
-            plan, _ = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
-                                       nonzeros, self._leaky, 1, itemsize)
-        direct: Any = False
-        if not windowed and batch * steps > 0 and plan.path == BLOCKED:
-            direct = _numba.direct_runner(self._prepared, batch, steps, self.input_size,
-                                          self.hidden_size, self._relu, self._leaky, self._bias)
+        direct: Any = None
+        if self._prepared is not None:
+            from . import _numba
+            from ._plan import BLOCKED, UNITS_SPLIT
+
+            nonzeros = None if isinstance(self._w_hh, np.ndarray) else int(self._w_hh.nnz)
+            itemsize = self.dtype.itemsize
+            plan, windowed = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
+                                              nonzeros, self._leaky, self.threads, itemsize)
+            # On the crew: a units split of a call too short for windows, whose
+            # one-thread way (when the crew is slower) is a direct call.
+            crew = (plan.path == UNITS_SPLIT and self._crew_size != _NEVER
+                    and batch * steps * self.hidden_size <= CREW_CHUNK_MAX_VALUES)
             if crew:
-                direct = functools.partial(self._crew_chunk, direct)
+                plan, _ = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
+                                           nonzeros, self._leaky, 1, itemsize)
+            if not windowed and batch * steps > 0 and plan.path == BLOCKED:
+                direct = _numba.direct_call(self._prepared, batch, steps, self.input_size,
+                                            self.hidden_size, self._relu, self._leaky,
+                                            self._bias)
+                if crew:
+                    direct = functools.partial(self._crew_chunk, direct)
         if len(self._direct) >= 16:
             self._direct.clear()
-        self._direct[shape] = direct
-        return direct
+        entry = (direct, (batch, steps, self.hidden_size), (batch, self.hidden_size))
+        self._direct[shape] = entry
+        return entry
 
     def _crew_chunk(self, one: Any, x: np.ndarray, h0: np.ndarray, output: np.ndarray,
                     h_n: np.ndarray) -> None:

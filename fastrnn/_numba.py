@@ -35,7 +35,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -568,16 +568,37 @@ def call_plan(batch: int, steps: int, input_size: int, hidden: int, nonzeros: in
     return plan, rows * per_step >= WINDOWS_MIN_FMAS
 
 
-def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, hidden: int,
-                  relu: bool, leaky: bool, like: np.ndarray) -> Any:
-    """For a prepared layer's plain call of B sequences of T steps (batch
-    first, every sequence whole, no output given) planned on one thread
-    without windows (see :func:`call_plan`), the compiled call itself,
-    ``run(x, h0, output, h_n)`` (h0 an array: h_n's zeros for none), with
-    everything else that :func:`forward` would compute for it fixed. A
-    stream of short chunks calls the kernel with no Python in between:
-    Layer calls of 100 steps, B = 1, I = 16, float32 H = 64, took 25.8 us
-    against the kernel's 20.3 (the whole sequence: 19.8 a chunk's worth)."""
+class DirectCall(NamedTuple):
+    """For a prepared layer's plain call of ``batch`` sequences of ``steps``
+    steps (batch first, every sequence whole, no output given) planned on
+    one thread without windows (see :func:`call_plan`): the compiled call
+    and its arguments other than the call's arrays, so that
+    ``kernel(x, packed, sparse, cell, h0, output, 0, h_n, True, None, None,
+    False, 0, batch, 0, steps, chunk)`` (h0 an array: h_n's zeros for none)
+    computes what :func:`forward` would. A stream of short chunks calls the
+    kernel with no Python in between: fastrnn.Layer's plain call makes that
+    call itself (calling this tuple, a Python frame more, cost a 100-step
+    chunk at B = 1, I = 16, float32 H = 64 0.25 us of its 20)."""
+
+    kernel: Any
+    packed: np.ndarray
+    sparse: Any
+    cell: Any
+    batch: int
+    steps: int
+    chunk: int
+
+    def __call__(self, x: np.ndarray, h0: np.ndarray, output: np.ndarray,
+                 h_n: np.ndarray) -> None:
+        kernel, packed, sparse, cell, batch, steps, chunk = self
+        kernel(x, packed, sparse, cell, h0, output, 0, h_n, True, None, None, False, 0, batch,
+               0, steps, chunk)
+
+
+def direct_call(prepared: Prepared, batch: int, steps: int, input_size: int, hidden: int,
+                relu: bool, leaky: bool, like: np.ndarray) -> DirectCall:
+    """The :class:`DirectCall` of a prepared layer's plain call of ``batch``
+    sequences of ``steps`` steps, arrays of ``like``'s dtype."""
     packed, sparse = prepared.packed, prepared.sparse
     cell = elman(relu, leaky)
     chunk = chunk_steps(batch, hidden, input_size)
@@ -591,12 +612,7 @@ def direct_runner(prepared: Prepared, batch: int, steps: int, input_size: int, h
     kernel = forward_range_call.compile_for((sequences, packed, sparse, cell, h, sequences, 0,
                                              h, True, None, None, False, 0, batch, 0, steps,
                                              chunk))
-
-    def run(x: np.ndarray, h0: np.ndarray, output: np.ndarray, h_n: np.ndarray) -> None:
-        kernel(x, packed, sparse, cell, h0, output, 0, h_n, True, None, None, False, 0, batch, 0,
-               steps, chunk)
-
-    return run
+    return DirectCall(kernel, packed, sparse, cell, batch, steps, chunk)
 
 
 def _sample_steps(batch: int, lens: np.ndarray | None) -> Any:

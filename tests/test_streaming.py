@@ -163,7 +163,7 @@ def test_plain_chunk_calls_run_the_compiled_call_directly(monkeypatch, make_prob
                                                           sparse):
     # A prepared layer's plain call whose plan is one thread without
     # windows (a stream's short chunks) calls the compiled kernel straight
-    # away (fastrnn._numba.direct_runner): forward's bits, with h0 or
+    # away (fastrnn._numba.DirectCall): forward's bits, with h0 or
     # without, for any layout of x; a shape planned otherwise keeps the
     # full path.
     pytest.importorskip("numba")
@@ -185,7 +185,7 @@ def test_plain_chunk_calls_run_the_compiled_call_directly(monkeypatch, make_prob
             output, h_n = layer(given_x, given_h0)
             np.testing.assert_array_equal(output, expected[0])
             np.testing.assert_array_equal(h_n, expected[1])
-    assert callable(layer._direct[x.shape])
+    assert isinstance(layer._direct[x.shape][0], _numba.DirectCall)
     # Planned otherwise (here the units split, forced): the full path.
     from fastrnn import _plan
 
@@ -193,7 +193,7 @@ def test_plain_chunk_calls_run_the_compiled_call_directly(monkeypatch, make_prob
     split = fastrnn.prepare(problem["w_ih"], w_hh, problem["b_ih"], problem["b_hh"],
                             leak=0.4, threads=2)
     output, h_n = split(x, h0)
-    assert split._direct[x.shape] is False
+    assert split._direct[x.shape][0] is None
     expected = fastrnn.forward(x, problem["w_ih"], w_hh, problem["b_ih"], problem["b_hh"],
                                h0=h0, leak=0.4, threads=1)
     np.testing.assert_array_equal(output, expected[0])

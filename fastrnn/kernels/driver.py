@@ -35,7 +35,7 @@ from numba import njit
 from .barrier import FLAG_STRIDE, HANDOFF_SPINS, claim, spin_until_all, store_release, wait_all
 from .cells import ROWS, layer_shape, update
 from .jit import JIT, KERNEL_JIT, FewVariants, c_view, is_c_contiguous
-from .product import aligned_zeros, matmul_rows
+from .product import aligned_empty, aligned_zeros, matmul_rows
 from .simd import VECTOR_BYTES, prefetch_write
 from .sparse import sparse_rows
 
@@ -197,13 +197,14 @@ def drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, col, batch_fir
     if first >= stop:
         return True
     held = max(1, min(longest, chunk))  # steps the input product's buffer holds
-    # One aligned, zeroed workspace, rows of `width`: pre (the input product
-    # + bias of a chunk of steps, step-major, only the running samples'
-    # rows), acc (the recurrent product), sorted (the sparse product in its
-    # packed row order; sparse only).
+    # One aligned workspace, rows of `width`: pre (the input product + bias
+    # of a chunk of steps, step-major, only the running samples' rows), acc
+    # (the recurrent product), sorted (the sparse product in its packed row
+    # order; sparse only). Not zeroed: the products write every value the
+    # steps read (the kernel tests pass with it filled with NaN).
     pre_rows = held * count
     products = count if sparse is not None else 0
-    work = aligned_zeros(pre_rows + count + products, width, state_a)
+    work = aligned_empty(pre_rows + count + products, width, state_a)
     pre = work[:pre_rows]
     acc = work[pre_rows:pre_rows + count]
     sorted_acc = work[pre_rows + count:]

@@ -74,9 +74,19 @@ BLOCK = 64
 @njit(**JIT)
 def aligned_zeros(rows, cols, like):
     """Zeros of shape (rows, cols) and ``like``'s dtype, 64-byte aligned."""
+    buffer = aligned_empty(rows, cols, like)
+    buffer[:] = 0
+    return buffer
+
+
+@njit(**JIT)
+def aligned_empty(rows, cols, like):
+    """An uninitialised (rows, cols) array of ``like``'s dtype, 64-byte
+    aligned: for a workspace whose every value is written before it is read
+    (zeroing a 100-step chunk's 26 KB took 0.4 us of its 20)."""
     size = rows * cols
     pad = ALIGN_BYTES // like.itemsize
-    buffer = np.zeros(size + pad, dtype=like.dtype)
+    buffer = np.empty(size + pad, dtype=like.dtype)
     offset = ((ALIGN_BYTES - buffer.ctypes.data % ALIGN_BYTES) % ALIGN_BYTES) // like.itemsize
     return buffer[offset:offset + size].reshape(rows, cols)
 
