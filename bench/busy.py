@@ -1,7 +1,8 @@
 """Default threads against threads=1, on a quiet machine and with one busy
 process (started here and killed by its PID): the units split's calls of the
-README's busy-machine table. Interleaved rounds, medians; prints a markdown
-table.
+README's busy-machine table, and a gated layer's stream of 100-step chunks
+(whole calls timed each way: fastrnn._plan.judge_call). Interleaved rounds,
+medians; prints a markdown table.
 
     python -m bench.busy [ROUNDS]
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse
@@ -35,24 +37,50 @@ def esn_problem():
     return (u, 0.5 * rng.uniform(-1, 1, (500, 1)), w, 0.1 * rng.uniform(-1, 1, 500)), 0.3
 
 
+def _forward(problem: tuple, leak: Any) -> dict:
+    return {threads: (lambda threads=threads: fastrnn.forward(*problem, leak=leak,
+                                                              threads=threads))
+            for threads in (None, 1)}
+
+
+def _chunks(prepare: Any, gates: int, steps: int = 2000, hidden: int = 256,
+            input_size: int = 16) -> dict:
+    # A float32 gated layer's stream of 100-step chunks, the state carried.
+    rng = np.random.default_rng(0)
+    bound = 1 / np.sqrt(hidden)
+    weights = [rng.uniform(-bound, bound, shape).astype(np.float32)
+               for shape in ((gates * hidden, input_size), (gates * hidden, hidden),
+                             (gates * hidden,), (gates * hidden,))]
+    x = rng.standard_normal((1, steps, input_size)).astype(np.float32)
+    chunks = [np.ascontiguousarray(x[:, t:t + 100]) for t in range(0, steps, 100)]
+
+    def stream(layer: Any) -> None:
+        state = None
+        for chunk in chunks:
+            _, state = layer(chunk, state)
+
+    layers = {threads: prepare(*weights, threads=threads) for threads in (None, 1)}
+    return {threads: (lambda layer=layer: stream(layer)) for threads, layer in layers.items()}
+
+
 def cases():
-    yield ("(1, 10000, 1, 1000) float32 dense", make_problem(1, 10000, 1, 1000, np.float32),
-           None)
-    yield "(2, 2000, 1, 512) float32 dense", make_problem(2, 2000, 1, 512, np.float32), None
+    yield "(1, 10000, 1, 1000) float32 dense", _forward(make_problem(1, 10000, 1, 1000,
+                                                                      np.float32), None)
+    yield "(2, 2000, 1, 512) float32 dense", _forward(make_problem(2, 2000, 1, 512,
+                                                                    np.float32), None)
     problem, leak = make_reservoir_problem(ReservoirCase((1, 10000, 1, 1000)), np.float64)
-    yield "reservoir (1, 10000, 1, 1000) sparse 0.1, float64, leak", problem, leak
+    yield "reservoir (1, 10000, 1, 1000) sparse 0.1, float64, leak", _forward(problem, leak)
     problem, leak = esn_problem()
-    yield "examples/esn.py's reservoir (500 units, 10 000 steps)", problem, leak
+    yield "examples/esn.py's reservoir (500 units, 10 000 steps)", _forward(problem, leak)
+    yield "GRU (1, 2000, 16, 256) float32, 100-step chunks", _chunks(fastrnn.prepare_gru, 3)
+    yield "LSTM (1, 2000, 16, 256) float32, 100-step chunks", _chunks(fastrnn.prepare_lstm, 4)
 
 
 def main(rounds: int = 9) -> None:
     print("| call | quiet: default (ms) | quiet: threads=1 | gain | busy: default "
           "| busy: threads=1 | busy: default / threads=1 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, problem, leak in cases():
-        calls = {threads: (lambda threads=threads, problem=problem, leak=leak:
-                           fastrnn.forward(*problem, leak=leak, threads=threads))
-                 for threads in (None, 1)}
+    for name, calls in cases():
         for call in calls.values():  # compiled, and each way's first window run
             call()
             call()

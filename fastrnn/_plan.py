@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 SMALL = "small"
 BLOCKED = "blocked"
@@ -437,8 +437,8 @@ class Verdict:
     """Whether a split plan's threads beat one thread, as last measured for
     one shape of call (by :class:`Windows`, or by :func:`judge_call`)."""
 
-    __slots__ = ("split", "when", "rate", "seen", "trials", "last", "streak", "recent",
-                 "losses", "wins")
+    __slots__ = ("split", "when", "rate", "seen", "trials", "spent", "last", "streak",
+                 "recent", "losses", "wins")
 
     def __init__(self) -> None:
         self.split = True  # the faster way
@@ -449,9 +449,11 @@ class Verdict:
         self.seen: set[bool] = set()
         # judge_call's rates of whole calls each way, while it compares them.
         self.trials: dict[bool, list[float]] = {True: [], False: []}
+        self.spent = {True: 0.0, False: 0.0}  # ... and the seconds they took
         self.last: bool | None = None  # the way of the last call judge_call saw
         self.streak = 0  # calls that way in a row
-        # (when, rate) of the last RECENT_WINDOWS windows outside probes, each way.
+        # (when, rate) of the last RECENT_WINDOWS windows outside probes (or
+        # CALL_RECENT calls), each way.
         self.recent: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
         self.losses = 0  # decisions for one thread in a row
         self.wins = 0  # decisions for the threads in a row
@@ -495,17 +497,21 @@ class Verdict:
         """Forget the recent windows (or calls) of both ways."""
         self.recent = {True: [], False: []}
 
-    def note(self, way: bool, rate: float, now: float) -> None:
-        """A window outside probes ran ``way`` at ``rate``."""
+    def note(self, way: bool, rate: float, now: float, keep: int = RECENT_WINDOWS) -> None:
+        """A window (or call) outside probes ran ``way`` at ``rate``; the
+        last ``keep`` are kept."""
         seen = self.recent[way]
         seen.append((now, rate))
-        del seen[:-RECENT_WINDOWS]
+        del seen[:-keep]
 
-    def recent_rate(self, way: bool, now: float, least: int = 1) -> float:
+    def recent_rate(self, way: bool, now: float, least: int = 1, average: Any = None) -> float:
         """The median rate of ``way``'s recent windows (see
-        RECENT_WINDOWS), 0.0 with fewer than ``least``."""
+        RECENT_WINDOWS), or their ``average`` (a function of the rates),
+        0.0 with fewer than ``least``."""
         fresh = [rate for when, rate in self.recent[way] if now - when <= RECENT_SECONDS]
-        return statistics.median(fresh) if fresh and len(fresh) >= least else 0.0
+        if not fresh or len(fresh) < least:
+            return 0.0
+        return (average or statistics.median)(fresh)
 
     def with_recent(self, rates: dict[bool, float], now: float) -> dict[bool, float]:
         """A probe's ``rates``, each way no less than the median of its
@@ -629,7 +635,10 @@ class Windows:
 
 
 # Calls timed each way when judge_call compares a kept split with one thread,
-# in a block of consecutive calls each way (the fastest counts: one call of a
+# in a block of consecutive calls each way, CALL_TRIALS calls and
+# CALL_BLOCK_SECONDS at least, their total time compared (see call_rate):
+# a busy machine slows a tenth of the threads' calls 8x, which a block of a
+# few calls may not meet (and once the fastest call counted: one call of a
 # stream is a fraction of a millisecond, and this VM's noise is 20-45%). The
 # first calls of a block are not counted: they may include loading a
 # kernel, and they pay for the other way's run (the threads woken from their
@@ -642,19 +651,25 @@ class Windows:
 CALL_WARMUP = 3
 CALL_FIRST_WARMUP = 10
 CALL_TRIALS = 4
+CALL_BLOCK_SECONDS = 0.02
 # The threads are kept for such calls if this much faster than one thread
 # (a window's SPLIT_MIN_GAIN, 1.15, took one thread in 1 of 4 streams above,
 # at 16.2 against 14.2).
 CALL_MIN_GAIN = 1.1
-# A slowdown of the chosen way (Verdict.check) is judged on the median of
-# its last RECENT_WINDOWS calls, once CALL_RECENT_LEAST are recent, not on
-# one call: on this project's Zen 4 VM, quiet, the batch split's 100-step
-# chunks of a float64 (32, 10 000, 16, 64) stream took 788 us at the median
-# and 1718 at the 99th percentile, and each call below SLOWDOWN times the
-# chosen rate started a comparison whose calls on one thread took twice as
-# long: 10 comparisons, all for the threads again, and 84 calls of 3000 on
-# one thread in 2.2 s.
-CALL_RECENT_LEAST = 3
+# A slowdown of the chosen way (Verdict.check) is judged on the rate of its
+# last CALL_RECENT calls (call_rate: their total time), once
+# CALL_RECENT_LEAST are recent, not on one call: on this project's Zen 4 VM,
+# quiet, the batch split's 100-step chunks of a float64 (32, 10 000, 16, 64)
+# stream took 788 us at the median and 1718 at the 99th percentile, and each
+# call below SLOWDOWN times the chosen rate started a comparison whose calls
+# on one thread took twice as long: 10 comparisons, all for the threads
+# again, and 84 calls of 3000 on one thread in 2.2 s. Over 16 calls, the
+# quiet machine's rare slow call does not start one (a gated layer's 100-step
+# chunks on the threads, float32 H = 256: 0.24% of the calls over twice the
+# median of 532 us, the slowest 4.9 ms), the busy machine's tail does (15% of
+# the calls at 4.5 ms or more: the 16 calls' rate half the quiet one).
+CALL_RECENT = 16
+CALL_RECENT_LEAST = 8
 # ... and the batch split's threads if no slower than its caller alone: both
 # ways run the same shares (the same bits), so a tie is the threads' (a quiet
 # machine's gain is theirs), while a busy machine's threads, slower, lose.
@@ -668,17 +683,35 @@ def call_way(verdict: Verdict, clock) -> bool:
     on the threads, then one on one thread (see CALL_TRIALS)."""
     if not verdict.due(clock()):
         return verdict.split
-    return len(verdict.trials[True]) < CALL_TRIALS
+    return not _block_done(verdict, True)
+
+
+def _block_done(verdict: Verdict, way: bool) -> bool:
+    return len(verdict.trials[way]) >= CALL_TRIALS and verdict.spent[way] >= CALL_BLOCK_SECONDS
+
+
+def call_rate(rates: list[float]) -> float:
+    """The rate of a block of calls of one shape (the same multiply-adds
+    each) that ran at ``rates``: their total work over their total time,
+    the harmonic mean. With another process on the second core, a gated
+    layer's 100-step chunks on the threads ran at a median 30e9
+    multiply-adds a second and a tenth of them at 5e9 or less (the helper
+    waiting for its core), one thread at 19.5e9: the fastest of 4 calls,
+    and their median, chose the threads, 1.2-1.4x slower than one thread
+    over a stream (see CALL_TRIALS). (Not statistics.harmonic_mean: it
+    took 10 us, a fiftieth of such a call.)"""
+    return len(rates) / sum(1.0 / rate for rate in rates)
 
 
 def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock,
                gain: float = CALL_MIN_GAIN) -> None:
     """Record a whole call run one way (``split``: on the threads) that took
-    ``seconds`` for ``fmas`` multiply-adds. While comparing, after
-    CALL_TRIALS counted calls each way the threads are kept only if
-    ``gain`` times faster than one thread; otherwise the chosen threads'
-    recent calls (their median, see CALL_RECENT_LEAST) slower than SLOWDOWN
-    times the verdict's rate start a comparison again (see Verdict.check).
+    ``seconds`` for ``fmas`` multiply-adds. While comparing, after a block
+    of counted calls each way (CALL_TRIALS, CALL_BLOCK_SECONDS) the threads
+    are kept only if ``gain`` times faster than one thread (:func:`call_rate`
+    of each block); otherwise the chosen threads' recent calls (see
+    CALL_RECENT) slower than SLOWDOWN times the verdict's rate start a
+    comparison again (see Verdict.check).
     The first CALL_WARMUP calls after one of the other way do not count
     (CALL_FIRST_WARMUP in a way's first block)."""
     rate = fmas / max(seconds, 1e-9)
@@ -693,18 +726,19 @@ def judge_call(verdict: Verdict, split: bool, fmas: float, seconds: float, clock
     now = clock()
     if not verdict.due(now):
         if split == verdict.split:
-            verdict.note(split, rate, now)
-            typical = verdict.recent_rate(split, now, CALL_RECENT_LEAST)
-            if typical > 0:
-                verdict.check(typical)
+            verdict.note(split, rate, now, CALL_RECENT)
+            recent = verdict.recent_rate(split, now, CALL_RECENT_LEAST, call_rate)
+            if recent > 0:
+                verdict.check(recent)
         return
     trials = verdict.trials
     trials[split].append(rate)
-    if len(trials[True]) >= CALL_TRIALS and len(trials[False]) >= CALL_TRIALS:
-        best = {way: max(rates) for way, rates in trials.items()}
-        verdict.decide(best, gain, now)
+    verdict.spent[split] += seconds
+    if _block_done(verdict, True) and _block_done(verdict, False):
+        verdict.decide({way: call_rate(rates) for way, rates in trials.items()}, gain, now)
         trials[True].clear()
         trials[False].clear()
+        verdict.spent = {True: 0.0, False: 0.0}
         # (The calls before the comparison, slower, are not the chosen
         # way's now.)
         verdict.forget_recent()

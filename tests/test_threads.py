@@ -513,6 +513,8 @@ def test_short_calls_are_timed_against_the_caller_alone_with_the_same_bits(
 
     monkeypatch.setattr(_team.Team, "share_out", counted)
     monkeypatch.setattr(_numba, "judge_call", slow_threads)
+    # Blocks of CALL_TRIALS calls (tests/test_plan.py times longer blocks).
+    monkeypatch.setattr(_plan, "CALL_BLOCK_SECONDS", 0.0)
     calls = 2 * (_plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS) + 5
     results = [fastrnn.forward(**problem, backend="numba") for _ in range(calls)]
     block = _plan.CALL_FIRST_WARMUP + _plan.CALL_TRIALS
