@@ -144,9 +144,13 @@ NUMPY_MIN_STATE_BYTES = 1024
 # share. (32, 50, 1024, 1024), 2 threads, ms, by samples against by units:
 # float64 (16 MB) compiled for haswell 156 against 107 (1 << 15 values a
 # chunk) and 108 against 82 (1 << 19); on AVX-512 (AMD Zen 4) 78-85 against
-# 78-86. Float32 (8 MB) and (128, 100, 256, 512) (3 MB float64): within the
-# noise either way, on both.
-UNITS_SPLIT_MIN_BYTES = 12 << 20
+# 78-86. Float32 (8 MB), medians of 9 interleaved calls (forced plans, one
+# process, 2026-12-04): haswell 48.9-49.9 against 40.5-40.9, AVX-512 46.7
+# against 35.6 (the fastest calls alike, 34-38: by samples, a call now and
+# then ran at the units' speed). (128, 100, 256, 512): float64 (3 MB) 132
+# against 132 (haswell) and 110 against 115 (AVX-512); float32 (1.5 MB,
+# haswell) 52.1 against 58.8.
+UNITS_SPLIT_MIN_BYTES = 6 << 20
 # The units split's barrier yields the core with sched_yield (POSIX).
 UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 

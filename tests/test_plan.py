@@ -333,7 +333,7 @@ def test_batch_of_heavy_weights_splits_units(itemsize):
     # Split by samples, each thread would read all of w_ih and w_hh every
     # step: from UNITS_SPLIT_MIN_BYTES on, each thread reads its units'.
     values = _plan.UNITS_SPLIT_MIN_BYTES // itemsize  # H * (H + I)
-    heavy = {"batch": 32, "hidden": 1024, "input_size": values // 1024 - 1024,
+    heavy = {"batch": 32, "hidden": 512, "input_size": values // 512 - 512,
              "steps": 50, "itemsize": itemsize}
     assert _plan_of(**heavy) == Plan(UNITS_SPLIT, 2)
     assert _plan_of(**dict(heavy, input_size=heavy["input_size"] - 1)) == Plan(BATCH_SPLIT, 2)
