@@ -703,7 +703,10 @@ def call_rate(rates: list[float]) -> float:
     waiting for its core), one thread at 19.5e9: the fastest of 4 calls,
     and their median, chose the threads, 1.2-1.4x slower than one thread
     over a stream (see CALL_TRIALS). (Not statistics.harmonic_mean: it
-    took 10 us, a fiftieth of such a call.)"""
+    took 10 us, a fiftieth of such a call.) A rate of 0 (a call of no
+    work) makes the block's 0."""
+    if min(rates) <= 0:
+        return 0.0
     return len(rates) / sum(1.0 / rate for rate in rates)
 
 

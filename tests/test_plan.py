@@ -153,6 +153,13 @@ def test_a_comparison_counts_the_threads_slow_calls_at_their_time():
             assert verdict.rate == pytest.approx(counted * 1e6 / sum(taken))
 
 
+def test_a_block_rate_is_its_total_work_over_its_total_time():
+    # Calls of the same work: 1e6 multiply-adds in 1 ms and in 3 ms run 2e6
+    # in 4 ms; a call of no work (rate 0) does not divide by zero.
+    assert _plan.call_rate([1e9, 1e6 / 3e-3]) == pytest.approx(2e6 / 4e-3)
+    assert _plan.call_rate([0.0, 1e9]) == 0.0
+
+
 def test_a_slow_call_of_the_chosen_way_starts_a_new_comparison():
     clock = _Clock()
     verdict = _plan.Verdict()
