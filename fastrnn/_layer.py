@@ -239,11 +239,11 @@ class Layer:
                                   True, None, self._leak, False, self.threads,
                                   prepared=self._prepared)
                     return output[0], h_n[0]
-            if entry is not None and (h0 is None or h0.shape == entry[2]):
-                direct, output_shape, state_shape = entry
+            if entry is not None and (h0 is None or h0.shape == entry[6]):
+                kernel, packed, sparse, cell, chunk, output_shape, state_shape, call = entry
                 output = _empty(output_shape, dtype)
                 h_n = _empty(state_shape, dtype)
-                if direct is None:
+                if call is None:
                     self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, output, h_n,
                                   self._relu, True, None, self._leak, False, self.threads,
                                   prepared=self._prepared)
@@ -251,14 +251,12 @@ class Layer:
                 if h0 is None:
                     h_n.fill(0)  # (the kernel reads h0 before it writes h_n)
                     h0 = h_n
-                if isinstance(direct, tuple):
-                    # A fastrnn._numba.DirectCall: its call, without its
+                if kernel is not None:
+                    # A fastrnn._numba.DirectCall's call, without its
                     # Python frame.
-                    kernel, packed, sparse, cell, batch, steps, chunk = direct
-                    kernel(x, packed, sparse, cell, h0, output, 0, h_n, True, None, None, False,
-                           0, batch, 0, steps, chunk)
+                    kernel(x, packed, sparse, cell, h0, output, h_n, chunk)
                 else:
-                    direct(x, h0, output, h_n)
+                    call(x, h0, output, h_n)
                 return output, h_n
         weights = {"w_ih": self._w_ih,
                    "w_hh": self._w_hh if isinstance(self._w_hh, np.ndarray) else self._w_hh.data,
@@ -272,17 +270,20 @@ class Layer:
                            output_shape, batch, self.hidden_size, lengths_arr, self._leak,
                            return_sequences, self.threads, self._prepared)
 
-    def _direct_for(self, shape: tuple[int, ...]) -> tuple[Any, tuple[int, ...],
-                                                             tuple[int, ...]]:
+    def _direct_for(self, shape: tuple[int, ...]) -> tuple[Any, ...]:
         # The entry of a plain call of x's shape (B, T, I), kept for the
-        # next calls of the shape (a stream's chunks): (the call, the
-        # output's shape, h_n's). The call: when the shape's plan is one
-        # thread without windows, a fastrnn._numba.DirectCall; the layer's
-        # crew, for a units split of a call too short for windows (the
-        # crew's hand-off is cheaper, see _crew_chunk); else None (the
-        # backend's full call).
+        # next calls of the shape (a stream's chunks): (a DirectCall's
+        # fields (kernel, packed, sparse, cell, chunk), the output's shape,
+        # h_n's, the call), one flat tuple (its fields are read in one
+        # unpacking). The call: when the shape's plan is one thread without
+        # windows, a fastrnn._numba.DirectCall; the layer's crew, for a
+        # units split of a call too short for windows (the crew's hand-off
+        # is cheaper, see _crew_chunk); else None (the backend's full
+        # call). The kernel's fields are None unless the call is a
+        # DirectCall.
         batch, steps = shape[0], shape[1]
         direct: Any = None
+        fields: tuple = (None,) * 5
         if self._prepared is not None:
             from . import _numba
             from ._plan import BLOCKED, UNITS_SPLIT
@@ -304,9 +305,11 @@ class Layer:
                                             self._bias)
                 if crew:
                     direct = functools.partial(self._crew_chunk, direct)
+                else:
+                    fields = direct
         if len(self._direct) >= 16:
             self._direct.clear()
-        entry = (direct, (batch, steps, self.hidden_size), (batch, self.hidden_size))
+        entry = (*fields, (batch, steps, self.hidden_size), (batch, self.hidden_size), direct)
         self._direct[shape] = entry
         return entry
 

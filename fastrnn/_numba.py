@@ -62,7 +62,7 @@ from ._plan import plan as choose
 from ._team import Team
 from .kernels.barrier import FLAG_STRIDE, MAX_SHARES
 from .kernels.cells import elman, pack_gated_call, pack_layer_call
-from .kernels.driver import forward_range_call, forward_range_shares_call
+from .kernels.driver import direct_range_call, forward_range_call, forward_range_shares_call
 from .kernels.simd import TARGET
 from .kernels.small import (  # noqa: F401  (get_small)
     forward_small,
@@ -569,30 +569,27 @@ def call_plan(batch: int, steps: int, input_size: int, hidden: int, nonzeros: in
 
 
 class DirectCall(NamedTuple):
-    """For a prepared layer's plain call of ``batch`` sequences of ``steps``
-    steps (batch first, every sequence whole, no output given) planned on
-    one thread without windows (see :func:`call_plan`): the compiled call
-    and its arguments other than the call's arrays, so that
-    ``kernel(x, packed, sparse, cell, h0, output, 0, h_n, True, None, None,
-    False, 0, batch, 0, steps, chunk)`` (h0 an array: h_n's zeros for none)
-    computes what :func:`forward` would. A stream of short chunks calls the
-    kernel with no Python in between: fastrnn.Layer's plain call makes that
-    call itself (calling this tuple, a Python frame more, cost a 100-step
-    chunk at B = 1, I = 16, float32 H = 64 0.25 us of its 20)."""
+    """For a prepared layer's plain call of x of one shape (B, T, I) (batch
+    first, every sequence whole, no output given) planned on one thread
+    without windows (see :func:`call_plan`): the compiled call and its
+    arguments other than the call's arrays, so that ``kernel(x, packed,
+    sparse, cell, h0, output, h_n, chunk)`` (h0 an array: h_n's zeros for
+    none) computes what :func:`forward` would (the kernel:
+    :func:`.kernels.driver.direct_range`). A stream of short chunks calls
+    the kernel with no Python in between: fastrnn.Layer's plain call makes
+    that call itself (calling this tuple, a Python frame more, cost a
+    100-step chunk at B = 1, I = 16, float32 H = 64 0.25 us of its 20)."""
 
     kernel: Any
     packed: np.ndarray
     sparse: Any
     cell: Any
-    batch: int
-    steps: int
     chunk: int
 
     def __call__(self, x: np.ndarray, h0: np.ndarray, output: np.ndarray,
                  h_n: np.ndarray) -> None:
-        kernel, packed, sparse, cell, batch, steps, chunk = self
-        kernel(x, packed, sparse, cell, h0, output, 0, h_n, True, None, None, False, 0, batch,
-               0, steps, chunk)
+        kernel, packed, sparse, cell, chunk = self
+        kernel(x, packed, sparse, cell, h0, output, h_n, chunk)
 
 
 def direct_call(prepared: Prepared, batch: int, steps: int, input_size: int, hidden: int,
@@ -609,10 +606,9 @@ def direct_call(prepared: Prepared, batch: int, steps: int, input_size: int, hid
     # is skipped.
     sequences = _EMPTY[like.dtype.char][3]
     h = np.empty((0, 0), like.dtype)
-    kernel = forward_range_call.compile_for((sequences, packed, sparse, cell, h, sequences, 0,
-                                             h, True, None, None, False, 0, batch, 0, steps,
-                                             chunk))
-    return DirectCall(kernel, packed, sparse, cell, batch, steps, chunk)
+    kernel = direct_range_call.compile_for((sequences, packed, sparse, cell, h, sequences, h,
+                                            chunk))
+    return DirectCall(kernel, packed, sparse, cell, chunk)
 
 
 def _sample_steps(batch: int, lens: np.ndarray | None) -> Any:

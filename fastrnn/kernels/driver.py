@@ -311,6 +311,16 @@ def forward_range(x, packed, sparse, cell, h0, out, col, h_n, batch_first, order
 
 
 @njit(**JIT)
+def direct_range(x, packed, sparse, cell, h0, out, h_n, chunk):
+    """:func:`run_range` for a prepared layer's plain call (every sample of
+    x, batch first, whole, from h0, on one thread: fastrnn._numba.DirectCall)
+    with the arguments such a call fixes left out: a 100-step chunk's
+    compiled call unboxes 8 arguments, not 17."""
+    run_range(x, packed, sparse, cell, h0, out, 0, h_n, True, None, None, False, 0, x.shape[0],
+              0, x.shape[1], chunk)
+
+
+@njit(**JIT)
 def drive_part(x, packed, sparse, cell, u0, u1, state_a, state_b, out, col, batch_first, order,
                lens, b_start, reverse, part, parts, flags, first, last, chunk, counts, window):
     """:func:`drive` called from Python, for one thread of the units split
@@ -375,5 +385,6 @@ def forward_range_shares(x, packed, sparse, cell, h0, out, col, h_n, batch_first
 # outputs keep their exact types: fastrnn._numba.forward passes them
 # C-contiguous (their stores are then vector stores).
 forward_range_call = FewVariants(forward_range, inputs=(0, 4, 9, 10), outputs=())
+direct_range_call = FewVariants(direct_range, inputs=(0, 4), outputs=())
 forward_range_shares_call = FewVariants(forward_range_shares, inputs=(0, 4, 9, 10), outputs=())
 drive_call = FewVariants(drive_part, inputs=(0, 11, 12), outputs=())
