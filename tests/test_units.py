@@ -254,6 +254,68 @@ def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_probl
     assert "part 2 failed" in str(result["error"])
 
 
+@pytest.mark.parametrize("density", [0.2, "dense"])
+def test_each_part_is_packed_by_its_own_thread(monkeypatch, density):
+    # Split packs part p on the thread that runs it (part 0 on the caller),
+    # all at once, each part what packing it alone gives.
+    from fastrnn.kernels.cells import pack_layer_call
+    from fastrnn.kernels.sparse import sell_pack
+
+    threads: dict[int, int] = {}
+    original = _units.pack_layer_call
+
+    def spy(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
+        threads[u0] = threading.get_ident()
+        return original(w_ih, dense, b_ih, b_hh, leak, u0, u1, like)
+
+    monkeypatch.setattr(_units, "pack_layer_call", spy)
+    rng = np.random.default_rng(4)
+    hidden = 96
+    w_ih = rng.standard_normal((hidden, 5))
+    w_hh = (_reservoir(hidden, np.float64, density) if density != "dense"
+            else rng.standard_normal((hidden, hidden)))
+    b_ih, b_hh, leak = rng.standard_normal(hidden), rng.standard_normal(hidden), np.full(1, 0.3)
+    h_n = np.empty((2, hidden))
+    split = _units.Split(w_ih, w_hh, b_ih, b_hh, leak, h_n, None, None, 3)
+    try:
+        cuts = split.cuts
+        assert sorted(threads) == cuts[:-1]
+        assert threads[cuts[0]] == threading.get_ident()
+        assert len(set(threads.values())) == 3
+        dense = w_hh if density == "dense" else None
+        for p in range(3):
+            u0, u1 = cuts[p], cuts[p + 1]
+            np.testing.assert_array_equal(
+                split.packed[p], pack_layer_call(w_ih, dense, b_ih, b_hh, leak, u0, u1, h_n))
+            if dense is None:
+                rows = slice(w_hh.indptr[u0], w_hh.indptr[u1])
+                expected = sell_pack(w_hh.indptr[u0:u1 + 1] - w_hh.indptr[u0],
+                                     w_hh.indices[rows], w_hh.data[rows], u1 - u0, hidden)
+                for got, want in zip(split.sparse[p], expected, strict=True):
+                    np.testing.assert_array_equal(got, want)
+            else:
+                assert split.sparse[p] is None
+    finally:
+        split.close()
+
+
+def test_a_failing_packer_stops_the_split_threads(monkeypatch):
+    # A part whose packing raises: the error reaches the caller, and the
+    # threads the split started are stopped (none left waiting).
+    def failing(u0, u1):
+        if u0 > 0:
+            raise RuntimeError("packing failed")
+        return np.zeros((1, 1))
+
+    before = {t for t in threading.enumerate() if t.name == "fastrnn-units"}
+    w_hh = np.zeros((64, 64))
+    with pytest.raises(RuntimeError, match="packing failed"):
+        _units.Split(np.zeros((64, 1)), w_hh, None, None, None, np.empty((1, 64)), None, None,
+                     2, pack=failing)
+    left = {t for t in threading.enumerate() if t.name == "fastrnn-units"} - before
+    assert not any(t.is_alive() for t in left)
+
+
 def test_concurrent_callers(forced, make_problem):
     # Four callers, each splitting its sequence over 3 threads, on 2 cores:
     # all finish, each with the result it gets alone.
