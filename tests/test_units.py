@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 
 import naive
 import numpy as np
@@ -254,22 +255,18 @@ def test_a_failing_part_does_not_hang_the_others(forced, monkeypatch, make_probl
     assert "part 2 failed" in str(result["error"])
 
 
-@pytest.mark.parametrize("density", [0.2, "dense"])
-def test_each_part_is_packed_by_its_own_thread(monkeypatch, density):
-    # Split packs part p on the thread that runs it (part 0 on the caller),
-    # all at once, each part what packing it alone gives.
-    from fastrnn.kernels.cells import pack_layer_call
-    from fastrnn.kernels.sparse import sell_pack
-
-    threads: dict[int, int] = {}
+def _packed_split(monkeypatch, density, seed=4):
+    # A 3-part Split of a 96-unit layer (dense or sparse w_hh), and for
+    # each part (by its first unit) the threads that packed it.
+    threads: dict[int, list[int]] = {}
     original = _units.pack_layer_call
 
     def spy(w_ih, dense, b_ih, b_hh, leak, u0, u1, like):
-        threads[u0] = threading.get_ident()
+        threads.setdefault(u0, []).append(threading.get_ident())
         return original(w_ih, dense, b_ih, b_hh, leak, u0, u1, like)
 
     monkeypatch.setattr(_units, "pack_layer_call", spy)
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(seed)
     hidden = 96
     w_ih = rng.standard_normal((hidden, 5))
     w_hh = (_reservoir(hidden, np.float64, density) if density != "dense"
@@ -277,11 +274,21 @@ def test_each_part_is_packed_by_its_own_thread(monkeypatch, density):
     b_ih, b_hh, leak = rng.standard_normal(hidden), rng.standard_normal(hidden), np.full(1, 0.3)
     h_n = np.empty((2, hidden))
     split = _units.Split(w_ih, w_hh, b_ih, b_hh, leak, h_n, None, None, 3)
+    return split, threads, (w_ih, w_hh, b_ih, b_hh, leak, h_n)
+
+
+@pytest.mark.parametrize("density", [0.2, "dense"])
+def test_every_part_is_packed_once_as_alone(monkeypatch, density):
+    # Split's threads pack the parts at once (Team.share_out): each part
+    # once, what packing it alone gives.
+    from fastrnn.kernels.cells import pack_layer_call
+    from fastrnn.kernels.sparse import sell_pack
+
+    split, threads, (w_ih, w_hh, b_ih, b_hh, leak, h_n) = _packed_split(monkeypatch, density)
     try:
         cuts = split.cuts
         assert sorted(threads) == cuts[:-1]
-        assert threads[cuts[0]] == threading.get_ident()
-        assert len(set(threads.values())) == 3
+        assert all(len(packers) == 1 for packers in threads.values())
         dense = w_hh if density == "dense" else None
         for p in range(3):
             u0, u1 = cuts[p], cuts[p + 1]
@@ -290,11 +297,34 @@ def test_each_part_is_packed_by_its_own_thread(monkeypatch, density):
             if dense is None:
                 rows = slice(w_hh.indptr[u0], w_hh.indptr[u1])
                 expected = sell_pack(w_hh.indptr[u0:u1 + 1] - w_hh.indptr[u0],
-                                     w_hh.indices[rows], w_hh.data[rows], u1 - u0, hidden)
+                                     w_hh.indices[rows], w_hh.data[rows], u1 - u0,
+                                     w_hh.shape[1])
                 for got, want in zip(split.sparse[p], expected, strict=True):
                     np.testing.assert_array_equal(got, want)
             else:
                 assert split.sparse[p] is None
+    finally:
+        split.close()
+
+
+def test_a_helper_not_yet_running_leaves_its_parts_to_the_caller(monkeypatch):
+    # Helpers that the machine runs late (here: each held 0.5 s before its
+    # job) claim nothing when they come: the caller packs every part and
+    # Split returns without waiting for them.
+    from fastrnn import _team
+
+    original = _team.settle
+
+    def late(cpus, part):
+        time.sleep(0.5)
+        original(cpus, part)
+
+    monkeypatch.setattr(_team, "settle", late)
+    split, threads, _ = _packed_split(monkeypatch, "dense")
+    try:
+        assert sorted(threads) == split.cuts[:-1]
+        assert all(packers == [threading.get_ident()] for packers in threads.values())
+        assert all(packed is not None for packed in split.packed)
     finally:
         split.close()
 
