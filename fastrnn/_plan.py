@@ -138,6 +138,22 @@ CREW_CHUNK_MAX_VALUES = 1 << 22
 # OpenBLAS's own threads can collapse (load 4 on 2 cores: 7.9 ms a step at
 # H = 1000): threads=1 keeps such calls compiled.
 NUMPY_MIN_STATE_BYTES = 1024
+# ... and only for a batch of NUMPY_MIN_BATCH samples or more, or one
+# float32 sample from NUMPY_MIN_HIDDEN_ONE units on. A few samples are a
+# product of a few rows, which OpenBLAS's gemm runs after packing the whole
+# of w_hh again at every step; one sample is its gemv, which packs nothing.
+# Compiled for x86-64-v2 on the 2-vCPU AMD Zen 4 VM (OPENBLAS_CORETYPE=
+# Nehalem), forward calls of T = 2000, I = 16, compiled (default threads)
+# against the NumPy backend, medians of 5 interleaved rounds: B = 2 0.20-0.36
+# and B = 4 0.27-0.56 of its time (H = 256, 512, 768, both dtypes); B = 8
+# 0.43-0.82 and B = 16 0.73-0.98 (H = 256 to 1024, shorter calls of about
+# 300M multiply-adds); one sample, float32 H = 256 0.52, 512 0.60, 768 1.15,
+# 1000 1.06-1.10 (T = 10 000), 1024 1.06; float64 256 0.52, 512 0.52, 768 0.75,
+# 1000 0.81-0.85 (and 0.95 on the Zen 3 VM above, where this rule was set on
+# the grid's rows: B = 1, 32, 64 and 128). From B = 32 on, the Zen 3 figures
+# above hold (on the Zen 4 VM the two were within 0.83-1.13 of each other).
+NUMPY_MIN_BATCH = 32
+NUMPY_MIN_HIDDEN_ONE = 768
 # A batch is split by units, not by samples, where its dense weights (w_ih
 # and w_hh) are at least this many bytes: split by samples, every thread
 # reads all of them from L3 or memory at each step; by units, each its
@@ -280,9 +296,12 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
         return _SMALL_PLAN
     work = rows * (input_size * hidden + recurrent)  # multiply-adds of the call
     if (dense and not fused and hidden * itemsize >= NUMPY_MIN_STATE_BYTES and limit > 1
-            and cores > 1 and work >= SPLIT_MIN_FMAS):
-        # A large state without FMA: BLAS's products on every core beat the
-        # compiled ones (see NUMPY_MIN_STATE_BYTES).
+            and cores > 1 and work >= SPLIT_MIN_FMAS
+            and (batch >= NUMPY_MIN_BATCH
+                 or batch == 1 and itemsize == 4 and hidden >= NUMPY_MIN_HIDDEN_ONE)):
+        # A large state without FMA, many samples (or one float32 sample of
+        # many units): BLAS's products on every core beat the compiled ones
+        # (see NUMPY_MIN_STATE_BYTES and NUMPY_MIN_BATCH).
         return _NUMPY_PLAN
     if (limit > 1 and work >= (KEPT_SPLIT_MIN_FMAS if kept else SPLIT_MIN_FMAS)
             and UNITS_SPLIT_AVAILABLE):

@@ -399,34 +399,50 @@ def test_batch_split_shares_cache_is_bounded(monkeypatch):
 @pytest.mark.parametrize("itemsize", [4, 8])
 def test_numpy_path_for_large_states_without_fma(itemsize):
     hidden = _plan.NUMPY_MIN_STATE_BYTES // itemsize  # float32 256, float64 128
+    batch = _plan.NUMPY_MIN_BATCH
     steps = 10_000
-    assert _plan_of(hidden=hidden, input_size=1, steps=steps, fused=False,
+    assert _plan_of(batch=batch, hidden=hidden, steps=steps, fused=False,
                     itemsize=itemsize) == Plan(NUMPY)
-    # Any batch, with any option.
-    assert _plan_of(batch=64, hidden=hidden, steps=steps, fused=False,
+    # Any larger batch, with any option.
+    assert _plan_of(batch=4 * batch, hidden=hidden, steps=steps, fused=False,
                     itemsize=itemsize) == Plan(NUMPY)
-    assert _plan_of(hidden=hidden, steps=steps, plain=False, fused=False,
+    assert _plan_of(batch=batch, hidden=hidden, steps=steps, plain=False, fused=False,
                     itemsize=itemsize) == Plan(NUMPY)
-    # Below the threshold (in units or in work), with FMA (the default):
-    # the compiled paths, as before.
-    below = _plan_of(hidden=hidden - 1, input_size=1, steps=steps, fused=False,
-                     itemsize=itemsize)
-    assert below.path != NUMPY
-    assert below == _plan_of(hidden=hidden - 1, input_size=1, steps=steps, itemsize=itemsize)
-    little = _plan_of(hidden=hidden, steps=1, fused=False, itemsize=itemsize)
-    assert little == _plan_of(hidden=hidden, steps=1, itemsize=itemsize)
-    fused = _plan_of(hidden=hidden, input_size=1, steps=steps, fused=True, itemsize=itemsize)
+    # Below the thresholds (in units, samples or work), with FMA (the
+    # default): the compiled paths, as with FMA.
+    for below in (dict(batch=batch, hidden=hidden - 1, steps=steps),
+                  dict(batch=batch - 1, hidden=4 * hidden, steps=steps),
+                  dict(batch=2, hidden=4 * hidden, steps=steps),
+                  dict(batch=batch, hidden=hidden, steps=1)):
+        compiled = _plan_of(**below, fused=False, itemsize=itemsize)
+        assert compiled.path != NUMPY, below
+        assert compiled == _plan_of(**below, itemsize=itemsize), below
+    fused = _plan_of(batch=batch, hidden=hidden, steps=steps, fused=True, itemsize=itemsize)
     assert fused.path != NUMPY
-    assert fused == _plan_of(hidden=hidden, input_size=1, steps=steps, itemsize=itemsize)
+    assert fused == _plan_of(batch=batch, hidden=hidden, steps=steps, itemsize=itemsize)
     # A sparse w_hh of that size keeps its compiled gathers.
-    assert _plan_of(hidden=hidden, steps=steps, recurrent=hidden * 100, dense=False,
-                    fused=False, itemsize=itemsize).path != NUMPY
+    assert _plan_of(batch=batch, hidden=hidden, steps=steps, recurrent=hidden * 100,
+                    dense=False, fused=False, itemsize=itemsize).path != NUMPY
     # One thread allowed or available: the compiled product (NumPy's BLAS
     # would not keep to threads=1).
-    assert _plan_of(hidden=hidden, steps=steps, limit=1, fused=False,
+    assert _plan_of(batch=batch, hidden=hidden, steps=steps, limit=1, fused=False,
                     itemsize=itemsize).path != NUMPY
-    assert _plan_of(hidden=hidden, steps=steps, cores=1, fused=False,
+    assert _plan_of(batch=batch, hidden=hidden, steps=steps, cores=1, fused=False,
                     itemsize=itemsize).path != NUMPY
+
+
+def test_numpy_path_for_one_sample_without_fma_float32_only():
+    # One sample is BLAS's gemv: from NUMPY_MIN_HIDDEN_ONE units on in
+    # float32; in float64 the compiled split was faster at every size.
+    many = _plan.NUMPY_MIN_HIDDEN_ONE
+    assert _plan_of(hidden=many, input_size=1, steps=10_000, fused=False,
+                    itemsize=4) == Plan(NUMPY)
+    for hidden, itemsize in ((many - 1, 4), (many, 8), (4 * many, 8)):
+        compiled = _plan_of(hidden=hidden, input_size=1, steps=10_000, fused=False,
+                            itemsize=itemsize)
+        assert compiled.path == UNITS_SPLIT, (hidden, itemsize)
+        assert compiled == _plan_of(hidden=hidden, input_size=1, steps=10_000,
+                                    itemsize=itemsize)
 
 
 def test_forward_plans_for_the_compiled_target(monkeypatch, make_problem):
