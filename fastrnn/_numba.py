@@ -479,7 +479,8 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
     planned = plan or choose(batch=batch, hidden=gates * hidden, input_size=input_size,
                              rows=rows, recurrent=gates * hidden * hidden, dense=True,
                              plain=False, limit=_THREADS if threads is None else threads,
-                             cores=_CORES, fused=TARGET.fma, itemsize=h_n.itemsize)
+                             cores=_CORES, fused=TARGET.fma, itemsize=h_n.itemsize,
+                             gated=True)
     if planned.path == NUMPY and numpy_forward is not None:
         numpy_forward()
         return False

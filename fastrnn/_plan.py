@@ -152,6 +152,10 @@ NUMPY_MIN_STATE_BYTES = 1024
 # 1000 0.81-0.85 (and 0.95 on the Zen 3 VM above, where this rule was set on
 # the grid's rows: B = 1, 32, 64 and 128). From B = 32 on, the Zen 3 figures
 # above hold (on the Zen 4 VM the two were within 0.83-1.13 of each other).
+# A GRU's or LSTM's one sample stays compiled at every size: the NumPy
+# backend's gated step is a dozen NumPy calls besides its gemv (float32,
+# T = 1000-2000, I = 16, the compiled units split against it: GRU H = 256,
+# 384, 512 3.09, 2.57, 1.87x; LSTM H = 192, 384 3.37, 1.91x).
 NUMPY_MIN_BATCH = 32
 NUMPY_MIN_HIDDEN_ONE = 768
 # A batch is split by units, not by samples, where its dense weights (w_ih
@@ -261,7 +265,7 @@ def available_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
 
 def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
          dense: bool, plain: bool, limit: int, cores: int, fused: bool = True,
-         itemsize: int = 8, kept: bool = False) -> Plan:
+         itemsize: int = 8, kept: bool = False, gated: bool = False) -> Plan:
     """The plan of one call of the Numba backend.
 
     Parameters
@@ -289,6 +293,9 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
     kept : bool, default False
         Whether a units split would be a prepared layer's, kept between
         calls (then from KEPT_SPLIT_MIN_FMAS multiply-adds on).
+    gated : bool, default False
+        Whether the call is a GRU's or an LSTM's (planned as an Elman
+        layer of G x H units: ``hidden`` is G x H).
     """
     if batch == 1 and dense and plain and hidden <= SMALL_MAX_HIDDEN:
         # One small sequence: no thread helps (the units split starts at
@@ -298,7 +305,8 @@ def plan(*, batch: int, hidden: int, input_size: int, rows: int, recurrent: int,
     if (dense and not fused and hidden * itemsize >= NUMPY_MIN_STATE_BYTES and limit > 1
             and cores > 1 and work >= SPLIT_MIN_FMAS
             and (batch >= NUMPY_MIN_BATCH
-                 or batch == 1 and itemsize == 4 and hidden >= NUMPY_MIN_HIDDEN_ONE)):
+                 or batch == 1 and itemsize == 4 and hidden >= NUMPY_MIN_HIDDEN_ONE
+                 and not gated)):
         # A large state without FMA, many samples (or one float32 sample of
         # many units): BLAS's products on every core beat the compiled ones
         # (see NUMPY_MIN_STATE_BYTES and NUMPY_MIN_BATCH).

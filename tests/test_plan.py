@@ -443,6 +443,13 @@ def test_numpy_path_for_one_sample_without_fma_float32_only():
         assert compiled.path == UNITS_SPLIT, (hidden, itemsize)
         assert compiled == _plan_of(hidden=hidden, input_size=1, steps=10_000,
                                     itemsize=itemsize)
+    # A GRU's or LSTM's one sample stays compiled (planned as G x H units:
+    # an LSTM of H = many); its batches of 32 follow the rule.
+    lstm = dict(hidden=4 * many, input_size=1, recurrent=4 * many * many, dense=True,
+                plain=False, limit=2, cores=2, fused=False, itemsize=4, gated=True)
+    assert plan(batch=1, rows=10_000, **lstm).path == UNITS_SPLIT
+    assert plan(batch=32, rows=320_000, **lstm) == Plan(NUMPY)
+    assert plan(batch=1, rows=10_000, **{**lstm, "gated": False}) == Plan(NUMPY)
 
 
 def test_forward_plans_for_the_compiled_target(monkeypatch, make_problem):
