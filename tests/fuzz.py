@@ -56,7 +56,15 @@ def elman(x, w_ih, w_hh, bias, h0, relu, leak, lengths, reverse=False):
     ``reverse`` (output[t] is the state after reading step t)."""
     batch, steps, _ = x.shape
     if reverse:
-        return _reversed(elman, x, lengths, w_ih, w_hh, bias, h0, relu, leak)
+        # Each sequence's valid steps reversed, run forwards, outputs put back.
+        lens = np.full(batch, steps) if lengths is None else np.asarray(lengths)
+        flipped = np.zeros(x.shape, np.float64)
+        for b in range(batch):
+            flipped[b, :lens[b]] = x[b, :lens[b]][::-1]
+        out, h = elman(flipped, w_ih, w_hh, bias, h0, relu, leak, lengths)
+        for b in range(batch):
+            out[b, :lens[b]] = out[b, :lens[b]][::-1].copy()
+        return out, h
     dense = w_hh.toarray() if sp.issparse(w_hh) else w_hh
     x, w_ih, dense = (np.asarray(a, np.float64) for a in (x, w_ih, dense))
     h = np.zeros((batch, dense.shape[0])) if h0 is None else np.array(h0, np.float64)
@@ -102,19 +110,6 @@ def gated(kind, x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths):
         c = np.where(running[:, None], new_c, c)
         out[:, t] = np.where(running[:, None], new_h, 0)
     return out, h, c
-
-
-def _reversed(run, x, lengths, *args):
-    # Each sequence's valid steps reversed, run forwards, outputs put back.
-    batch, steps, _ = x.shape
-    lens = np.full(batch, steps) if lengths is None else np.asarray(lengths)
-    flipped = np.zeros(x.shape, np.float64)
-    for b in range(batch):
-        flipped[b, :lens[b]] = x[b, :lens[b]][::-1]
-    out, h = run(flipped, *args, lengths)
-    for b in range(batch):
-        out[b, :lens[b]] = out[b, :lens[b]][::-1].copy()
-    return out, h
 
 
 def rnn(model, x, h0, lengths):
