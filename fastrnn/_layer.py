@@ -71,7 +71,7 @@ class Layer:
                  "_step_fast", "_wide", "_crew_size", "_crew", "_crew_parts", "_crew_lock",
                  "_crew_verdicts", "_direct", "_packed", "_leaky", "_step_kernel",
                  "_step_args", "_numpy_step", "_numpy_weights", "_scratch", "_solo_size",
-                 "_solo_until")
+                 "_solo_until", "_small")
 
     def __init__(self, w_ih: ArrayLike, w_hh: Any, b_ih: ArrayLike | None = None,
                  b_hh: ArrayLike | None = None, *, nonlinearity: str = "tanh",
@@ -143,6 +143,7 @@ class Layer:
         # False (see _direct_for).
         self._direct: dict[tuple[int, ...], Any] = {}
         self._packed: Any = None
+        self._small: Any = None  # (the small path's direct call, made when first needed)
         self._step_kernel: Any = None
         self._step_args: tuple[Any, ...] = ()
         self._numpy_step: Any = None
@@ -251,12 +252,18 @@ class Layer:
                 if h0 is None:
                     h_n.fill(0)  # (the kernel reads h0 before it writes h_n)
                     h0 = h_n
-                if kernel is not None:
+                if kernel is None:
+                    call(x, h0, output, h_n)
+                elif chunk is not None:
                     # A fastrnn._numba.DirectCall's call, without its
                     # Python frame.
                     kernel(x, packed, sparse, cell, h0, output, h_n, chunk)
-                else:
-                    call(x, h0, output, h_n)
+                elif not kernel(x, packed, h0, output, h_n, cell):
+                    # The small path's (fastrnn._numba.direct_small), which
+                    # declined: a long input row.
+                    self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, output, h_n,
+                                  self._relu, True, None, self._leak, False, self.threads,
+                                  prepared=self._prepared)
                 return output, h_n
         weights = {"w_ih": self._w_ih,
                    "w_hh": self._w_hh if isinstance(self._w_hh, np.ndarray) else self._w_hh.data,
@@ -276,17 +283,17 @@ class Layer:
         # fields (kernel, packed, sparse, cell, chunk), the output's shape,
         # h_n's, the call), one flat tuple (its fields are read in one
         # unpacking). The call: when the shape's plan is one thread without
-        # windows, a fastrnn._numba.DirectCall; the layer's crew, for a
+        # windows, a fastrnn._numba.DirectCall (on the small path, the
+        # fields of fastrnn._numba.direct_small); the layer's crew, for a
         # units split of a call too short for windows (the crew's hand-off
         # is cheaper, see _crew_chunk); else None (the backend's full
-        # call). The kernel's fields are None unless the call is a
-        # DirectCall.
+        # call). The kernel's fields are None unless the call is direct.
         batch, steps = shape[0], shape[1]
         direct: Any = None
         fields: tuple = (None,) * 5
         if self._prepared is not None:
             from . import _numba
-            from ._plan import BLOCKED, UNITS_SPLIT
+            from ._plan import BLOCKED, SMALL, UNITS_SPLIT
 
             nonzeros = None if isinstance(self._w_hh, np.ndarray) else int(self._w_hh.nnz)
             itemsize = self.dtype.itemsize
@@ -299,7 +306,12 @@ class Layer:
             if crew:
                 plan, _ = _numba.call_plan(batch, steps, self.input_size, self.hidden_size,
                                            nonzeros, self._leaky, 1, itemsize)
-            if not windowed and batch * steps > 0 and plan.path == BLOCKED:
+            if plan.path == SMALL and batch * steps > 0:
+                if self._small is None:
+                    self._small = _numba.direct_small(self._w_ih, self._w_hh, self._bias,
+                                                      self._relu)
+                direct = fields = self._small
+            elif not windowed and batch * steps > 0 and plan.path == BLOCKED:
                 direct = _numba.direct_call(self._prepared, batch, steps, self.input_size,
                                             self.hidden_size, self._relu, self._leaky,
                                             self._bias)

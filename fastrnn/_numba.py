@@ -65,8 +65,10 @@ from .kernels.cells import elman, pack_gated_call, pack_layer_call
 from .kernels.driver import direct_range_call, forward_range_call, forward_range_shares_call
 from .kernels.simd import TARGET
 from .kernels.small import (  # noqa: F401  (get_small)
+    direct_small_call,
     forward_small,
     forward_small_call,
+    pack_small,
     sequences_call,
 )
 from .kernels.sparse import sell_pack
@@ -610,6 +612,20 @@ def direct_call(prepared: Prepared, batch: int, steps: int, input_size: int, hid
     kernel = direct_range_call.compile_for((sequences, packed, sparse, cell, h, sequences, h,
                                             chunk))
     return DirectCall(kernel, packed, sparse, cell, chunk)
+
+
+def direct_small(w_ih: np.ndarray, w_hh: np.ndarray, bias: np.ndarray, relu: bool) -> tuple:
+    """For a prepared layer's plain call on the small path (its dense
+    weights and fused bias), the fields of a :class:`DirectCall`:
+    ``(kernel, packed, None, relu, None)``, ``kernel(x, packed, h0,
+    output, h_n, relu)`` computing what :func:`forward` would (h0 an
+    array), or returning False when its buffer would not fit its stack (a
+    long input row: see :func:`.kernels.small.direct_small`)."""
+    packed = pack_small(w_ih, w_hh, bias)
+    sequences = _EMPTY[bias.dtype.char][3]
+    h = np.empty((0, 0), bias.dtype)
+    kernel = direct_small_call.compile_for((sequences, packed, h, sequences, h, relu))
+    return kernel, packed, None, relu, None
 
 
 def _sample_steps(batch: int, lens: np.ndarray | None) -> Any:

@@ -198,3 +198,42 @@ def test_plain_chunk_calls_run_the_compiled_call_directly(monkeypatch, make_prob
                                h0=h0, leak=0.4, threads=1)
     np.testing.assert_array_equal(output, expected[0])
     np.testing.assert_array_equal(h_n, expected[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_small_chunk_calls_run_the_small_kernel_directly(make_problem, dtype, nonlinearity):
+    # One small sequence (the small path: B = 1, H <= 32, dense, no leak)
+    # runs straight from the layer's weights packed once
+    # (fastrnn._numba.direct_small): forward's bits, with h0 or without,
+    # chunk after chunk with the state carried, for any layout of x; an
+    # input row too long for the kernel's stack scratch takes the full path.
+    pytest.importorskip("numba")
+    from fastrnn import _numba, _plan
+
+    for input_size, direct in ((5, True), (40_000, False)):
+        problem = make_problem(10, batch=1, steps=12, input_size=input_size, hidden_size=20,
+                               dtype=dtype, h0=True)
+        weights = [problem[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh")]
+        layer = fastrnn.prepare(*weights, nonlinearity=nonlinearity, threads=1)
+        x, h0 = problem["x"], problem["h0"]
+        assert _numba.call_plan(1, 12, input_size, 20, None, False, 1,
+                                        x.dtype.itemsize)[0].path == _plan.SMALL
+        for given_x in (x, np.asfortranarray(x), x[:, ::-1][:, ::-1]):
+            for given_h0 in (None, h0):
+                expected = fastrnn.forward(x, *weights, h0=given_h0, nonlinearity=nonlinearity)
+                output, h_n = layer(given_x, given_h0)
+                np.testing.assert_array_equal(output, expected[0])
+                np.testing.assert_array_equal(h_n, expected[1])
+        h, parts = h0, []
+        for start, stop in ((0, 5), (5, 9), (9, 12)):
+            output, h = layer(x[:, start:stop], h)
+            parts.append(output)
+        np.testing.assert_array_equal(np.concatenate(parts, axis=1), expected[0])
+        np.testing.assert_array_equal(h, expected[1])
+        # The direct kernel ran, or declined and the full path ran.
+        assert (layer._small is not None) and layer._direct[x.shape][0] is not None
+        kernel, packed, _, relu, _ = layer._small
+        ran = kernel(np.ascontiguousarray(x), packed, h0, np.empty_like(expected[0]),
+                     np.empty_like(h0), relu)
+        assert ran is direct

@@ -17,8 +17,9 @@ from numba import njit
 from .activations import relu as _relu
 from .activations import tanh as _tanh
 from .jit import JIT, KERNEL_JIT, FewVariants, c_view, is_c_contiguous
-from .product import ALIGN_BYTES
+from .product import ALIGN_BYTES, aligned_zeros
 from .simd import VECTOR_BYTES, vadd, vfma, vload, vsplat, vstore, vzero
+from .step import STACK_BYTES, stack_matrix
 
 
 @njit(**KERNEL_JIT)
@@ -50,6 +51,25 @@ def _buffer(w_ih, h_n):
     return buffer, rows, vectors, joint
 
 
+@njit(**dict(KERNEL_JIT, inline="always"))
+def pack_joint(w_ih, w_hh, packed):
+    """``packed`` (zeroed, ``vectors * (I + H)`` rows of ``lanes``) <-
+    [w_ih | w_hh].T: row v * (I + H) + k holds units v * lanes.. of column
+    k."""
+    hidden, input_size = w_ih.shape
+    lanes = packed.shape[1]
+    inner = input_size + hidden
+    for v in range((hidden + lanes - 1) // lanes):
+        first = v * lanes
+        count = min(lanes, hidden - first)
+        for k in range(input_size):
+            for lane in range(count):
+                packed[v * inner + k, lane] = w_ih[first + lane, k]
+        for k in range(hidden):
+            for lane in range(count):
+                packed[v * inner + input_size + k, lane] = w_hh[first + lane, k]
+
+
 # Each compiled caller of _run optimises _run's code again with its own (LLVM
 # links the callee into the caller's module): forward_small calls it itself,
 # not through forward_sequences (the textbook call's cold compile: 3.6-3.9 s
@@ -64,38 +84,42 @@ def forward_sequences(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first
     # output.
     buffer, rows, vectors, joint = _buffer(w_ih, h_n)
     _run(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, rows, vectors,
-         joint)
+         joint, None)
 
 
 @njit(**KERNEL_JIT)
 def _run(x, w_ih, w_hh, b_ih, b_hh, h0, out, h_n, relu, batch_first, buffer, rows, vectors,
-         joint):
+         joint, packed_given):
+    # packed_given: None, or the weights packed already (pack_small: the
+    # bias's rows, then the packed rows), copied in (w_ih, w_hh, b_ih and
+    # b_hh are then not read).
     n1, n2, input_size = x.shape
     batch, steps = (n1, n2) if batch_first else (n2, n1)
-    hidden = w_ih.shape[0]
+    hidden = h_n.shape[1]
     lanes = VECTOR_BYTES // h_n.itemsize
     inner = input_size + hidden
     offset = ((ALIGN_BYTES - buffer.ctypes.data % ALIGN_BYTES) % ALIGN_BYTES) // h_n.itemsize
     work = buffer[offset:offset + rows * lanes].reshape(rows, lanes)
-    # Zeros in the padding lanes too: garbage there could be subnormal,
-    # which slows the multiply-adds on some CPUs.
-    for r in range(rows):
-        vstore(work, r, 0, vzero(work))
     acc = work[:vectors].reshape(1, vectors * lanes)
     bias = work[vectors:2 * vectors].reshape(1, vectors * lanes)
     z = work[2 * vectors:2 * vectors + joint].reshape(1, joint * lanes)
     packed = work[2 * vectors + joint:]
-    for v in range(vectors):
-        # Row v * inner + k: units v * lanes.. of column k of [w_ih | w_hh].
-        first = v * lanes
-        count = min(lanes, hidden - first)
-        for k in range(input_size):
-            for lane in range(count):
-                packed[v * inner + k, lane] = w_ih[first + lane, k]
-        for k in range(hidden):
-            for lane in range(count):
-                packed[v * inner + input_size + k, lane] = w_hh[first + lane, k]
-    add_biases(bias[0], b_ih, b_hh)
+    if packed_given is None:
+        # Zeros in the padding lanes too: garbage there could be subnormal,
+        # which slows the multiply-adds on some CPUs.
+        for r in range(rows):
+            vstore(work, r, 0, vzero(work))
+        pack_joint(w_ih, w_hh, packed)
+        add_biases(bias[0], b_ih, b_hh)
+    else:
+        for r in range(vectors):
+            vstore(work, r, 0, vzero(work))
+        for r in range(2 * vectors, 2 * vectors + joint):
+            vstore(work, r, 0, vzero(work))
+        for r in range(vectors):
+            vstore(work, vectors + r, 0, vload(packed_given, r, 0))
+        for r in range(rows - 2 * vectors - joint):
+            vstore(packed, r, 0, vload(packed_given, vectors + r, 0))
     contiguous = is_c_contiguous(x)
     xc = c_view(x)  # (read only if contiguous)
     for b in range(batch):
@@ -197,7 +221,54 @@ def forward_small(x, w_ih, w_hh, b_ih, b_hh, out, h_n, relu):
             or (b_hh is not None and b_hh.shape[0] != hidden)):
         return False
     buffer, rows, vectors, joint = _buffer(w_ih, h_n)
-    _run(x, w_ih, w_hh, b_ih, b_hh, None, out, h_n, relu, True, buffer, rows, vectors, joint)
+    _run(x, w_ih, w_hh, b_ih, b_hh, None, out, h_n, relu, True, buffer, rows, vectors, joint,
+         None)
+    return True
+
+
+@njit(**JIT)
+def pack_small(w_ih, w_hh, bias):
+    """A prepared layer's weights for :func:`direct_small`, packed once: a
+    64-byte aligned (vectors + vectors * (I + H), lanes) array, the fused
+    bias's rows (zero padded), then :func:`pack_joint` of the weights."""
+    hidden, input_size = w_ih.shape
+    lanes = VECTOR_BYTES // bias.itemsize
+    vectors = (hidden + lanes - 1) // lanes
+    packed = aligned_zeros(vectors + vectors * (input_size + hidden), lanes, bias)
+    add_biases(packed[:vectors].reshape(vectors * lanes), bias, None)
+    pack_joint(w_ih, w_hh, packed[vectors:])
+    return packed
+
+
+@njit(**KERNEL_JIT)
+def direct_small(x, packed, h0, out, h_n, relu):
+    """A prepared layer's plain call on the small path (fastrnn.Layer): x
+    (B, T, I) batch first, h0 (B, H), out (B, T, H), h_n (B, H), from its
+    weights packed once (:func:`pack_small`): what :func:`forward_sequences`
+    computes (the same loop, the same bits), with its buffer on the stack.
+    Compiled without Numba's reference counts, whose wrapping of each
+    array argument cost more than a 100-step chunk's steps at H = 8 (see
+    .step). Returns False, having done nothing, when the shapes do not fit
+    (the caller checks them: a safeguard) or the buffer would not fit
+    :data:`.step.STACK_BYTES` (a long input row)."""
+    batch, steps, input_size = x.shape
+    hidden = h_n.shape[1]
+    lanes = VECTOR_BYTES // h_n.itemsize
+    vectors = (hidden + lanes - 1) // lanes
+    inner = input_size + hidden
+    joint = (inner + lanes - 1) // lanes
+    rows = 2 * vectors + joint + vectors * inner
+    size = rows * lanes + ALIGN_BYTES // h_n.itemsize
+    if (size * h_n.itemsize > STACK_BYTES or packed.shape[0] != vectors * (1 + inner)
+            or packed.shape[1] != lanes or h0.shape[0] != batch or h0.shape[1] != hidden
+            or h_n.shape[0] != batch or out.shape[0] != batch or out.shape[1] != steps
+            or out.shape[2] != hidden):
+        return False
+    buffer = stack_matrix(1, size, h_n)
+    # (packed in the weights' places too, unread: they must type as
+    # matrices, the branch that packs them is still typed)
+    _run(x, packed, packed, None, None, h0, out, h_n, relu, True, buffer[0], rows, vectors,
+         joint, packed)
     return True
 
 
@@ -225,3 +296,8 @@ forward_small_call = FewVariants(forward_small, inputs=(0, 1, 2, 3, 4), outputs=
 # every optional argument an array (fastrnn._numba.forward normalises them):
 # x, the weights, biases and h0 are read, out and h_n written.
 sequences_call = FewVariants(sequences, inputs=(0, 1, 2, 3, 4, 5), outputs=(6, 7))
+
+# A prepared layer's small plain call (fastrnn.Layer), called through the
+# variant's own entry point (fastrnn._numba.direct_small): x and h0 of any
+# layout, read-only or not.
+direct_small_call = FewVariants(direct_small, inputs=(0, 2), outputs=())
