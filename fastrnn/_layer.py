@@ -254,13 +254,12 @@ class Layer:
                     h0 = h_n
                 if kernel is None:
                     call(x, h0, output, h_n)
-                elif chunk is not None:
-                    # A fastrnn._numba.DirectCall's call, without its
-                    # Python frame.
-                    kernel(x, packed, sparse, cell, h0, output, h_n, chunk)
-                elif not kernel(x, packed, h0, output, h_n, cell):
-                    # The small path's (fastrnn._numba.direct_small), which
-                    # declined: a long input row.
+                # A fastrnn._numba.DirectCall's call, without its Python
+                # frame, or the small path's (fastrnn._numba.direct_small).
+                # False: the kernel declined (the small path's scratch
+                # would not fit its stack: a long input row).
+                elif (kernel(x, packed, sparse, cell, h0, output, h_n, chunk) if chunk is not None
+                      else kernel(x, packed, h0, output, h_n, cell)) is False:
                     self._compute(x, self._w_ih, self._w_hh, self._bias, None, h0, output, h_n,
                                   self._relu, True, None, self._leak, False, self.threads,
                                   prepared=self._prepared)

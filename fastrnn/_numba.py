@@ -62,8 +62,14 @@ from ._plan import plan as choose
 from ._team import Team
 from .kernels.barrier import FLAG_STRIDE, MAX_SHARES
 from .kernels.cells import elman, pack_gated_call, pack_layer_call
-from .kernels.driver import direct_range_call, forward_range_call, forward_range_shares_call
-from .kernels.simd import TARGET
+from .kernels.driver import (
+    direct_range_call,
+    direct_stack_bytes,
+    direct_stack_call,
+    forward_range_call,
+    forward_range_shares_call,
+)
+from .kernels.simd import TARGET, VECTOR_BYTES
 from .kernels.small import (  # noqa: F401  (get_small)
     direct_small_call,
     forward_small,
@@ -72,6 +78,7 @@ from .kernels.small import (  # noqa: F401  (get_small)
     sequences_call,
 )
 from .kernels.sparse import sell_pack
+from .kernels.step import STACK_BYTES
 
 
 class KeptSplit:
@@ -592,7 +599,9 @@ class DirectCall(NamedTuple):
     def __call__(self, x: np.ndarray, h0: np.ndarray, output: np.ndarray,
                  h_n: np.ndarray) -> None:
         kernel, packed, sparse, cell, chunk = self
-        kernel(x, packed, sparse, cell, h0, output, h_n, chunk)
+        if kernel(x, packed, sparse, cell, h0, output, h_n, chunk) is False:
+            raise RuntimeError(f"fastrnn: a direct call of {x.shape} declined (its scratch "
+                               "was checked to fit its stack)")
 
 
 def direct_call(prepared: Prepared, batch: int, steps: int, input_size: int, hidden: int,
@@ -607,10 +616,15 @@ def direct_call(prepared: Prepared, batch: int, steps: int, input_size: int, hid
     # arrays' types): the types are known (checked by the caller), so
     # Numba's dispatch (their types looked up, a variant chosen: about 1 us)
     # is skipped.
+    # Scratch that fits the stack is taken there (direct_stack: no
+    # allocation, no reference counts); else from the heap (direct_range).
     sequences = _EMPTY[like.dtype.char][3]
     h = np.empty((0, 0), like.dtype)
-    kernel = direct_range_call.compile_for((sequences, packed, sparse, cell, h, sequences, h,
-                                            chunk))
+    lanes = VECTOR_BYTES // like.itemsize
+    scratch = direct_stack_bytes(batch, steps, input_size, packed.shape[1],
+                                 (hidden + lanes) // lanes * lanes, chunk, sparse, like.itemsize)
+    call = direct_stack_call if scratch <= STACK_BYTES else direct_range_call
+    kernel = call.compile_for((sequences, packed, sparse, cell, h, sequences, h, chunk))
     return DirectCall(kernel, packed, sparse, cell, chunk)
 
 

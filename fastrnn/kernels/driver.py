@@ -38,6 +38,7 @@ from .jit import JIT, KERNEL_JIT, FewVariants, c_view, is_c_contiguous
 from .product import aligned_empty, aligned_zeros, matmul_rows
 from .simd import VECTOR_BYTES, prefetch_write
 from .sparse import sparse_rows
+from .step import STACK_BYTES, stack_matrix
 
 
 @njit(**KERNEL_JIT)
@@ -93,7 +94,8 @@ def gather_rows(x, gathered, row_start, s0, s1, active, order, lens, b_start, st
     count = active
     for s in range(s0, s1):
         count = running(lens, count, s)
-        row_start[s - s0] = rows
+        if row_start is not None:
+            row_start[s - s0] = rows
         for i in range(count):
             b = b_start + i if order is None else order[i]
             t = time_index(s, i, lens, steps_total, reverse)
@@ -255,7 +257,8 @@ def _steps(x, w_ih_p, w_hh_p, hidden, rows, sparse, cell, u0, mine, state_a, sta
                 sparse_rows(cur, active, sparse, sorted_acc, acc)
             else:
                 matmul_rows(cur, active, hidden, w_hh_p, acc)
-            base = row_start[s - s0]
+            # (row_start None: no lengths, every step a block of count rows)
+            base = (s - s0) * count if row_start is None else row_start[s - s0]
             for i in range(active):
                 update(cell, pre, base + i, acc, i, cur, nxt, u0, mine, rows)
                 if flags is None and out.size != 0:  # (with flags: after the step's release)
@@ -318,6 +321,54 @@ def direct_range(x, packed, sparse, cell, h0, out, h_n, chunk):
     compiled call unboxes 8 arguments, not 17."""
     run_range(x, packed, sparse, cell, h0, out, 0, h_n, True, None, None, False, 0, x.shape[0],
               0, x.shape[1], chunk)
+
+
+@njit(**KERNEL_JIT)
+def direct_stack_bytes(batch, steps, input_size, width, state_width, chunk, sparse, itemsize):
+    """The scratch of :func:`direct_stack` in bytes: the state, the input
+    product of a chunk of steps and its gathered inputs, the recurrent
+    product (and the sparse one's rows), as :func:`drive` lays them out."""
+    held = max(1, min(steps, chunk))
+    products = batch if sparse is not None else 0
+    return ((batch * state_width + (held * batch + batch + products) * width
+             + held * batch * input_size) * itemsize)
+
+
+@njit(**KERNEL_JIT)
+def direct_stack(x, packed, sparse, cell, h0, out, h_n, chunk):
+    """:func:`direct_range` with its scratch on the stack and without Numba's
+    reference counts (whose wrapping of each array argument, and the
+    scratch's four allocations, cost a 100-step chunk's call at B = 1, I =
+    16, float32 H = 64 about 0.5 us of its 20), for a call whose scratch
+    (:func:`direct_stack_bytes`) fits :data:`.step.STACK_BYTES`: returns
+    False, having done nothing, when it does not."""
+    batch, steps, input_size = x.shape
+    lanes = VECTOR_BYTES // h_n.itemsize
+    width = packed.shape[1]
+    state_width = (h_n.shape[1] + lanes) // lanes * lanes  # (see run_range)
+    if direct_stack_bytes(batch, steps, input_size, width, state_width, chunk, sparse,
+                          h_n.itemsize) > STACK_BYTES:
+        return False
+    hidden = layer_shape(packed)[0]
+    dense_rows = packed.shape[0] - ROWS - input_size  # (see drive)
+    vectors = width // lanes
+    held = max(1, min(steps, chunk))
+    products = batch if sparse is not None else 0
+    state = stack_matrix(batch, state_width, h_n)
+    work = stack_matrix(held * batch + batch + products, width, h_n)
+    gathered = stack_matrix(held * batch, input_size, h_n)
+    for i in range(batch):
+        for j in range(state_width):
+            state[i, j] = 0
+    load_state(state, h0, None, 0)
+    _steps(x, packed[:input_size].reshape(input_size * vectors, lanes),
+           packed[input_size:input_size + dense_rows].reshape(dense_rows * vectors, lanes),
+           dense_rows, packed[input_size + dense_rows:], sparse, cell, 0, hidden, state, state,
+           out, 0, True, None, None, 0, False, 0, 1, None, 0, steps, chunk,
+           work[:held * batch], work[held * batch:held * batch + batch],
+           work[held * batch + batch:], gathered, None)
+    finish(out, 0, h_n, state, state, None, None, 0, steps, True, steps, hidden)
+    return True
 
 
 @njit(**JIT)
@@ -386,5 +437,6 @@ def forward_range_shares(x, packed, sparse, cell, h0, out, col, h_n, batch_first
 # C-contiguous (their stores are then vector stores).
 forward_range_call = FewVariants(forward_range, inputs=(0, 4, 9, 10), outputs=())
 direct_range_call = FewVariants(direct_range, inputs=(0, 4), outputs=())
+direct_stack_call = FewVariants(direct_stack, inputs=(0, 4), outputs=())
 forward_range_shares_call = FewVariants(forward_range_shares, inputs=(0, 4, 9, 10), outputs=())
 drive_call = FewVariants(drive_part, inputs=(0, 11, 12), outputs=())
