@@ -159,17 +159,19 @@ def test_long_stream_memory_does_not_grow_with_steps(backend_name):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize(("steps", "kernel"), [(40, "direct_stack"), (400, "direct_range")])
 def test_plain_chunk_calls_run_the_compiled_call_directly(monkeypatch, make_problem, dtype,
-                                                          sparse):
+                                                          sparse, steps, kernel):
     # A prepared layer's plain call whose plan is one thread without
     # windows (a stream's short chunks) calls the compiled kernel straight
-    # away (fastrnn._numba.DirectCall): forward's bits, with h0 or
+    # away (fastrnn._numba.DirectCall), its scratch on the stack (40 steps)
+    # or, too large for it, from the heap (400): forward's bits, with h0 or
     # without, for any layout of x; a shape planned otherwise keeps the
     # full path.
     pytest.importorskip("numba")
     from fastrnn import _numba
 
-    problem = make_problem(9, batch=3, steps=40, input_size=5, hidden_size=70, dtype=dtype,
+    problem = make_problem(9, batch=3, steps=steps, input_size=5, hidden_size=70, dtype=dtype,
                            h0=True)
     w_hh = problem["w_hh"]
     if sparse:
@@ -186,6 +188,7 @@ def test_plain_chunk_calls_run_the_compiled_call_directly(monkeypatch, make_prob
             np.testing.assert_array_equal(output, expected[0])
             np.testing.assert_array_equal(h_n, expected[1])
     assert isinstance(layer._direct[x.shape][-1], _numba.DirectCall)
+    assert layer._direct[x.shape][0].__name__ == kernel
     # Planned otherwise (here the units split, forced): the full path.
     from fastrnn import _plan
 
