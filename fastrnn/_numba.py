@@ -445,6 +445,35 @@ def pack_gated(w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
                            w_hh.shape[1] if u1 is None else u1, w_ih)
 
 
+def cell_plan(batch: int, rows: int, input_size: int, hidden: int, gates: int,
+              threads: int | None, itemsize: int) -> Plan:
+    """The plan of a gated layer's call (:func:`forward_cell`): as an Elman
+    layer of G H units reading the state of H (the same multiply-adds a
+    step)."""
+    return choose(batch=batch, hidden=gates * hidden, input_size=input_size, rows=rows,
+                  recurrent=gates * hidden * hidden, dense=True, plain=False,
+                  limit=_THREADS if threads is None else threads, cores=_CORES,
+                  fused=TARGET.fma, itemsize=itemsize, gated=True)
+
+
+def gated_direct(packed: np.ndarray, cell: Any, batch: int, steps: int, input_size: int,
+                 hidden: int, threads: int | None, like: np.ndarray) -> DirectCall | None:
+    """The :class:`DirectCall` of a gated layer's plain call of ``batch``
+    whole sequences of ``steps`` steps (h0 and h_n (B, H), or (B, 2H) for an
+    LSTM: [h | c]), where :func:`forward_cell` would run it on this thread
+    in one window; else None."""
+    gates = cell.gates
+    rows = batch * steps
+    planned = cell_plan(batch, rows, input_size, hidden, gates, threads, like.itemsize)
+    on_threads = planned.parts > 1 and (planned.path == UNITS_SPLIT or (
+        planned.path == BATCH_SPLIT and batch > 1))
+    if (planned.path == NUMPY or on_threads or rows == 0
+            or rows * gates * hidden * (hidden + input_size) >= WINDOWS_MIN_FMAS):
+        return None
+    return _direct(packed, None, cell, batch, steps, input_size, gates * hidden,
+                   hidden * (2 if gates == 4 else 1), like)
+
+
 def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
                  h0: np.ndarray | None, out: np.ndarray | None, h_n: np.ndarray,
                  batch_first: bool, lengths: np.ndarray | None, threads: int | None,
@@ -483,13 +512,7 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
         rows = int(lens.sum())
     gates = cell.gates
     per_step = gates * hidden * (hidden + input_size)
-    # Planned as an Elman layer of G H units reading the state of H: the same
-    # multiply-adds a step.
-    planned = plan or choose(batch=batch, hidden=gates * hidden, input_size=input_size,
-                             rows=rows, recurrent=gates * hidden * hidden, dense=True,
-                             plain=False, limit=_THREADS if threads is None else threads,
-                             cores=_CORES, fused=TARGET.fma, itemsize=h_n.itemsize,
-                             gated=True)
+    planned = plan or cell_plan(batch, rows, input_size, hidden, gates, threads, h_n.itemsize)
     if planned.path == NUMPY and numpy_forward is not None:
         numpy_forward()
         return False
@@ -608,9 +631,15 @@ def direct_call(prepared: Prepared, batch: int, steps: int, input_size: int, hid
                 relu: bool, leaky: bool, like: np.ndarray) -> DirectCall:
     """The :class:`DirectCall` of a prepared layer's plain call of ``batch``
     sequences of ``steps`` steps, arrays of ``like``'s dtype."""
-    packed, sparse = prepared.packed, prepared.sparse
-    cell = elman(relu, leaky)
-    chunk = chunk_steps(batch, hidden, input_size)
+    return _direct(prepared.packed, prepared.sparse, elman(relu, leaky), batch, steps,
+                   input_size, hidden, hidden, like)
+
+
+def _direct(packed: np.ndarray, sparse: Any, cell: Any, batch: int, steps: int,
+            input_size: int, units: int, state: int, like: np.ndarray) -> DirectCall:
+    # A DirectCall of a packed layer of `units` product columns (H, or G H
+    # for a gated cell) and a state of `state` columns.
+    chunk = chunk_steps(batch, units, input_size)
     # The compiled variant's own entry point (compiled, or loaded from the
     # cache, for the types of these empty stand-ins, which are the caller's
     # arrays' types): the types are known (checked by the caller), so
@@ -622,7 +651,7 @@ def direct_call(prepared: Prepared, batch: int, steps: int, input_size: int, hid
     h = np.empty((0, 0), like.dtype)
     lanes = VECTOR_BYTES // like.itemsize
     scratch = direct_stack_bytes(batch, steps, input_size, packed.shape[1],
-                                 (hidden + lanes) // lanes * lanes, chunk, sparse, like.itemsize)
+                                 (state + lanes) // lanes * lanes, chunk, sparse, like.itemsize)
     call = direct_stack_call if scratch <= STACK_BYTES else direct_range_call
     kernel = call.compile_for((sequences, packed, sparse, cell, h, sequences, h, chunk))
     return DirectCall(kernel, packed, sparse, cell, chunk)

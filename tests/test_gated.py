@@ -273,6 +273,41 @@ def test_chunks_match_one_call(cell, batch, hidden, backend):
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("batch", "steps", "hidden", "kernel"),
+                         [(1, 40, 20, "direct_stack"), (3, 300, 70, "direct_range")])
+def test_plain_calls_run_the_compiled_call_directly(cell, dtype, batch, steps, hidden, kernel,
+                                                    assert_close):
+    # A plain call planned on one thread in one window (a stream's chunk)
+    # calls the compiled kernel straight away, its scratch on the stack or
+    # (too large for it) from the heap: the general path's bits (lengths
+    # given take it; every sequence whole, the same sums), from any layout
+    # of x, with the state or without, each of an LSTM's two or one alone.
+    pytest.importorskip("numba")
+    w = weights(cell, 5, hidden, dtype, seed=3)
+    layer = CELLS[cell][1](*w, threads=1)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((batch, steps, 5)).astype(dtype)
+    h0, c0 = start_state("lstm", (batch, hidden), dtype)
+    states = [None, h0] if cell == "gru" else [None, (h0, c0), (h0, None), (None, c0)]
+    whole = np.full(batch, steps)
+    for state in states:
+        expected = run(cell, layer, x, state, lengths=whole)
+        check(expected, reference(cell, x, w, state), assert_close)
+        for given in (x, np.asfortranarray(x), x[:, ::-1][:, ::-1]):
+            actual = run(cell, layer, given, state)
+            for got, want in zip(actual, expected, strict=True):
+                np.testing.assert_array_equal(got, want)
+                assert got is None or got.flags.c_contiguous
+    entry = layer._direct[x.shape]
+    assert entry is not False and entry[0].__name__ == kernel
+    # A state of the wrong shape: the general path's error, nothing run.
+    wrong = np.zeros((batch, hidden + 1), dtype)
+    with pytest.raises(ValueError, match="h0"):
+        run(cell, layer, x, wrong if cell == "gru" else (wrong, c0))
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
 def test_saturation_and_nan(cell, backend, assert_close):
     # Inputs that drive every gate far into saturation (sigmoid near 0 and
     # 1, tanh at +-1), and a NaN, which stays in its own sample only.
