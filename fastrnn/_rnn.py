@@ -406,6 +406,23 @@ class RNN:
             range, ``out`` is unsuitable or an option is unknown.
         """
         dtype = self._dtype
+        if (type(x) is np.ndarray and x.dtype is dtype and x.ndim == 3 and self._batch_first
+                and not self._bidirectional and lengths is None and out is None
+                and threads is None and backend is None
+                and (h0 is None or (type(h0) is np.ndarray and h0.dtype is dtype
+                                    and h0.shape == (self._num_layers, x.shape[0],
+                                                     self._hidden_size)))):
+            # A stream's chunk (batch first, one direction, every sequence
+            # whole): each layer's own call, whose plain call of a shape met
+            # before is a few checks and the compiled call (fastrnn.Layer;
+            # the general path below cost a float32 one-layer model, H = 64,
+            # 6.5 us more a call). The same results, checked there.
+            layers = self._prepared(self._backend)
+            h_n = np.empty((self._num_layers, x.shape[0], self._hidden_size), dtype)
+            layer_input = x
+            for k, prepared in enumerate(layers):
+                layer_input, h_n[k] = prepared(layer_input, None if h0 is None else h0[k])
+            return layer_input, h_n
         x_arr = as_float_array("x", x)
         if x_arr.dtype != dtype:
             raise TypeError(

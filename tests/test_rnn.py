@@ -920,6 +920,37 @@ def test_inputs_unchanged(backend):
     np.testing.assert_array_equal(h_n, expected[1])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("num_layers", "hidden"), [(1, 4), (2, 40), (3, 70)])
+def test_plain_calls_take_each_layers_own_call(backend, dtype, num_layers, hidden):
+    # A plain call (batch first, one direction, no lengths, out, threads or
+    # backend given) runs each layer's own call (fastrnn.Layer, whose plain
+    # calls of a shape met before go straight to the compiled kernel): the
+    # general path's bits (a backend given takes it), chunk after chunk
+    # with the state carried, for any layout of x and h0.
+    rnn = RNN(INPUT, hidden, num_layers=num_layers, dtype=dtype, seed=1, backend=backend)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 12, INPUT)).astype(dtype)
+    h0 = rng.standard_normal((num_layers, 3, hidden)).astype(dtype)
+    for given_x in (x, np.asfortranarray(x), x[:, ::-1][:, ::-1]):
+        for given_h0 in (None, h0, np.asfortranarray(h0)):
+            expected = rnn(x, None if given_h0 is None else h0, backend=backend)
+            output, h_n = rnn(given_x, given_h0)
+            np.testing.assert_array_equal(output, expected[0])
+            np.testing.assert_array_equal(h_n, expected[1])
+    h, parts = h0, []
+    for start, stop in ((0, 5), (5, 6), (6, 12)):
+        output, h = rnn(x[:, start:stop], h)
+        parts.append(output)
+    expected = rnn(x, h0, backend=backend)
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), expected[0],
+                               rtol=0, atol=1e-5 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(h, expected[1], rtol=0,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+    # Every layer's plain calls of these shapes were kept for the next ones.
+    assert all(layer._direct for layer in rnn._prepared(backend))
+
+
 def test_threads_and_backends_agree(forward_tolerance):
     rnn = RNN(INPUT, HIDDEN, num_layers=2, bidirectional=True, dtype=np.float64, seed=0)
     x, h0, lengths = draw_inputs(7, num_states=4, dtype=np.float64, batch_first=True, h0=True,
