@@ -520,8 +520,8 @@ class LSTMLayer(_GatedLayer):
             start = None
             if h0 is not None or c0 is not None:
                 hidden = self.hidden_size
-                pair = (x.shape[0], hidden)
-                if x.ndim != 3 or (h0 is not None and h0.shape != pair) or (
+                pair = (x.shape[0], hidden) if x.ndim == 3 else None
+                if pair is None or (h0 is not None and h0.shape != pair) or (
                         c0 is not None and c0.shape != pair):
                     # (the general path's checks and errors)
                     return self._call(x, h0, c0, batch_first, lengths, return_sequences, out)
