@@ -417,6 +417,13 @@ def test_bad_calls(cell, backend):
             layer(x, (None, bad_h0))
         with pytest.raises(TypeError, match=r"state must be a pair"):
             layer(x, np.zeros((2, 6), np.float32))
+    # Inputs of other dimensions, with a state given or not: the error names x.
+    for wrong in (np.zeros((), np.float32), np.zeros(4, np.float32),
+                  np.zeros((1, 2, 3, 4), np.float32)):
+        h = np.zeros(6, np.float32)
+        for state in (None, h if cell == "gru" else (h, h)):
+            with pytest.raises(ValueError, match=r"x must be 3-D"):
+                layer(wrong, state)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
