@@ -221,7 +221,7 @@ def test_small_chunk_calls_run_the_small_kernel_directly(make_problem, dtype, no
         layer = fastrnn.prepare(*weights, nonlinearity=nonlinearity, threads=1)
         x, h0 = problem["x"], problem["h0"]
         assert _numba.call_plan(1, 12, input_size, 20, None, False, 1,
-                                        x.dtype.itemsize)[0].path == _plan.SMALL
+                                x.dtype.itemsize)[0].path == _plan.SMALL
         for given_x in (x, np.asfortranarray(x), x[:, ::-1][:, ::-1]):
             for given_h0 in (None, h0):
                 expected = fastrnn.forward(x, *weights, h0=given_h0, nonlinearity=nonlinearity)

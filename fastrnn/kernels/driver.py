@@ -186,35 +186,48 @@ def drive(x, packed, sparse, cell, u0, u1, state_a, state_b, out, col, batch_fir
     n1, n2, input_size = x.shape
     steps_total = n2 if batch_first else n1
     count = state_a.shape[0]
-    lanes = VECTOR_BYTES // state_a.itemsize
-    mine = u1 - u0
-    width = packed.shape[1]
-    vectors = width // lanes
-    hidden = packed.shape[0] - ROWS - input_size  # H rows (dense), 0 (sparse)
-    w_ih_p = packed[:input_size].reshape(input_size * vectors, lanes)
-    w_hh_p = packed[input_size:input_size + hidden].reshape(hidden * vectors, lanes)
-    rows = packed[input_size + hidden:]
     longest = longest_steps(lens, count, steps_total)
     stop = min(longest, last)
     if first >= stop:
         return True
     held = max(1, min(longest, chunk))  # steps the input product's buffer holds
-    # One aligned workspace, rows of `width`: pre (the input product + bias
-    # of a chunk of steps, step-major, only the running samples' rows), acc
-    # (the recurrent product), sorted (the sparse product in its packed row
-    # order; sparse only). Not zeroed: the products write every value the
-    # steps read (the kernel tests pass with it filled with NaN).
-    pre_rows = held * count
-    products = count if sparse is not None else 0
-    work = aligned_empty(pre_rows + count + products, width, state_a)
-    pre = work[:pre_rows]
-    acc = work[pre_rows:pre_rows + count]
-    sorted_acc = work[pre_rows + count:]
-    gathered = np.empty((pre_rows, input_size), dtype=state_a.dtype)
+    # Not zeroed: the products write every value the steps read (the kernel
+    # tests pass with it filled with NaN).
+    work = aligned_empty(work_rows(held, count, sparse), packed.shape[1], state_a)
+    gathered = np.empty((held * count, input_size), dtype=state_a.dtype)
     row_start = np.empty(held, dtype=np.int64)
-    return _steps(x, w_ih_p, w_hh_p, hidden, rows, sparse, cell, u0, mine, state_a, state_b,
-                  out, col, batch_first, order, lens, b_start, reverse, part, parts, flags, first,
-                  stop, chunk, pre, acc, sorted_acc, gathered, row_start)
+    return steps_on(x, packed, sparse, cell, u0, u1 - u0, state_a, state_b, out, col,
+                    batch_first, order, lens, b_start, reverse, part, parts, flags, first, stop,
+                    chunk, work, held, gathered, row_start)
+
+
+@njit(**dict(KERNEL_JIT, inline="always"))
+def work_rows(held, count, sparse):
+    """The rows (of the packed width) of the steps' workspace: pre (the
+    input product + bias of ``held`` steps, step-major, only the running
+    samples' rows), acc (the recurrent product), sorted (the sparse product
+    in its packed row order; sparse only)."""
+    return held * count + count + (count if sparse is not None else 0)
+
+
+@njit(**dict(KERNEL_JIT, inline="always"))
+def steps_on(x, packed, sparse, cell, u0, mine, state_a, state_b, out, col, batch_first, order,
+             lens, b_start, reverse, part, parts, flags, first, stop, chunk, work, held,
+             gathered, row_start):
+    """:func:`_steps` on the panels of ``packed`` and the parts of ``work``
+    (:func:`work_rows`, for ``held`` steps of the state's samples)."""
+    input_size = x.shape[2]
+    count = state_a.shape[0]
+    lanes = VECTOR_BYTES // state_a.itemsize
+    vectors = packed.shape[1] // lanes
+    hidden = packed.shape[0] - ROWS - input_size  # H rows (dense), 0 (sparse)
+    pre_rows = held * count
+    return _steps(x, packed[:input_size].reshape(input_size * vectors, lanes),
+                  packed[input_size:input_size + hidden].reshape(hidden * vectors, lanes),
+                  hidden, packed[input_size + hidden:], sparse, cell, u0, mine, state_a,
+                  state_b, out, col, batch_first, order, lens, b_start, reverse, part, parts,
+                  flags, first, stop, chunk, work[:pre_rows], work[pre_rows:pre_rows + count],
+                  work[pre_rows + count:], gathered, row_start)
 
 
 @njit(**KERNEL_JIT)
@@ -329,8 +342,7 @@ def direct_stack_bytes(batch, steps, input_size, width, state_width, chunk, spar
     product of a chunk of steps and its gathered inputs, the recurrent
     product (and the sparse one's rows), as :func:`drive` lays them out."""
     held = max(1, min(steps, chunk))
-    products = batch if sparse is not None else 0
-    return ((batch * state_width + (held * batch + batch + products) * width
+    return ((batch * state_width + work_rows(held, batch, sparse) * width
              + held * batch * input_size) * itemsize)
 
 
@@ -350,23 +362,16 @@ def direct_stack(x, packed, sparse, cell, h0, out, h_n, chunk):
                           h_n.itemsize) > STACK_BYTES:
         return False
     hidden = layer_shape(packed)[0]
-    dense_rows = packed.shape[0] - ROWS - input_size  # (see drive)
-    vectors = width // lanes
     held = max(1, min(steps, chunk))
-    products = batch if sparse is not None else 0
     state = stack_matrix(batch, state_width, h_n)
-    work = stack_matrix(held * batch + batch + products, width, h_n)
+    work = stack_matrix(work_rows(held, batch, sparse), width, h_n)
     gathered = stack_matrix(held * batch, input_size, h_n)
     for i in range(batch):
         for j in range(state_width):
             state[i, j] = 0
     load_state(state, h0, None, 0)
-    _steps(x, packed[:input_size].reshape(input_size * vectors, lanes),
-           packed[input_size:input_size + dense_rows].reshape(dense_rows * vectors, lanes),
-           dense_rows, packed[input_size + dense_rows:], sparse, cell, 0, hidden, state, state,
-           out, 0, True, None, None, 0, False, 0, 1, None, 0, steps, chunk,
-           work[:held * batch], work[held * batch:held * batch + batch],
-           work[held * batch + batch:], gathered, None)
+    steps_on(x, packed, sparse, cell, 0, hidden, state, state, out, 0, True, None, None, 0,
+             False, 0, 1, None, 0, steps, chunk, work, held, gathered, None)
     finish(out, 0, h_n, state, state, None, None, 0, steps, True, steps, hidden)
     return True
 
