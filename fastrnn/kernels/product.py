@@ -25,10 +25,11 @@ between two rows (one thread, K = H = 1024, GFLOP/s, AMD Zen 4: float32 two
 rows 92 against 45 as two single rows, three rows 74 against 50; compiled for
 haswell 88 against 45 and 69 against 47; float64 about the same ratios).
 Every block sums ``BLOCK`` values of k in
-registers and adds them to ``acc``: float32 sums over K = 1024 stay as accurate
-as PyTorch's. A sum depends on its row's place in the blocks (4 rows, one
-chain each; 2 rows, two chains; one row, four), never on its vector's place:
-the callers keep the rows' blocks the same whatever the threads (see .driver). ``packed``
+registers and adds them to ``acc`` (float32; float64 sums all of K in one
+block): float32 sums over K = 1024 stay as accurate as PyTorch's. A sum
+depends on its row's place in the blocks (4 rows, one chain each; 2 rows,
+two chains; one row, four), never on its vector's place: the callers keep
+the rows' blocks the same whatever the threads (see .driver). ``packed``
 and ``acc`` are 64-byte aligned (see :func:`aligned_zeros`): unaligned 64-byte
 loads split cache lines and halved the speed on AVX-512.
 """
@@ -68,7 +69,22 @@ PREFETCH = 32 if PANEL == 2 else 0
 # (bench/accuracy.py); in blocks of 64, 0.7x. The error grows about as
 # sqrt(K * BLOCK) + K / sqrt(BLOCK): 32 would be a little more accurate, but
 # its extra stores and loop exits cost more time (up to 15% at K = 1024).
+# float64 sums need no blocks (its rounding error over K = 1024 is some
+# 1e-13 of the sum): one block of all of K, as the release before issue 12
+# (12a0eb6) summed. Blocks of 64 made float64 (128, 100, 256, 512) 1.036x
+# and (1, 10 000, 1, 1000) 1.016x that release's time; one block, 1.007x
+# and 1.000x (one process, 16 interleaved rounds, against the release and a
+# copy of it: 0.999x, 1.007x).
 BLOCK = 64
+WIDE_BLOCK = 1 << 62
+
+
+@njit(**dict(KERNEL_JIT, inline="always"))
+def block_of(acc):
+    """Values of k summed in registers before they are added to ``acc``:
+    :data:`BLOCK` for float32, all of them for float64 (a constant when
+    compiled: the dtype is part of the type)."""
+    return BLOCK if acc.itemsize == 4 else WIDE_BLOCK
 
 
 @njit(**JIT)
@@ -153,7 +169,7 @@ def _rows4_panel(z, r, inner, w, base, acc, j):
     r1 = r + 1
     r2 = r + 2
     r3 = r + 3
-    for k0 in range(0, inner, BLOCK):
+    for k0 in range(0, inner, block_of(acc)):
         a00 = vzero(acc)
         a01 = vzero(acc)
         a02 = vzero(acc)
@@ -170,7 +186,7 @@ def _rows4_panel(z, r, inner, w, base, acc, j):
         a31 = vzero(acc)
         a32 = vzero(acc)
         a33 = vzero(acc)
-        for k in range(k0, min(k0 + BLOCK, inner)):
+        for k in range(k0, min(k0 + block_of(acc), inner)):
             q = base + PANEL * k
             if PREFETCH > 0:
                 prefetch_read(w, q + PANEL * PREFETCH, 0)
@@ -239,7 +255,7 @@ def _rows6_panel(z, r, inner, w, base, acc, j):
     r3 = r + 3
     r4 = r + 4
     r5 = r + 5
-    for k0 in range(0, inner, BLOCK):
+    for k0 in range(0, inner, block_of(acc)):
         a00 = vzero(acc)
         a01 = vzero(acc)
         a10 = vzero(acc)
@@ -252,7 +268,7 @@ def _rows6_panel(z, r, inner, w, base, acc, j):
         a41 = vzero(acc)
         a50 = vzero(acc)
         a51 = vzero(acc)
-        for k in range(k0, min(k0 + BLOCK, inner)):
+        for k in range(k0, min(k0 + block_of(acc), inner)):
             q = base + 2 * k
             if PREFETCH > 0:
                 prefetch_read(w, q + 2 * PREFETCH, 0)
@@ -310,7 +326,7 @@ def _rows2_panels(z, r, inner, w, acc, v0, v1):
         j2 = j + 2 * lanes
         j3 = j + 3 * lanes
         r1 = r + 1
-        for k0 in range(0, inner, BLOCK):
+        for k0 in range(0, inner, block_of(acc)):
             a0 = vzero(acc)
             a1 = vzero(acc)
             a2 = vzero(acc)
@@ -327,7 +343,7 @@ def _rows2_panels(z, r, inner, w, acc, v0, v1):
             d1 = vzero(acc)
             d2 = vzero(acc)
             d3 = vzero(acc)
-            count = min(BLOCK, inner - k0)
+            count = min(block_of(acc), inner - k0)
             for i in range(count // 2):
                 k = k0 + 2 * i
                 q = base + PANEL * k
@@ -408,7 +424,7 @@ def _row1_panels(z, r, inner, w, acc, v0, v1):
         j1 = j + lanes
         j2 = j + 2 * lanes
         j3 = j + 3 * lanes
-        for k0 in range(0, inner, BLOCK):
+        for k0 in range(0, inner, block_of(acc)):
             a0 = vzero(acc)
             a1 = vzero(acc)
             a2 = vzero(acc)
@@ -425,7 +441,7 @@ def _row1_panels(z, r, inner, w, acc, v0, v1):
             d1 = vzero(acc)
             d2 = vzero(acc)
             d3 = vzero(acc)
-            count = min(BLOCK, inner - k0)
+            count = min(block_of(acc), inner - k0)
             for i in range(count // 4):
                 k = k0 + 4 * i
                 q = base + PANEL * k
@@ -474,12 +490,12 @@ def _row1_panels(z, r, inner, w, acc, v0, v1):
 @njit(**KERNEL_JIT)
 def _rows4_vecs1(z, r, inner, w, base, acc, j):
     # The last panel's vectors, one at a time.
-    for k0 in range(0, inner, BLOCK):
+    for k0 in range(0, inner, block_of(acc)):
         a0 = vzero(acc)
         a1 = vzero(acc)
         a2 = vzero(acc)
         a3 = vzero(acc)
-        for k in range(k0, min(k0 + BLOCK, inner)):
+        for k in range(k0, min(k0 + block_of(acc), inner)):
             wv = vload(w, base + k, 0)
             a0 = vfma(wv, vsplat(z[r, np.uintp(k)]), a0)
             a1 = vfma(wv, vsplat(z[r + 1, np.uintp(k)]), a1)
@@ -498,12 +514,12 @@ def _rows4_vecs1(z, r, inner, w, base, acc, j):
 def _rows2_vecs1(z, r, inner, w, base, acc, j):
     # The last panel's vectors, one at a time, for two rows: two chains
     # per row by k mod 2, as _rows2_panels.
-    for k0 in range(0, inner, BLOCK):
+    for k0 in range(0, inner, block_of(acc)):
         a0 = vzero(acc)
         b0 = vzero(acc)
         c0 = vzero(acc)
         d0 = vzero(acc)
-        count = min(BLOCK, inner - k0)
+        count = min(block_of(acc), inner - k0)
         for i in range(count // 2):
             k = k0 + 2 * i
             wv = vload(w, base + k, 0)
@@ -528,12 +544,12 @@ def _rows2_vecs1(z, r, inner, w, base, acc, j):
 def _rows1_vecs1(z, r, inner, w, base, acc, j):
     # Four chains by k mod 4, per block, as _row1_panels: a vector's sums do
     # not depend on whether it falls in a full panel or the last one.
-    for k0 in range(0, inner, BLOCK):
+    for k0 in range(0, inner, block_of(acc)):
         a0 = vzero(acc)
         b0 = vzero(acc)
         c0 = vzero(acc)
         d0 = vzero(acc)
-        count = min(BLOCK, inner - k0)
+        count = min(block_of(acc), inner - k0)
         for i in range(count // 4):
             k = k0 + 4 * i
             a0 = vfma(vload(w, base + k, 0), vsplat(z[r, np.uintp(k)]), a0)
