@@ -196,7 +196,7 @@ class Crew:
             batch, steps = x.shape[0], x.shape[1]
             self._unsure = True
             posted = _post_chunk(self.ctrl, x, h0, self.xc, self.state_a, self.state_b,
-                                 self.flags, chunk_steps(batch, self.hidden, x.shape[2]))
+                                 self.flags, chunk_steps(batch, self.hidden))
             # Every part waits for the others at each step of a chunk: the
             # helpers must be awake (whether one sleeps is decided under
             # the lock, after it has looked for a posted chunk).

@@ -315,7 +315,7 @@ def forward(x: np.ndarray, w_ih: np.ndarray, w_hh: Any, b_ih: np.ndarray | None,
     longest = steps_total if lens is None else int(lens[0]) if batch else 0
     per_step = x.shape[2] * hidden + (hidden * hidden if dense is not None else w_hh.nnz)
     windowed = rows * per_step >= WINDOWS_MIN_FMAS and longest > 0
-    chunk = chunk_steps(batch, hidden, x.shape[2])
+    chunk = chunk_steps(batch, hidden)
     cell = elman(relu, leaky)
     packed = sparse = None
     if prepared is not None:
@@ -522,7 +522,7 @@ def forward_cell(x: np.ndarray, packed: np.ndarray, cell: Any, hidden: int,
     if out is None:
         out = _EMPTY[h_n.dtype.char][3]
     longest = steps_total if lens is None else int(lens[0]) if batch else 0
-    chunk = chunk_steps(batch, gates * hidden, input_size)
+    chunk = chunk_steps(batch, gates * hidden)
     def run_one(h: np.ndarray | None, first: int, last: int, alone: bool = False) -> None:
         forward_range_call(x, packed, None, cell, h, out, 0, h_n, batch_first, order, lens,
                            False, 0, batch, first, last, chunk)
@@ -639,7 +639,7 @@ def _direct(packed: np.ndarray, sparse: Any, cell: Any, batch: int, steps: int,
             input_size: int, units: int, state: int, like: np.ndarray) -> DirectCall:
     # A DirectCall of a packed layer of `units` product columns (H, or G H
     # for a gated cell) and a state of `state` columns.
-    chunk = chunk_steps(batch, units, input_size)
+    chunk = chunk_steps(batch, units)
     # The compiled variant's own entry point (compiled, or loaded from the
     # cache, for the types of these empty stand-ins, which are the caller's
     # arrays' types): the types are known (checked by the caller), so

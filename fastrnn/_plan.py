@@ -176,27 +176,25 @@ UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 
 
 # Values (samples x units) in the input product's buffer: 128 KB of float32.
+# One size for every w_ih: a chunk of 1 << 19 values where w_ih held 1 << 18
+# or more (so that a chunk, not a step, read it from L3) helped the haswell
+# kernels before their weight prefetch (.kernels.product.PREFETCH: float32
+# (32, 50, 1024, 1024) one thread 93 against 76 ms); since, it costs time.
+# Medians of interleaved calls in one process (chunkset, 2026-12-05), 1 << 15
+# over 1 << 19: (32, 50, 1024, 1024) AVX-512 float32 0.986, threads=1 0.983;
+# float64 0.988, threads=1 1.006; compiled for haswell float32 0.978,
+# threads=1 0.993, float64 1.002, threads=1 1.014; LSTM float32 (32, 50, 512,
+# 512) 1.000 (haswell 0.989), GRU 0.995, LSTM float64 (32, 50, 256, 256) 0.986.
 CHUNK_ELEMENTS = 32 * 1024
-# ... or this many where w_ih has at least BIG_INPUT_VALUES values (1 MB of
-# float32): each chunk reads w_ih from L3 or memory once, and with a chunk
-# of one step (B = 32, H = 1024: 32 rows) a step read it whole, as many bytes
-# as w_hh. (32, 50, 1024, 1024), compiled for haswell, ms, 1 << 15 against
-# 1 << 19 values (15 steps): float64 one thread 252 against 220, two
-# threads (the units split) 107 against 82; float32 one thread 93 against
-# 76. On AVX-512 (AMD Zen 4) within the noise.
-BIG_CHUNK_ELEMENTS = 1 << 19
-BIG_INPUT_VALUES = 1 << 18
 
 
-def chunk_steps(batch: int, hidden: int, input_size: int = 0) -> int:
+def chunk_steps(batch: int, hidden: int) -> int:
     """Steps per chunk of the hoisted input product, for a call of ``batch``
     samples: the same for every way a call runs (one thread, the batch or
     units split, any windows, a layer's crew), and chunks start at
     multiples of it, so that the product's blocks of rows, and so its sums
     (fastrnn.kernels.product), are the same whatever the threads."""
-    elements = (BIG_CHUNK_ELEMENTS if input_size * hidden >= BIG_INPUT_VALUES
-                else CHUNK_ELEMENTS)
-    return max(1, elements // max(1, batch * (hidden + 1)))
+    return max(1, CHUNK_ELEMENTS // max(1, batch * (hidden + 1)))
 
 
 class Plan(NamedTuple):

@@ -348,13 +348,14 @@ def test_batch_of_heavy_weights_splits_units(itemsize):
     assert _plan_of(**dict(heavy, limit=1)) == Plan(BLOCKED)
 
 
-def test_chunks_hold_more_steps_for_a_large_w_ih():
-    # A large w_ih is read once a chunk: its chunks hold more steps.
-    hidden = 1024
-    input_size = _plan.BIG_INPUT_VALUES // hidden
-    assert _plan.chunk_steps(32, hidden, input_size - 1) == 1  # 32 K values / (32 x 1025)
-    assert _plan.chunk_steps(32, hidden, input_size) == _plan.BIG_CHUNK_ELEMENTS // (32 * 1025)
+def test_chunks_hold_a_fixed_number_of_values():
+    # Whatever w_ih's size: about CHUNK_ELEMENTS values (samples x (H + 1)),
+    # at least one step.
     assert _plan.chunk_steps(1, 8) == _plan.CHUNK_ELEMENTS // 9
+    assert _plan.chunk_steps(32, 1024) == 1  # 32 K values / (32 x 1025)
+    assert _plan.chunk_steps(4, 1000) == _plan.CHUNK_ELEMENTS // 4004
+    assert _plan.chunk_steps(0, 64) == _plan.CHUNK_ELEMENTS
+    assert _plan.chunk_steps(512, 4096) == 1
 
 
 def test_batch_split():
