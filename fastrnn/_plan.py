@@ -180,8 +180,9 @@ UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 # or more (so that a chunk, not a step, read it from L3) helped the haswell
 # kernels before their weight prefetch (.kernels.product.PREFETCH: float32
 # (32, 50, 1024, 1024) one thread 93 against 76 ms); since, it costs time.
-# Medians of interleaved calls in one process (chunkset, 2026-12-05), 1 << 15
-# over 1 << 19: (32, 50, 1024, 1024) AVX-512 float32 0.986, threads=1 0.983;
+# Medians of calls interleaved in one process, the two sizes switched between
+# them (2026-12-05), 1 << 15 over 1 << 19: (32, 50, 1024, 1024) AVX-512
+# float32 0.986, threads=1 0.983;
 # float64 0.988, threads=1 1.006; compiled for haswell float32 0.978,
 # threads=1 0.993, float64 1.002, threads=1 1.014; LSTM float32 (32, 50, 512,
 # 512) 1.000 (haswell 0.989), GRU 0.995, LSTM float64 (32, 50, 256, 256) 0.986.
