@@ -182,10 +182,10 @@ UNITS_SPLIT_AVAILABLE = hasattr(os, "sched_yield")
 # (32, 50, 1024, 1024) one thread 93 against 76 ms); since, it costs time.
 # Medians of calls interleaved in one process, the two sizes switched between
 # them (2026-12-05), 1 << 15 over 1 << 19: (32, 50, 1024, 1024) AVX-512
-# float32 0.986, threads=1 0.983;
-# float64 0.988, threads=1 1.006; compiled for haswell float32 0.978,
-# threads=1 0.993, float64 1.002, threads=1 1.014; LSTM float32 (32, 50, 512,
-# 512) 1.000 (haswell 0.989), GRU 0.995, LSTM float64 (32, 50, 256, 256) 0.986.
+# float32 0.986, threads=1 0.983; float64 0.988, threads=1 1.006; compiled
+# for haswell float32 0.978, threads=1 0.993, float64 1.002, threads=1 1.014;
+# LSTM float32 (32, 50, 512, 512) 1.000 (haswell 0.989), GRU 0.995, LSTM
+# float64 (32, 50, 256, 256) 0.986.
 CHUNK_ELEMENTS = 32 * 1024
 
 
